@@ -1,0 +1,60 @@
+# maas - two commands set everything up on a fresh machine:
+#   make run    install what is missing, start the whole suite on embedded defaults
+#   make test   install what is missing, check generated code, run every test
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.maas-installed
+PACKAGES := services/common services/registry
+EDITABLE := $(foreach p,$(PACKAGES),-e $(p))
+
+.PHONY: help install run test test-fast lint protos check-protos bench bench-registry clean
+
+help:
+	@echo "make run           start the suite on embedded defaults (state in ./.maas)"
+	@echo "make test          check generated code and run every test (SQLite and PostgreSQL)"
+	@echo "make lint          ruff and mypy"
+	@echo "make protos        regenerate Python code from protos/"
+	@echo "make check-protos  fail if the committed generated code is stale"
+	@echo "make bench         run every benchmark and write bench/out/report.md"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) requirements/dev.txt requirements/constraints.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c requirements/constraints.txt -r requirements/dev.txt $(EDITABLE)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) -m maas.registry serve
+
+protos: install
+	$(PY) tools/protos.py
+
+check-protos: install
+	$(PY) tools/protos.py --check
+
+test: install check-protos
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy services/common/src/maas/common services/registry/src/maas/registry tools
+
+bench: bench-registry
+
+bench-registry: install
+	$(PY) bench/registry_bench.py
+
+clean:
+	rm -rf .maas bench/out

@@ -1,0 +1,1 @@
+"""Runtime shared by the maas services; none of them imports another's code."""

@@ -1,0 +1,196 @@
+"""The server lifecycle, written once for every service.
+
+create -> interceptors -> health + reflection -> start -> wait for SIGTERM or
+SIGINT -> health NOT_SERVING -> stop(grace) -> application cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from maas.common.interceptors import AccessLogInterceptor, ErrorMappingInterceptor, MetricsInterceptor
+from maas.common.settings import ServerSettings
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
+
+log = logging.getLogger("maas.server")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class Health:
+    """Per-service health as grpc.health.v1 reports it.
+
+    The overall status ("") is SERVING only while every service of the process
+    is; services flip themselves with `set` (e.g. when the database goes away).
+    """
+
+    def __init__(self, services: Sequence[str]) -> None:
+        self.servicer = health_aio.HealthServicer()
+        self._status: dict[str, bool] = {name: False for name in services}
+
+    async def set(self, service: str, serving: bool) -> None:
+        if self._status.get(service) == serving:
+            return
+        self._status[service] = serving
+        await self.servicer.set(service, SERVING if serving else NOT_SERVING)
+        overall = all(self._status.values())
+        await self.servicer.set("", SERVING if overall else NOT_SERVING)
+        log.info("health: %s is %s", service or "server", "SERVING" if serving else "NOT_SERVING")
+
+    async def set_all(self, serving: bool) -> None:
+        for name in list(self._status):
+            await self.set(name, serving)
+
+    def serving(self, service: str) -> bool:
+        return self._status.get(service, False)
+
+    async def shutdown(self) -> None:
+        await self.servicer.enter_graceful_shutdown()
+
+
+class App(Protocol):
+    """What a service plugs into the lifecycle."""
+
+    service_names: Sequence[str]
+
+    def register(self, server: aio.Server) -> None:
+        """Add the service's servicers to the server."""
+
+    async def start(self, health: Health) -> None:
+        """Begin background work; set health to SERVING when ready."""
+
+    async def stop(self) -> None:
+        """Release resources after the server stopped accepting calls."""
+
+
+@dataclass
+class RunningServer:
+    server: aio.Server
+    port: int
+    health: Health
+    app: App
+    settings: ServerSettings
+    metrics_registry: CollectorRegistry
+    metrics_port: int = 0
+    _http: Any = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        host = self.settings.host
+        if host in ("0.0.0.0", "::", "[::]"):
+            host = "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: health first, then in-flight calls get `grace` seconds."""
+        await self.health.shutdown()
+        await self.server.stop(self.settings.grace_seconds if grace is None else grace)
+        await self.app.stop()
+        if self._http is not None:
+            httpd, thread = self._http
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join(timeout=5)
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+async def start_server(
+    settings: ServerSettings,
+    app: App,
+    *,
+    extra_interceptors: Sequence[aio.ServerInterceptor] = (),
+    metrics_registry: CollectorRegistry | None = None,
+    server_options: Sequence[tuple[str, Any]] = (),
+) -> RunningServer:
+    registry = metrics_registry or CollectorRegistry()
+    interceptors: list[aio.ServerInterceptor] = [*extra_interceptors]
+    if settings.metrics_port:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        interceptors.append(MetricsInterceptor(registry))
+    if settings.access_log:
+        interceptors.append(AccessLogInterceptor())
+    # Innermost, so the observers above see the final status code.
+    interceptors.append(ErrorMappingInterceptor())
+
+    server = aio.server(
+        interceptors=interceptors,
+        options=[*channel_options(settings.max_message_bytes), *server_options],
+    )
+    health = Health(app.service_names)
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    app.register(server)
+    if settings.reflection:
+        names = [*app.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(f"{_bind_host(settings.host)}:{settings.port}")
+    if port == 0:
+        raise OSError(f"could not bind {settings.host}:{settings.port}")
+    await health.set_all(False)
+    await server.start()
+    running = RunningServer(server, port, health, app, settings, registry)
+    if settings.metrics_port:
+        running._http = start_http_server(settings.metrics_port, settings.metrics_host, registry)
+        running.metrics_port = running._http[0].server_port
+    try:
+        await app.start(health)
+    except BaseException:
+        await running.stop(grace=0)
+        raise
+    return running
+
+
+def _bind_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+async def serve_forever(settings: ServerSettings, app: App, *, name: str, **kwargs: Any) -> None:
+    """Run until SIGTERM/SIGINT, then stop gracefully. Used by each `__main__`."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    running = await start_server(settings, app, **kwargs)
+    metrics = (
+        f", metrics on http://{settings.metrics_host}:{running.metrics_port}/metrics" if running.metrics_port else ""
+    )
+    log.info("%s listening on %s%s", name, running.address, metrics)
+    print(f"{name} listening on {running.address}{metrics}", flush=True)
+    await stop.wait()
+    log.info("%s stopping (grace %.1fs)", name, settings.grace_seconds)
+    await running.stop()
+    log.info("%s stopped", name)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+__all__ = [
+    "App",
+    "Health",
+    "RunningServer",
+    "channel_options",
+    "configure_logging",
+    "serve_forever",
+    "start_server",
+]

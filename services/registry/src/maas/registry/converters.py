@@ -1,0 +1,235 @@
+"""Protobuf <-> domain conversions for the registry, as paired to_x / from_x."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from maas.common import errors
+from maas.registry import entities
+from maas.v1 import common_pb2, registry_pb2
+
+# --------------------------------------------------------------- scalars ---
+
+
+def to_timestamp(ms: int) -> timestamp_pb2.Timestamp | None:
+    if not ms:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromMilliseconds(ms)
+    return ts
+
+
+def from_datatype(value: int) -> str:
+    if value == common_pb2.DATA_TYPE_UNSPECIFIED or value not in common_pb2.DataType.values():
+        raise errors.InvalidArgument("datatype: must be set to a known type")
+    return common_pb2.DataType.Name(value).removeprefix("DATA_TYPE_")
+
+
+def to_datatype(name: str) -> int:
+    return common_pb2.DataType.Value(f"DATA_TYPE_{name}")
+
+
+def from_status(value: int) -> entities.VersionStatus:
+    if value == registry_pb2.VERSION_STATUS_UNSPECIFIED or value not in registry_pb2.VersionStatus.values():
+        raise errors.InvalidArgument("statuses: unknown version status")
+    return entities.VersionStatus(registry_pb2.VersionStatus.Name(value).removeprefix("VERSION_STATUS_"))
+
+
+def to_status(status: entities.VersionStatus) -> int:
+    return registry_pb2.VersionStatus.Value(f"VERSION_STATUS_{status.value}")
+
+
+def from_format(value: int, *, required: bool = True) -> entities.ModelFormat | None:
+    if value == registry_pb2.MODEL_FORMAT_UNSPECIFIED:
+        if required:
+            raise errors.InvalidArgument("format: must be set")
+        return None
+    if value not in registry_pb2.ModelFormat.values():
+        raise errors.InvalidArgument("format: unknown model format")
+    return entities.ModelFormat(registry_pb2.ModelFormat.Name(value).removeprefix("MODEL_FORMAT_"))
+
+
+def to_format(fmt: entities.ModelFormat) -> int:
+    return registry_pb2.ModelFormat.Value(f"MODEL_FORMAT_{fmt.value}")
+
+
+def from_order(value: int) -> entities.VersionOrder:
+    if value not in registry_pb2.VersionOrder.values():
+        raise errors.InvalidArgument("order: unknown order")
+    return entities.VersionOrder(registry_pb2.VersionOrder.Name(value).removeprefix("VERSION_ORDER_"))
+
+
+def from_run_status(value: int) -> entities.RunStatus:
+    if value == registry_pb2.RUN_STATUS_UNSPECIFIED or value not in registry_pb2.RunStatus.values():
+        raise errors.InvalidArgument("status: unknown run status")
+    return entities.RunStatus(registry_pb2.RunStatus.Name(value).removeprefix("RUN_STATUS_"))
+
+
+def to_run_status(status: entities.RunStatus) -> int:
+    return registry_pb2.RunStatus.Value(f"RUN_STATUS_{status.value}")
+
+
+def from_event_type(value: int) -> entities.EventType:
+    if value == registry_pb2.EVENT_TYPE_UNSPECIFIED or value not in registry_pb2.EventType.values():
+        raise errors.InvalidArgument("types: unknown event type")
+    return entities.EventType(registry_pb2.EventType.Name(value).removeprefix("EVENT_TYPE_"))
+
+
+def to_event_type(value: entities.EventType) -> int:
+    return registry_pb2.EventType.Value(f"EVENT_TYPE_{value.value}")
+
+
+def from_struct(value: struct_pb2.Struct) -> dict[str, Any]:
+    """Struct numbers are doubles; integral ones come back as ints (num_classes: 10)."""
+    return _integral(json_format.MessageToDict(value))
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(value)
+    return out
+
+
+def from_tag_filters(values: Any) -> list[entities.TagFilter]:
+    return [entities.TagFilter(f.key, f.value) for f in values]
+
+
+# ------------------------------------------------------------- signature ---
+
+
+def from_signature(sig: common_pb2.Signature) -> entities.Signature:
+    def specs(items: Any, side: str) -> tuple[entities.TensorSpec, ...]:
+        out = []
+        for spec in items:
+            try:
+                datatype = from_datatype(spec.datatype)
+            except errors.InvalidArgument as exc:
+                raise errors.InvalidArgument(f"signature.{side}[{spec.name}]: {exc.message}") from exc
+            out.append(entities.TensorSpec(spec.name, datatype, tuple(spec.shape)))
+        return tuple(out)
+
+    return entities.Signature(specs(sig.inputs, "inputs"), specs(sig.outputs, "outputs"))
+
+
+def to_signature(sig: entities.Signature) -> common_pb2.Signature:
+    def specs(items: tuple[entities.TensorSpec, ...]) -> list[common_pb2.TensorSpec]:
+        return [
+            common_pb2.TensorSpec(name=s.name, datatype=to_datatype(s.datatype), shape=s.shape)  # type: ignore[arg-type]
+            for s in items
+        ]
+
+    return common_pb2.Signature(inputs=specs(sig.inputs), outputs=specs(sig.outputs))
+
+
+# --------------------------------------------------------------- objects ---
+
+
+def to_model(model: entities.Model) -> registry_pb2.Model:
+    return registry_pb2.Model(
+        name=model.name,
+        description=model.description,
+        tags=model.tags,
+        aliases=model.aliases,
+        latest_version=model.latest_version,
+        created_at=to_timestamp(model.created_at_ms),
+        updated_at=to_timestamp(model.updated_at_ms),
+    )
+
+
+def from_create_version(req: registry_pb2.CreateVersionRequest) -> entities.NewVersion:
+    fmt = from_format(req.format)
+    assert fmt is not None
+    return entities.NewVersion(
+        model=req.model,
+        format=fmt,
+        architecture=from_struct(req.architecture),
+        signature=from_signature(req.signature),
+        run_id=req.run_id,
+        description=req.description,
+        tags=dict(req.tags),
+        metrics=dict(req.metrics),
+    )
+
+
+def to_version(v: entities.Version) -> registry_pb2.ModelVersion:
+    return registry_pb2.ModelVersion(
+        model=v.model,
+        version=v.version,
+        status=to_status(v.status),  # type: ignore[arg-type]
+        status_reason=v.status_reason,
+        format=to_format(v.format),  # type: ignore[arg-type]
+        architecture=to_struct(v.architecture),
+        signature=to_signature(v.signature),
+        run_id=v.run_id,
+        description=v.description,
+        tags=v.tags,
+        metrics=v.metrics,
+        size_bytes=v.size_bytes,
+        sha256=v.sha256,
+        archived=v.archived,
+        aliases=v.aliases,
+        created_at=to_timestamp(v.created_at_ms),
+        ready_at=to_timestamp(v.ready_at_ms),
+    )
+
+
+def to_alias(a: entities.Alias) -> registry_pb2.Alias:
+    return registry_pb2.Alias(
+        model=a.model,
+        alias=a.alias,
+        version=a.version,
+        previous_version=a.previous_version,
+        updated_at=to_timestamp(a.updated_at_ms),
+    )
+
+
+def to_run(r: entities.Run) -> registry_pb2.Run:
+    return registry_pb2.Run(
+        run_id=r.run_id,
+        name=r.name,
+        job_id=r.job_id,
+        status=to_run_status(r.status),  # type: ignore[arg-type]
+        params=r.params,
+        metrics=r.metrics,
+        started_at=to_timestamp(r.started_at_ms),
+        finished_at=to_timestamp(r.finished_at_ms),
+    )
+
+
+def from_series(values: Any) -> list[entities.MetricSeries]:
+    return [entities.MetricSeries(s.key, list(s.steps), list(s.values), list(s.timestamps_ms)) for s in values]
+
+
+def to_series(s: entities.MetricSeries) -> registry_pb2.MetricSeries:
+    return registry_pb2.MetricSeries(key=s.key, steps=s.steps, values=s.values, timestamps_ms=s.timestamps_ms)
+
+
+def to_event(e: entities.Event) -> registry_pb2.Event:
+    return registry_pb2.Event(
+        id=e.id,
+        type=to_event_type(e.type),  # type: ignore[arg-type]
+        model=e.model,
+        version=e.version,
+        alias=e.alias,
+        previous_version=e.previous_version,
+        created_at=to_timestamp(e.created_at_ms),
+    )
+
+
+def to_artifact_info(info: entities.ArtifactInfo) -> registry_pb2.ArtifactInfo:
+    return registry_pb2.ArtifactInfo(
+        size_bytes=info.size_bytes,
+        sha256=info.sha256,
+        format=to_format(info.format),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,1 @@
+"""Persistence: ORM rows, the session boundary, migrations."""

@@ -1,0 +1,65 @@
+"""Schema migrations (Alembic), applied at start and by `maas-registry migrate`.
+
+Several registry replicas may start at once against one PostgreSQL: the
+upgrade runs under a session advisory lock so exactly one applies it.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from maas.registry.db.database import Database
+from maas.registry.db.schema import Base
+from sqlalchemy import text
+
+log = logging.getLogger("maas.registry.migrate")
+
+_LOCK_KEY = 0x6D616173  # "maas"
+
+
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("maas.registry") / "migrations"))
+    return config
+
+
+def upgrade(db: Database, revision: str = "head") -> str:
+    """Bring the schema to `revision`; returns the revision now applied."""
+    config = _config()
+    with db.engine.connect() as conn:
+        if db.dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
+            conn.commit()
+        try:
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+            conn.commit()
+        finally:
+            if db.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+                conn.commit()
+        current = MigrationContext.configure(conn).get_current_revision()
+    log.info("database schema at revision %s", current)
+    return current or ""
+
+
+def head() -> str:
+    return ScriptDirectory.from_config(_config()).get_current_head() or ""
+
+
+def current(db: Database) -> str:
+    with db.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision() or ""
+
+
+def drift(db: Database) -> list[object]:
+    """Differences between the migrated schema and the ORM metadata (should be none)."""
+    with db.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(ctx, Base.metadata))

@@ -1,0 +1,280 @@
+"""ORM rows of the registry and the metric point table.
+
+Times are integer milliseconds since the epoch (portable, cheap to sort and
+to convert). JSON documents (architecture, signature) are stored as text the
+registry never interprets beyond validation.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from maas.registry import entities
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ModelRow(Base):
+    __tablename__ = "registered_models"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    # The counter CreateVersion increments under the row lock.
+    last_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+    tags: Mapped[list[ModelTagRow]] = relationship(lazy="selectin", cascade="all, delete-orphan", passive_deletes=True)
+    aliases: Mapped[list[AliasRow]] = relationship(lazy="selectin", cascade="all, delete-orphan", passive_deletes=True)
+
+    def to_entity(self) -> entities.Model:
+        return entities.Model(
+            name=self.name,
+            description=self.description,
+            tags={t.key: t.value for t in self.tags},
+            aliases={a.name: a.version_number for a in self.aliases},
+            latest_version=self.last_version,
+            created_at_ms=self.created_at_ms,
+            updated_at_ms=self.updated_at_ms,
+        )
+
+
+class ModelTagRow(Base):
+    __tablename__ = "model_tags"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index(None, "key", "value"),)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(256), default="")
+    job_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    started_at_ms: Mapped[int] = mapped_column(BigInteger)
+    finished_at_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    params: Mapped[list[RunParamRow]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
+    )
+    latest: Mapped[list[LatestMetricRow]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def to_entity(self) -> entities.Run:
+        return entities.Run(
+            run_id=self.run_id,
+            name=self.name,
+            job_id=self.job_id,
+            status=entities.RunStatus(self.status),
+            params={p.key: p.value for p in self.params},
+            metrics={m.key: m.value for m in self.latest},
+            started_at_ms=self.started_at_ms,
+            finished_at_ms=self.finished_at_ms,
+        )
+
+
+class RunParamRow(Base):
+    __tablename__ = "run_params"
+
+    run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class LatestMetricRow(Base):
+    """The newest point of each (run, key): one upsert per key per batch."""
+
+    __tablename__ = "run_latest_metrics"
+
+    run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    step: Mapped[int] = mapped_column(BigInteger)
+    timestamp_ms: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[float] = mapped_column(Double)
+
+
+# Metric points: append-only and the hottest table, so a plain Core table
+# (no ORM identity map, no surrogate key) read and written in bulk.
+metric_points = Table(
+    "metric_points",
+    Base.metadata,
+    Column("run_pk", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(250), nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Column("value", Double, nullable=False),
+    Index(None, "run_pk", "key", "step"),
+)
+
+
+class VersionRow(Base):
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    format: Mapped[str] = mapped_column(String(32))
+    architecture_json: Mapped[str] = mapped_column(Text, default="{}")
+    signature_json: Mapped[str] = mapped_column(Text, default="{}")
+    run_pk: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), nullable=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    ready_at_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    model: Mapped[ModelRow] = relationship(lazy="joined", innerjoin=True)
+    run: Mapped[RunRow | None] = relationship(lazy="joined")
+    tags: Mapped[list[VersionTagRow]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
+    )
+    metrics: Mapped[list[VersionMetricRow]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
+    )
+    aliases: Mapped[list[AliasRow]] = relationship(
+        lazy="selectin", viewonly=True, primaryjoin="AliasRow.version_id == VersionRow.id"
+    )
+
+    __table_args__ = (
+        UniqueConstraint("model_id", "number"),
+        Index(None, "model_id", "status", "number"),
+        Index(None, "sha256"),
+    )
+
+    def to_entity(self) -> entities.Version:
+        return entities.Version(
+            model=self.model.name,
+            version=self.number,
+            status=entities.VersionStatus(self.status),
+            status_reason=self.status_reason,
+            format=entities.ModelFormat(self.format),
+            architecture=json.loads(self.architecture_json),
+            signature=signature_from_json(self.signature_json),
+            run_id=self.run.run_id if self.run is not None else "",
+            description=self.description,
+            tags={t.key: t.value for t in self.tags},
+            metrics={m.key: m.value for m in self.metrics},
+            size_bytes=self.size_bytes,
+            sha256=self.sha256,
+            archived=self.archived,
+            aliases=tuple(sorted(a.name for a in self.aliases)),
+            created_at_ms=self.created_at_ms,
+            ready_at_ms=self.ready_at_ms,
+        )
+
+
+class VersionTagRow(Base):
+    __tablename__ = "version_tags"
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class VersionMetricRow(Base):
+    __tablename__ = "version_metrics"
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    value: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (Index(None, "key", "value"),)
+
+
+class AliasRow(Base):
+    __tablename__ = "aliases"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    version_number: Mapped[int] = mapped_column(BigInteger)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class EventRow(Base):
+    """The append-only event log. Ids come from `counters`, in commit order."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    type: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    alias: Mapped[str] = mapped_column(String(64), default="")
+    previous_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+    def to_entity(self) -> entities.Event:
+        return entities.Event(
+            id=self.id,
+            type=entities.EventType(self.type),
+            model=self.model,
+            version=self.version,
+            alias=self.alias,
+            previous_version=self.previous_version,
+            created_at_ms=self.created_at_ms,
+        )
+
+
+class CounterRow(Base):
+    """Named counters; the row lock on 'events' orders event ids by commit."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+def signature_to_json(signature: entities.Signature) -> str:
+    def specs(items: tuple[entities.TensorSpec, ...]) -> list[dict[str, Any]]:
+        return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in items]
+
+    return json.dumps({"inputs": specs(signature.inputs), "outputs": specs(signature.outputs)})
+
+
+def signature_from_json(text: str) -> entities.Signature:
+    doc = json.loads(text or "{}")
+
+    def specs(items: list[dict[str, Any]]) -> tuple[entities.TensorSpec, ...]:
+        return tuple(entities.TensorSpec(i["name"], i["datatype"], tuple(i["shape"])) for i in items)
+
+    return entities.Signature(specs(doc.get("inputs", [])), specs(doc.get("outputs", [])))

@@ -1,0 +1,1 @@
+"""Domain services: the registry's rules, free of gRPC and of SQL dialects."""

@@ -1,0 +1,186 @@
+"""Artifact upload and download, streaming, with every byte accounted for.
+
+A version becomes READY only after its bytes are durable under their
+content-addressed name and have passed the format policy; a failed or
+interrupted upload leaves the version PENDING and nothing visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from maas.common import errors, names
+from maas.registry import entities
+from maas.registry.db.database import Database, now_ms
+from maas.registry.db.schema import VersionRow
+from maas.registry.domain import events
+from maas.registry.domain.versions import get_row as get_version_row
+from maas.registry.storage import formats
+from maas.registry.storage.store import SHA256_HEX, LocalArtifactStore, PendingBlob
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+log = logging.getLogger("maas.registry.artifacts")
+
+MAX_CHUNK = 1024 * 1024
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class UploadHeader:
+    model: str
+    version: int
+    size_bytes: int
+    sha256: str
+    format: entities.ModelFormat | None
+
+
+class ArtifactService:
+    def __init__(
+        self,
+        db: Database,
+        store: LocalArtifactStore,
+        executor: Executor,
+        *,
+        max_bytes: int,
+        trusted_formats: bool,
+        on_event: Callable[[], None],
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._executor = executor
+        self._max_bytes = max_bytes
+        self._trusted = trusted_formats
+        self._on_event = on_event
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # ----------------------------------------------------------------- upload
+
+    async def upload(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> entities.Version:
+        self._check_header(header)
+        declared = await self._io(self._pending_format, header)
+        pending: PendingBlob = await self._io(self._store.begin)
+        try:
+            async for chunk in chunks:
+                if len(chunk) > MAX_CHUNK:
+                    raise errors.InvalidArgument(f"chunk: larger than {MAX_CHUNK} bytes")
+                if pending.size + len(chunk) > header.size_bytes:
+                    raise errors.InvalidArgument("more bytes than size_bytes declared")
+                await self._io(pending.write, chunk)
+            if pending.size != header.size_bytes:
+                raise errors.InvalidArgument(f"stream ended after {pending.size} of {header.size_bytes} declared bytes")
+            digest = await self._io(pending.finish)
+            if digest != header.sha256:
+                raise errors.InvalidArgument("sha256 does not match the bytes received")
+            await self._io(formats.check, pending.path, declared, self._trusted)
+            await self._io(pending.commit, digest)
+        except BaseException:
+            await self._io(pending.abort)
+            raise
+        version = await self._io(self._mark_ready, header, digest)
+        self._on_event()
+        return version
+
+    def _check_header(self, header: UploadHeader) -> None:
+        names.model_name(header.model, "header.model")
+        names.version_number(header.version, "header.version")
+        if header.size_bytes <= 0:
+            raise errors.InvalidArgument("header.size_bytes: must be positive")
+        if header.size_bytes > self._max_bytes:
+            raise errors.ResourceExhausted(
+                f"artifact of {header.size_bytes} bytes is over the limit of {self._max_bytes} bytes"
+            )
+        if not SHA256_HEX.fullmatch(header.sha256):
+            raise errors.InvalidArgument("header.sha256: must be 64 lower-case hex digits")
+
+    def _pending_format(self, header: UploadHeader) -> entities.ModelFormat:
+        def tx(s: Session) -> entities.ModelFormat:
+            row = get_version_row(s, header.model, header.version)
+            self._require_pending(row, header)
+            version_format = entities.ModelFormat(row.format)
+            if header.format is not None and header.format != version_format:
+                raise errors.InvalidArgument(
+                    f"header.format: {header.format.value} differs from the version's {version_format.value}"
+                )
+            return version_format
+
+        return self._db.read(tx)
+
+    @staticmethod
+    def _require_pending(row: VersionRow, header: UploadHeader) -> None:
+        if row.status == entities.VersionStatus.READY.value:
+            raise errors.FailedPrecondition(
+                f"version {header.model}/{header.version} already has its artifact (versions are immutable)"
+            )
+        if row.status == entities.VersionStatus.FAILED.value:
+            raise errors.FailedPrecondition(f"version {header.model}/{header.version} has FAILED")
+
+    def _mark_ready(self, header: UploadHeader, digest: str) -> entities.Version:
+        def tx(s: Session) -> entities.Version:
+            row = get_version_row(s, header.model, header.version, lock=True)
+            self._require_pending(row, header)
+            row.status = entities.VersionStatus.READY.value
+            row.sha256 = digest
+            row.size_bytes = header.size_bytes
+            row.ready_at_ms = now_ms()
+            s.flush()
+            events.append(s, entities.EventType.VERSION_READY, header.model, version=header.version)
+            return row.to_entity()
+
+        try:
+            return self._db.write(tx)
+        except errors.MaasError:
+            # The blob may now belong to no version: drop it unless another uses it.
+            if not self._db.read(lambda s: s.scalar(select(VersionRow.id).where(VersionRow.sha256 == digest).limit(1))):
+                self._store.delete(digest)
+            raise
+
+    # --------------------------------------------------------------- download
+
+    async def download(self, model: str, number: int) -> tuple[entities.ArtifactInfo, AsyncIterator[bytes]]:
+        names.model_name(model)
+        names.version_number(number)
+
+        def tx(s: Session) -> entities.ArtifactInfo:
+            row = get_version_row(s, model, number)
+            if row.status != entities.VersionStatus.READY.value:
+                raise errors.FailedPrecondition(f"version {model}/{number} is {row.status}, not READY")
+            return entities.ArtifactInfo(row.size_bytes, row.sha256, entities.ModelFormat(row.format))
+
+        info = await self._io(self._db.read, tx)
+        return info, self._stream(info)
+
+    async def _stream(self, info: entities.ArtifactInfo) -> AsyncIterator[bytes]:
+        chunks: Iterator[bytes] = self._store.read(info.sha256)
+        digest = hashlib.sha256()
+        size = 0
+        done = object()
+        while True:
+            chunk = await self._io(next, chunks, done)
+            if chunk is done:
+                break
+            assert isinstance(chunk, bytes)
+            digest.update(chunk)
+            size += len(chunk)
+            if size > info.size_bytes:
+                break
+            yield chunk
+        if size != info.size_bytes or digest.hexdigest() != info.sha256:
+            log.error("stored artifact %s does not match its recorded sha256/size", info.sha256)
+            raise errors.DataLoss("stored artifact is corrupt (sha256 mismatch); it must be uploaded again")
+
+    def release(self, shas: list[str]) -> None:
+        """Delete blobs that no version references any more."""
+        for sha in shas:
+            try:
+                self._store.delete(sha)
+            except OSError:
+                log.warning("could not delete blob %s", sha, exc_info=True)

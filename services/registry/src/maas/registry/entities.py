@@ -1,0 +1,177 @@
+"""Plain domain entities: what the domain returns and the converters read.
+
+ORM rows turn themselves into these (`to_entity()`); nothing above the db
+package sees a row or a session.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class VersionStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    READY = "READY"
+    FAILED = "FAILED"
+
+
+class ModelFormat(enum.StrEnum):
+    SAFETENSORS = "SAFETENSORS"
+    ONNX = "ONNX"
+    TORCHSCRIPT = "TORCHSCRIPT"
+    TORCH_EXPORT = "TORCH_EXPORT"
+    PICKLE = "PICKLE"
+
+    @property
+    def carries_code(self) -> bool:
+        return self in (ModelFormat.TORCHSCRIPT, ModelFormat.TORCH_EXPORT, ModelFormat.PICKLE)
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+class EventType(enum.StrEnum):
+    MODEL_CREATED = "MODEL_CREATED"
+    MODEL_DELETED = "MODEL_DELETED"
+    VERSION_CREATED = "VERSION_CREATED"
+    VERSION_READY = "VERSION_READY"
+    VERSION_FAILED = "VERSION_FAILED"
+    VERSION_ARCHIVED = "VERSION_ARCHIVED"
+    VERSION_DELETED = "VERSION_DELETED"
+    ALIAS_MOVED = "ALIAS_MOVED"
+    ALIAS_DELETED = "ALIAS_DELETED"
+
+
+class VersionOrder(enum.StrEnum):
+    NEWEST = "NEWEST"
+    OLDEST = "OLDEST"
+    METRIC_DESC = "METRIC_DESC"
+    METRIC_ASC = "METRIC_ASC"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str  # Open Inference Protocol name: FP32, INT64, ...
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    description: str
+    tags: dict[str, str]
+    aliases: dict[str, int]
+    latest_version: int
+    created_at_ms: int
+    updated_at_ms: int
+
+
+@dataclass(frozen=True)
+class Version:
+    model: str
+    version: int
+    status: VersionStatus
+    status_reason: str
+    format: ModelFormat
+    architecture: dict[str, Any]
+    signature: Signature
+    run_id: str
+    description: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    size_bytes: int
+    sha256: str
+    archived: bool
+    aliases: tuple[str, ...]
+    created_at_ms: int
+    ready_at_ms: int
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """What a client asks CreateVersion for."""
+
+    model: str
+    format: ModelFormat
+    architecture: dict[str, Any]
+    signature: Signature
+    run_id: str = ""
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Alias:
+    model: str
+    alias: str
+    version: int
+    previous_version: int
+    updated_at_ms: int
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    name: str
+    job_id: str
+    status: RunStatus
+    params: dict[str, str]
+    metrics: dict[str, float]
+    started_at_ms: int
+    finished_at_ms: int
+
+
+@dataclass(frozen=True)
+class MetricSeries:
+    """One key's points, column-wise (parallel lists)."""
+
+    key: str
+    steps: list[int]
+    values: list[float]
+    timestamps_ms: list[int]
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    type: EventType
+    model: str
+    version: int
+    alias: str
+    previous_version: int
+    created_at_ms: int
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    size_bytes: int
+    sha256: str
+    format: ModelFormat
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True)
+class TagFilter:
+    key: str
+    value: str = ""

@@ -1,0 +1,1 @@
+"""Artifact bytes: the content-addressed store and the format checks."""

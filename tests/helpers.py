@@ -1,0 +1,86 @@
+"""Builders used by many tests: artifacts, versions, status assertions."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import struct
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from maas.v1 import common_pb2
+from maas.v1 import registry_pb2 as pb
+from safetensors.numpy import save as save_safetensors
+
+MLP_ARCH = {"name": "mlp", "args": {"in_features": 4, "hidden": [8], "num_classes": 3}}
+
+
+def safetensors_bytes(seed: int = 0, size: int = 4) -> bytes:
+    rng = np.random.default_rng(seed)
+    return save_safetensors({"w": rng.standard_normal((size, size)).astype(np.float32)})
+
+
+def signature() -> common_pb2.Signature:
+    return common_pb2.Signature(
+        inputs=[common_pb2.TensorSpec(name="input", datatype=common_pb2.DATA_TYPE_FP32, shape=[-1, 4])],
+        outputs=[common_pb2.TensorSpec(name="logits", datatype=common_pb2.DATA_TYPE_FP32, shape=[-1, 3])],
+    )
+
+
+def version_request(model: str, *, fmt: int = pb.MODEL_FORMAT_SAFETENSORS, **kwargs: Any) -> pb.CreateVersionRequest:
+    req = pb.CreateVersionRequest(model=model, format=fmt, signature=signature(), **kwargs)  # type: ignore[arg-type]
+    if fmt == pb.MODEL_FORMAT_SAFETENSORS:
+        req.architecture.update(MLP_ARCH)
+    return req
+
+
+def upload_messages(
+    model: str,
+    version: int,
+    data: bytes,
+    *,
+    chunk: int = 1024 * 1024,
+    sha256: str | None = None,
+    size: int | None = None,
+    fmt: int = 0,
+) -> Iterator[pb.UploadArtifactRequest]:
+    header = pb.ArtifactHeader(
+        model=model,
+        version=version,
+        size_bytes=len(data) if size is None else size,
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
+        format=fmt,  # type: ignore[arg-type]
+    )
+    yield pb.UploadArtifactRequest(header=header)
+    for start in range(0, len(data), chunk):
+        yield pb.UploadArtifactRequest(chunk=data[start : start + chunk])
+
+
+async def aiter_of(items: Iterator[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+
+
+async def ready_version(stub: Any, model: str, data: bytes | None = None, **kwargs: Any) -> pb.ModelVersion:
+    """Create (model if needed) a version and upload a valid artifact: READY."""
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        await stub.CreateModel(pb.CreateModelRequest(name=model))
+    version = await stub.CreateVersion(version_request(model, **kwargs))
+    payload = data if data is not None else safetensors_bytes(version.version)
+    return await stub.UploadArtifact(aiter_of(upload_messages(model, version.version, payload)))
+
+
+@contextlib.asynccontextmanager
+async def raises_code(code: grpc.StatusCode) -> AsyncIterator[None]:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        yield
+    assert info.value.code() == code, f"expected {code}, got {info.value.code()}: {info.value.details()}"
+
+
+def raw_safetensors(header: bytes, data: bytes = b"", header_len: int | None = None) -> bytes:
+    """A hand-made safetensors file, for malformed-header tests."""
+    n = len(header) if header_len is None else header_len
+    return struct.pack("<Q", n) + header + data

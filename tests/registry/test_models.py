@@ -1,0 +1,153 @@
+"""Registered models through the real gRPC server, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from maas.v1 import common_pb2
+from maas.v1 import registry_pb2 as pb
+
+from tests.helpers import raises_code, ready_version
+
+BAD_NAMES = [
+    "",
+    "../etc",
+    "..",
+    "a/../b",
+    "a/b",
+    "..\\windows",
+    "%2e%2e%2f",
+    "..%252f",
+    "file:///etc/passwd",
+    "//proc/self/root",
+    "a#/../",
+    "nul\x00byte",
+    "x" * 129,
+    "x" * 10_000,
+    "-starts-with-dash",
+    ".hidden",
+    "white space",
+    "a..b",
+]
+
+
+async def test_create_get_and_update(stub) -> None:
+    created = await stub.CreateModel(pb.CreateModelRequest(name="digits", description="d", tags={"team": "vision"}))
+    assert created.name == "digits" and created.tags == {"team": "vision"} and created.latest_version == 0
+    fetched = await stub.GetModel(pb.GetModelRequest(name="digits"))
+    assert fetched == created
+
+    updated = await stub.UpdateModel(
+        pb.UpdateModelRequest(name="digits", description="new", set_tags={"stage": "dev"}, delete_tags=["team"])
+    )
+    assert updated.description == "new"
+    assert dict(updated.tags) == {"stage": "dev"}
+    # An unset optional description leaves it alone.
+    again = await stub.UpdateModel(pb.UpdateModelRequest(name="digits", set_tags={"stage": "prod"}))
+    assert again.description == "new" and again.tags["stage"] == "prod"
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+async def test_bad_names_are_invalid_argument(stub, name: str) -> None:
+    async with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
+        await stub.CreateModel(pb.CreateModelRequest(name=name))
+    # Nothing was created by the refused calls.
+    listed = await stub.ListModels(pb.ListModelsRequest())
+    assert list(listed.models) == []
+
+
+async def test_unknown_model_is_not_found(stub) -> None:
+    async with raises_code(grpc.StatusCode.NOT_FOUND):
+        await stub.GetModel(pb.GetModelRequest(name="nope"))
+    async with raises_code(grpc.StatusCode.NOT_FOUND):
+        await stub.UpdateModel(pb.UpdateModelRequest(name="nope", description="x"))
+
+
+async def test_concurrent_creates_of_one_name(stub) -> None:
+    results = await asyncio.gather(
+        *(stub.CreateModel(pb.CreateModelRequest(name="race")) for _ in range(20)), return_exceptions=True
+    )
+    ok = [r for r in results if isinstance(r, pb.Model)]
+    failed = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(ok) == 1
+    assert len(failed) == 19
+    assert {e.code() for e in failed} == {grpc.StatusCode.ALREADY_EXISTS}
+
+
+async def test_list_pages_prefix_and_tags(stub) -> None:
+    for i in range(25):
+        tags = {"team": "a" if i % 2 else "b"}
+        await stub.CreateModel(pb.CreateModelRequest(name=f"m{i:02d}", tags=tags))
+    await stub.CreateModel(pb.CreateModelRequest(name="other"))
+
+    seen: list[str] = []
+    token = ""
+    while True:
+        resp = await stub.ListModels(
+            pb.ListModelsRequest(name_prefix="m", page=common_pb2.PageRequest(page_size=10, page_token=token))
+        )
+        seen.extend(m.name for m in resp.models)
+        token = resp.next_page_token
+        if not token:
+            break
+    assert seen == [f"m{i:02d}" for i in range(25)]
+
+    tagged = await stub.ListModels(pb.ListModelsRequest(tags=[common_pb2.TagFilter(key="team", value="a")]))
+    assert [m.name for m in tagged.models] == [f"m{i:02d}" for i in range(25) if i % 2]
+    any_team = await stub.ListModels(pb.ListModelsRequest(tags=[common_pb2.TagFilter(key="team")]))
+    assert len(any_team.models) == 25
+
+
+async def test_page_token_is_bound_to_its_query(stub) -> None:
+    for i in range(3):
+        await stub.CreateModel(pb.CreateModelRequest(name=f"p{i}"))
+    first = await stub.ListModels(pb.ListModelsRequest(page=common_pb2.PageRequest(page_size=1)))
+    async with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
+        await stub.ListModels(
+            pb.ListModelsRequest(name_prefix="p", page=common_pb2.PageRequest(page_token=first.next_page_token))
+        )
+    async with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
+        await stub.ListModels(pb.ListModelsRequest(page=common_pb2.PageRequest(page_token="garbage!!")))
+
+
+async def test_prefix_with_like_wildcards_is_literal(stub) -> None:
+    await stub.CreateModel(pb.CreateModelRequest(name="a_b"))
+    await stub.CreateModel(pb.CreateModelRequest(name="axb"))
+    resp = await stub.ListModels(pb.ListModelsRequest(name_prefix="a_"))
+    assert [m.name for m in resp.models] == ["a_b"]
+
+
+async def test_delete_refused_while_aliased_unless_forced(stub, artifact_root) -> None:
+    version = await ready_version(stub, "held")
+    await stub.SetAlias(pb.SetAliasRequest(model="held", alias="production", version=version.version))
+    async with raises_code(grpc.StatusCode.FAILED_PRECONDITION):
+        await stub.DeleteModel(pb.DeleteModelRequest(name="held"))
+    assert (await stub.GetModel(pb.GetModelRequest(name="held"))).aliases["production"] == 1
+
+    await stub.DeleteModel(pb.DeleteModelRequest(name="held", force=True))
+    async with raises_code(grpc.StatusCode.NOT_FOUND):
+        await stub.GetModel(pb.GetModelRequest(name="held"))
+    # Its blob is gone with it.
+    assert not any(artifact_root.glob("blobs/sha256/*/*"))
+    # The name can be registered afresh, numbering from 1 again.
+    await stub.CreateModel(pb.CreateModelRequest(name="held"))
+    again = await ready_version(stub, "held")
+    assert again.version == 1
+
+
+async def test_delete_without_aliases(stub) -> None:
+    await stub.CreateModel(pb.CreateModelRequest(name="gone"))
+    await stub.DeleteModel(pb.DeleteModelRequest(name="gone"))
+    async with raises_code(grpc.StatusCode.NOT_FOUND):
+        await stub.DeleteModel(pb.DeleteModelRequest(name="gone"))
+
+
+async def test_tag_validation(stub) -> None:
+    async with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
+        await stub.CreateModel(pb.CreateModelRequest(name="t", tags={"../k": "v"}))
+    async with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
+        await stub.CreateModel(pb.CreateModelRequest(name="t", tags={"k": "v" * 6000}))
+    async with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
+        await stub.CreateModel(pb.CreateModelRequest(name="t", description="x\x00y"))
