@@ -8,10 +8,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.maas-installed
-PACKAGES := services/common services/registry
+PACKAGES := services/common services/registry services/trainer services/inference
 EDITABLE := $(foreach p,$(PACKAGES),-e $(p))
 
-.PHONY: help install run test test-fast lint protos check-protos bench bench-registry clean
+.PHONY: help install run test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference clean
 
 help:
 	@echo "make run           start the suite on embedded defaults (state in ./.maas)"
@@ -49,12 +49,19 @@ test-fast: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy services/common/src/maas/common services/registry/src/maas/registry tools
+	$(PY) -m mypy services/common/src/maas/common services/registry/src/maas/registry \
+		services/trainer/src/maas/trainer services/inference/src/maas/inference tools
 
-bench: bench-registry
+bench: bench-registry bench-trainer bench-inference
 
 bench-registry: install
 	$(PY) bench/registry_bench.py
+
+bench-trainer: install
+	$(PY) bench/trainer_bench.py
+
+bench-inference: install
+	$(PY) bench/inference_bench.py
 
 clean:
 	rm -rf .maas bench/out
