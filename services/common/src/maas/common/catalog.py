@@ -240,7 +240,9 @@ def parse(doc: dict[str, Any]) -> Architecture:
         raise InvalidArgument("architecture: must be an object")
     name = doc.get("name")
     if not isinstance(name, str) or name not in BUILDERS:
-        raise InvalidArgument(f"architecture.name: unknown architecture '{str(name)[:40]}' (known: {', '.join(sorted(BUILDERS))})")
+        raise InvalidArgument(
+            f"architecture.name: unknown architecture '{str(name)[:40]}' (known: {', '.join(sorted(BUILDERS))})"
+        )
     args = doc.get("args", {})
     if not isinstance(args, dict):
         raise InvalidArgument("architecture.args: must be an object")
@@ -312,5 +314,9 @@ def entries() -> list[CatalogEntry]:
         CatalogEntry("lenet", "cnn", "the CIFAR-10 tutorial CNN; args: in_channels, num_classes, padding"),
         CatalogEntry("mlp", "mlp", "args: hidden (list), num_classes, dropout"),
     ]
-    out += [CatalogEntry(n, "torchvision", "args: num_classes; no pretrained weights") for n in BUILDERS if n not in ("lenet", "mlp")]
+    out += [
+        CatalogEntry(n, "torchvision", "args: num_classes; no pretrained weights")
+        for n in BUILDERS
+        if n not in ("lenet", "mlp")
+    ]
     return out

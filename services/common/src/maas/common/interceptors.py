@@ -17,9 +17,10 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
 from maas.common import errors
 from maas.common.status import status_of
-from prometheus_client import CollectorRegistry, Counter, Histogram
 
 log = logging.getLogger("maas.grpc")
 access_log = logging.getLogger("maas.access")

@@ -17,9 +17,10 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
+
 from maas.common.interceptors import AccessLogInterceptor, ErrorMappingInterceptor, MetricsInterceptor
 from maas.common.settings import ServerSettings
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
 
 log = logging.getLogger("maas.server")
 

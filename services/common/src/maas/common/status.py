@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from maas.common import errors
 
 STATUS_OF: dict[type[errors.MaasError], grpc.StatusCode] = {

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 from grpc import aio
+
 from maas.common import errors
 from maas.common.status import error_of
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from google.protobuf import struct_pb2
+
 from maas.common import errors
 from maas.common.clients.base import AsyncClient, ChannelConfig, RetryPolicy, to_error
 from maas.v1 import common_pb2, registry_pb2_grpc

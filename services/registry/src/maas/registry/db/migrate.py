@@ -1,7 +1,7 @@
 """Schema migrations (Alembic), applied at start and by `maas-registry migrate`.
 
-Several registry replicas may start at once against one PostgreSQL: the
-upgrade runs under a session advisory lock so exactly one applies it.
+Several registry replicas may start at once against one PostgreSQL; the
+shared runner (maas.common.sql.upgrade) serializes them with an advisory lock.
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from importlib import resources
 
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+
+from maas.common import sql
 from maas.registry.db.database import Database
 from maas.registry.db.schema import Base
-from sqlalchemy import text
 
 log = logging.getLogger("maas.registry.migrate")
 
@@ -29,24 +29,9 @@ def _config() -> Config:
     return config
 
 
-def upgrade(db: Database, revision: str = "head") -> str:
-    """Bring the schema to `revision`; returns the revision now applied."""
-    config = _config()
-    with db.engine.connect() as conn:
-        if db.dialect == "postgresql":
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
-            conn.commit()
-        try:
-            config.attributes["connection"] = conn
-            command.upgrade(config, revision)
-            conn.commit()
-        finally:
-            if db.dialect == "postgresql":
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
-                conn.commit()
-        current = MigrationContext.configure(conn).get_current_revision()
-    log.info("database schema at revision %s", current)
-    return current or ""
+def upgrade(db: Database) -> str:
+    """Bring the schema to head; returns the revision now applied."""
+    return sql.upgrade(db, str(resources.files("maas.registry") / "migrations"), lock_key=_LOCK_KEY)
 
 
 def head() -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from maas.registry import entities
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -26,6 +25,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from maas.registry import entities
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

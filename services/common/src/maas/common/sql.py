@@ -1,0 +1,218 @@
+"""The session boundary: engines, one transaction per call, error translation.
+
+Every domain operation runs as `db.write(fn)` or `db.read(fn)`: one explicit
+transaction, retried a bounded number of times on transient conflicts (with a
+rollback in between), and database errors leave here as domain errors - a
+lost connection is Unavailable, a unique violation AlreadyExists. SQLite write
+transactions start with BEGIN IMMEDIATE so concurrent writers serialize on the
+database lock instead of failing at commit; PostgreSQL reads are READ ONLY.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from maas.common import errors
+
+log = logging.getLogger("maas.sql")
+
+T = TypeVar("T")
+
+_WRITE = "maas_write"
+_PG_RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+def normalize_url(url: str) -> URL:
+    """Accept plain postgresql:// URLs and use the psycopg 3 driver for them."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def redact(url: str | URL) -> str:
+    """A URL safe to log: no password."""
+    return (
+        make_url(url).render_as_string(hide_password=True)
+        if isinstance(url, str)
+        else url.render_as_string(hide_password=True)
+    )
+
+
+class Database:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 8,
+        connect_timeout: float = 5.0,
+        busy_timeout_ms: int = 30_000,
+        max_retries: int = 5,
+    ) -> None:
+        self.url = normalize_url(url)
+        self.dialect = self.url.get_backend_name()
+        self.max_retries = max_retries
+        if self.dialect == "sqlite":
+            self.engine = self._sqlite_engine(pool_size, busy_timeout_ms)
+        elif self.dialect == "postgresql":
+            self.engine = create_engine(
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                pool_timeout=connect_timeout,
+                connect_args={"connect_timeout": max(1, int(connect_timeout))},
+            )
+        else:
+            raise errors.InvalidArgument(f"unsupported database '{self.dialect}' (sqlite or postgresql)")
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+
+    def _sqlite_engine(self, pool_size: int, busy_timeout_ms: int) -> Engine:
+        database = self.url.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            self.url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+        )
+
+        @event.listens_for(engine, "connect")
+        def on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+            # Take BEGIN out of the driver's hands; the "begin" hook below issues it.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def on_begin(conn: Any) -> None:
+            write = conn.get_execution_options().get(_WRITE, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+
+    # ------------------------------------------------------------ transactions
+
+    def write(self, fn: Callable[[Session], T]) -> T:
+        return self._run(fn, write=True)
+
+    def read(self, fn: Callable[[Session], T]) -> T:
+        return self._run(fn, write=False)
+
+    def _run(self, fn: Callable[[Session], T], *, write: bool) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self._sessions() as session:
+                    session.connection(execution_options={_WRITE: write})
+                    if not write and self.dialect == "postgresql":
+                        session.execute(text("SET TRANSACTION READ ONLY"))
+                    result = fn(session)
+                    session.commit()
+                    return result
+            except sa_exc.DBAPIError as exc:
+                if attempt <= self.max_retries and self._retryable(exc):
+                    delay = min(0.5, 0.005 * 2**attempt) * (0.5 + random.random())
+                    log.debug("retrying transaction after %s (attempt %d)", type(exc.orig).__name__, attempt)
+                    time.sleep(delay)
+                    continue
+                raise self.translate(exc) from exc
+            except sa_exc.TimeoutError as exc:
+                raise errors.Unavailable("database unavailable: connection pool exhausted") from exc
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        """A raw connection in autocommit mode, for maintenance (migrations, tests)."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    def _retryable(self, exc: sa_exc.DBAPIError) -> bool:
+        orig = exc.orig
+        if self.dialect == "postgresql":
+            return getattr(orig, "sqlstate", None) in _PG_RETRYABLE
+        message = str(orig).lower()
+        return isinstance(orig, sqlite3.OperationalError) and ("locked" in message or "busy" in message)
+
+    def translate(self, exc: sa_exc.DBAPIError) -> errors.MaasError | sa_exc.DBAPIError:
+        """Map a driver error to a domain error; unknown ones stay as they are (INTERNAL)."""
+        orig = exc.orig
+        message = str(orig).lower()
+        if isinstance(exc, sa_exc.IntegrityError):
+            sqlstate = getattr(orig, "sqlstate", "")
+            if sqlstate == "23505" or "unique constraint" in message:
+                return errors.AlreadyExists("already exists")
+            if sqlstate == "23503" or "foreign key" in message:
+                return errors.FailedPrecondition("a referenced object does not exist or is still referenced")
+            return exc
+        if "database or disk is full" in message or "no space left" in message:
+            return errors.ResourceExhausted("database storage is full")
+        if exc.connection_invalidated or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return errors.Unavailable("database unavailable")
+        return exc
+
+    # ------------------------------------------------------------------ health
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def upgrade(db: Database, script_location: str, *, lock_key: int, version_table: str = "alembic_version") -> str:
+    """Apply Alembic migrations to head; returns the revision now applied.
+
+    Several replicas may start at once against one PostgreSQL: the upgrade
+    runs under a session advisory lock so exactly one applies it. The env.py
+    of each migration folder reads the connection and version table from
+    `config.attributes`.
+    """
+    from alembic import command
+    from alembic.config import Config
+    from alembic.migration import MigrationContext
+
+    config = Config()
+    config.set_main_option("script_location", script_location)
+    with db.engine.connect() as conn:
+        if db.dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key})
+            conn.commit()
+        try:
+            config.attributes["connection"] = conn
+            config.attributes["version_table"] = version_table
+            command.upgrade(config, "head")
+            conn.commit()
+        finally:
+            if db.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key})
+                conn.commit()
+        current = MigrationContext.configure(conn, opts={"version_table": version_table}).get_current_revision()
+    log.info("schema of %s at revision %s", version_table, current)
+    return current or ""
