@@ -18,6 +18,7 @@ ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 TAG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 METRIC_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,249}")
 RUN_ID = re.compile(r"[0-9a-f]{32}")
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_VALUE_CHARS = 5000
 RESERVED_ALIASES = frozenset({"latest"})
 
@@ -77,6 +78,12 @@ def tags(values: dict[str, str], field: str = "tags") -> dict[str, str]:
         tag_key(key, f"{field}[{_clip(key)}]")
         text_value(value, f"{field}[{key}]")
     return dict(values)
+
+
+def job_id(value: str, field: str = "job_id") -> str:
+    if not JOB_ID.fullmatch(value) or ".." in value:
+        raise InvalidArgument(f"{field}: invalid job id '{_clip(value)}'")
+    return value
 
 
 def run_id(value: str, field: str = "run_id") -> str:
