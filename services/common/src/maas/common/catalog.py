@@ -160,6 +160,9 @@ class ToRGB(nn.Module):
 class Normalized(nn.Module):
     """The served module: (x - mean) / std, then the network. mean/std are buffers."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.net = net

@@ -1,0 +1,83 @@
+"""`python -m maas.inference` (also the `maas-inference` script).
+
+With workers > 1 this process is a supervisor: it starts that many serving
+processes on the same port (SO_REUSEPORT: the kernel spreads connections over
+them), forwards SIGTERM/SIGINT, and exits when any of them exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+from prometheus_client import CollectorRegistry
+
+from maas.common.server import configure_logging, serve_forever
+from maas.inference.settings import InferenceSettings
+
+
+async def _serve(settings: InferenceSettings) -> None:
+    from maas.inference.app import InferenceApp
+
+    metrics = CollectorRegistry()
+    app = InferenceApp(settings, metrics if settings.metrics_port else None)
+    await serve_forever(
+        settings, app, name="inference", metrics_registry=metrics, server_options=[("grpc.so_reuseport", 1)]
+    )
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _supervise(settings: InferenceSettings) -> int:
+    port = settings.port or _free_port(settings.host)
+    children = []
+    for index in range(settings.workers):
+        env = dict(os.environ)
+        env["MAAS_INFERENCE_WORKERS"] = "1"
+        env["MAAS_INFERENCE_PORT"] = str(port)
+        if settings.metrics_port:
+            env["MAAS_INFERENCE_METRICS_PORT"] = str(settings.metrics_port + index)
+        children.append(subprocess.Popen([sys.executable, "-m", "maas.inference"], env=env))
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    while children:
+        pid, status = os.wait()
+        exited = [c for c in children if c.pid == pid]
+        if not exited:
+            continue
+        children.remove(exited[0])
+        code = code or os.waitstatus_to_exitcode(status)
+        forward(signal.SIGTERM, None)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="maas-inference", description="The maas inference service.")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve"])
+    parser.parse_args(argv)
+    settings = InferenceSettings()
+    configure_logging(settings.log_level)
+    if settings.workers > 1:
+        return _supervise(settings)
+    asyncio.run(_serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

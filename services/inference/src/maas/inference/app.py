@@ -1,0 +1,77 @@
+"""Wiring of one inference process: registry client, manager, follower, servicer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from grpc import aio
+from prometheus_client import CollectorRegistry
+
+from maas.common import errors
+from maas.common.clients.base import ChannelConfig
+from maas.common.clients.registry import RegistryClient
+from maas.common.server import Health
+from maas.inference.dataplane import DataPlane
+from maas.inference.follower import RegistryFollower
+from maas.inference.manager import ModelManager, parse_model_ref
+from maas.inference.metrics import InferenceMetrics
+from maas.inference.servicer import InferenceServicer
+from maas.inference.settings import InferenceSettings
+from maas.inference.statistics import Statistics
+from maas.oip import grpc_service_pb2, grpc_service_pb2_grpc
+
+log = logging.getLogger("maas.inference")
+
+SERVICE_NAME = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+class InferenceApp:
+    """Built inside the running event loop (it opens a gRPC channel to the registry)."""
+
+    service_names: Sequence[str] = (SERVICE_NAME,)
+
+    def __init__(self, settings: InferenceSettings, metrics_registry: CollectorRegistry | None = None) -> None:
+        import torch
+
+        self.settings = settings
+        torch.set_num_threads(settings.intra_op_threads)
+        self.statistics = Statistics()
+        self.registry = RegistryClient(ChannelConfig(settings.registry_address, timeout=settings.registry_timeout))
+        self.manager = ModelManager(settings, self.registry, self.statistics)
+        if metrics_registry is not None:
+            self.manager.metrics = InferenceMetrics(
+                metrics_registry, self.statistics, self.manager.pending, self.manager.states
+            )
+        self.plane = DataPlane(self.manager, self.statistics)
+        self.follower = RegistryFollower(
+            self.manager,
+            initial=settings.reconnect_initial_seconds,
+            maximum=settings.reconnect_max_seconds,
+            resync=settings.resync_seconds,
+        )
+
+    def register(self, server: aio.Server) -> None:
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.plane), server)
+
+    async def start(self, health: Health) -> None:
+        refs = [parse_model_ref(ref, self.settings.default_alias) for ref in self.settings.models]
+        results = await asyncio.gather(
+            *(self.manager.load(name, target) for name, target in refs), return_exceptions=True
+        )
+        for (name, target), result in zip(refs, results, strict=True):
+            if isinstance(result, errors.MaasError):
+                log.warning("%s: not served yet (%s); the follower retries", target.ref(name), result.message)
+            elif isinstance(result, BaseException):
+                log.error("%s: not served", target.ref(name), exc_info=result)
+        if self.settings.follow:
+            self.follower.start()
+        self.plane.ready = True
+        await health.set(SERVICE_NAME, True)
+
+    async def stop(self) -> None:
+        self.plane.ready = False
+        await self.follower.stop()
+        await self.manager.close()
+        await self.registry.close()

@@ -1,0 +1,336 @@
+"""Dynamic batching of one served version, with a bounded queue.
+
+Requests are queued on the event loop; a scheduler hands groups of them to
+`instances` executor threads that run the model off the loop. The rules:
+
+- A group is sent as soon as an instance is free and one of these holds: it
+  fills max_batch_size (or the largest preferred size); its oldest request has
+  waited max_queue_delay; or nobody else is expected - every request this
+  version has recently had outstanding at once is already queued or running.
+  So a lone client (concurrency 1) never waits for a batch window, while under
+  load the window lets a batch fill.
+- Requests whose deadline has passed, or whose caller went away, are dropped
+  before compute. Past max_queue_size queued requests, submit raises
+  ResourceExhausted at once.
+- Stacking (concatenating along dim 0, one forward pass, splitting back) is
+  used only when the runtime was found batch-invariant at warm-up (see
+  runtimes.probe_batch_invariance). Otherwise every request of a group is
+  computed on its own rows, exactly as if it had come alone: the group still
+  shares one hand-off to the executor, but no request's numbers depend on its
+  neighbours'. If a stacked pass fails, its requests are retried one by one so
+  a bad request fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from maas.common import errors
+
+log = logging.getLogger("maas.inference.batcher")
+
+Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_batch_size: int = 32
+    """Most rows one execution takes (1: every request runs alone)."""
+    max_queue_delay_us: int = 200
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 256
+    instances: int = 1
+    stack: bool = False
+    """Concatenate requests into one forward pass (only for batch-invariant runtimes)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one request got back, with its share of the timings (ns)."""
+
+    outputs: list[np.ndarray]
+    queue_ns: int
+    input_ns: int
+    infer_ns: int
+    output_ns: int
+    batch_rows: int
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One model execution, for the batch statistics."""
+
+    rows: int
+    requests: int
+    input_ns: int
+    infer_ns: int
+    output_ns: int
+
+
+@dataclass(eq=False)
+class _Work:
+    arrays: list[np.ndarray]
+    rows: int
+    deadline: float | None
+    future: asyncio.Future[Outcome]
+    enqueued: int = field(default_factory=time.perf_counter_ns)
+    dispatched: int = 0
+
+    @property
+    def key(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(a.shape[1:] for a in self.arrays)
+
+
+_Done = tuple[list["Outcome | BaseException"], list["Execution"]]
+
+
+class _Peak:
+    """Most requests outstanding at once over roughly the last `window` seconds."""
+
+    def __init__(self, window: float = 1.0) -> None:
+        self.window = window
+        self.current = 0
+        self.previous = 0
+        self.started = time.monotonic()
+
+    def observe(self, outstanding: int) -> None:
+        now = time.monotonic()
+        if now - self.started > self.window:
+            self.previous = self.current if now - self.started < 2 * self.window else 0
+            self.current = 0
+            self.started = now
+        if outstanding > self.current:
+            self.current = outstanding
+
+    @property
+    def value(self) -> int:
+        return max(self.current, self.previous)
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: Runner,
+        policy: BatchPolicy,
+        *,
+        name: str = "model",
+        on_execution: Callable[[Execution], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self._run = run
+        self._on_execution = on_execution
+        self._executor = ThreadPoolExecutor(max_workers=max(1, policy.instances), thread_name_prefix=f"infer-{name}")
+        self._queue: deque[_Work] = deque()
+        self._queued_rows = 0
+        self._busy = 0
+        self._executing = 0
+        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._peak = _Peak()
+        self._closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._delay_ns = policy.max_queue_delay_us * 1000
+        self._preferred = max(policy.preferred_batch_sizes, default=0)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def submit(self, arrays: list[np.ndarray], rows: int, deadline: float | None = None) -> asyncio.Future[Outcome]:
+        """Queue one request; the future resolves with its outputs or its error."""
+        if self._closed:
+            raise errors.Unavailable("the model version is being unloaded; retry")
+        if len(self._queue) >= self.policy.max_queue_size:
+            raise errors.ResourceExhausted(f"the model's queue is full ({self.policy.max_queue_size} requests waiting)")
+        loop = asyncio.get_running_loop()
+        work = _Work(arrays, rows, deadline, loop.create_future())
+        self._queue.append(work)
+        self._queued_rows += rows
+        self._peak.observe(len(self._queue) + self._executing)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._schedule)
+        return work.future
+
+    async def close(self) -> None:
+        """Refuse new work, fail what is still queued, wait for running executions."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        while self._queue:
+            work = self._queue.popleft()
+            if not work.future.done():
+                work.future.set_exception(errors.Unavailable("the model version was unloaded; retry"))
+        self._queued_rows = 0
+        await self._idle.wait()
+        self._executor.shutdown(wait=False)
+
+    # ------------------------------------------------------------ scheduling
+
+    def _kick(self) -> None:
+        self._timer = None
+        if not self._scheduled:
+            self._scheduled = True
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._scheduled = False
+        while self._queue and self._busy < max(1, self.policy.instances):
+            wait_ns = self._wait_ns()
+            if wait_ns > 0:
+                if self._timer is None:
+                    loop = asyncio.get_running_loop()
+                    self._timer = loop.call_later(wait_ns / 1e9, self._kick)
+                return
+            group = self._take()
+            if group:
+                self._dispatch(group)
+
+    def _wait_ns(self) -> int:
+        """0 to send now, else how long the oldest request may still wait."""
+        policy = self.policy
+        if policy.max_batch_size <= 1 or self._delay_ns <= 0:
+            return 0
+        if self._queued_rows >= policy.max_batch_size:
+            return 0
+        if self._preferred and self._queued_rows >= self._preferred:
+            return 0
+        if len(self._queue) + self._executing >= self._peak.value:
+            return 0
+        waited = time.perf_counter_ns() - self._queue[0].enqueued
+        return max(0, self._delay_ns - waited)
+
+    def _take(self) -> list[_Work]:
+        policy = self.policy
+        limit = max(1, policy.max_batch_size)
+        if self._preferred and self._queued_rows < policy.max_batch_size:
+            fitting = [p for p in policy.preferred_batch_sizes if p <= self._queued_rows]
+            if fitting:
+                limit = max(fitting)
+        now = time.monotonic()
+        group: list[_Work] = []
+        kept: list[_Work] = []
+        rows = 0
+        key = None
+        while self._queue:
+            work = self._queue.popleft()
+            self._queued_rows -= work.rows
+            if work.future.done():
+                continue
+            if work.deadline is not None and now > work.deadline:
+                work.future.set_exception(errors.DeadlineExceeded("the deadline passed while the request was queued"))
+                continue
+            if not group:
+                group.append(work)
+                rows = work.rows
+                key = work.key
+                if policy.max_batch_size <= 1:
+                    break
+                continue
+            if rows + work.rows > limit:
+                kept.append(work)
+                break
+            if work.key != key:
+                kept.append(work)
+                continue
+            group.append(work)
+            rows += work.rows
+        for work in reversed(kept):
+            self._queue.appendleft(work)
+            self._queued_rows += work.rows
+        return group
+
+    def _dispatch(self, group: list[_Work]) -> None:
+        self._busy += 1
+        self._executing += len(group)
+        self._idle.clear()
+        now = time.perf_counter_ns()
+        for work in group:
+            work.dispatched = now
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._execute, group)
+        future.add_done_callback(lambda f: self._finished(group, f))
+
+    def _finished(self, group: list[_Work], future: asyncio.Future[_Done]) -> None:
+        self._busy -= 1
+        self._executing -= len(group)
+        if self._busy == 0:
+            self._idle.set()
+        results: Sequence[Outcome | BaseException]
+        try:
+            results, executions = future.result()
+        except Exception as exc:  # noqa: BLE001 - delivered to every caller of the group
+            results, executions = [exc] * len(group), []
+        if self._on_execution is not None:
+            for execution in executions:
+                self._on_execution(execution)
+        for work, result in zip(group, results, strict=True):
+            if work.future.done():
+                continue
+            if isinstance(result, BaseException):
+                work.future.set_exception(result)
+            else:
+                work.future.set_result(result)
+        if self._queue and not self._scheduled:
+            self._scheduled = True
+            self._schedule()
+
+    # ------------------------------------------------------------- execution
+
+    def _execute(self, group: list[_Work]) -> _Done:
+        """Runs on an executor thread; statistics are recorded back on the loop."""
+        executions: list[Execution] = []
+        if self.policy.stack and len(group) > 1:
+            try:
+                return self._stacked(group, executions), executions
+            except Exception:
+                log.debug("stacked execution failed; running the group's requests one by one", exc_info=True)
+        return [self._alone(work, executions) for work in group], executions
+
+    def _stacked(self, group: list[_Work], executions: list[Execution]) -> list[Outcome | BaseException]:
+        t0 = time.perf_counter_ns()
+        inputs = [np.concatenate([w.arrays[i] for w in group]) for i in range(len(group[0].arrays))]
+        rows = sum(w.rows for w in group)
+        t1 = time.perf_counter_ns()
+        try:
+            outputs = self._run(inputs)
+        except Exception:
+            # The failed attempt was an execution too: count it, then the caller retries one by one.
+            executions.append(Execution(rows, len(group), t1 - t0, time.perf_counter_ns() - t1, 0))
+            raise
+        t2 = time.perf_counter_ns()
+        results: list[Outcome | BaseException] = []
+        start = 0
+        for work in group:
+            end = start + work.rows
+            parts = [out[start:end] for out in outputs]
+            start = end
+            results.append(Outcome(parts, work.dispatched - work.enqueued, t1 - t0, t2 - t1, 0, rows))
+        t3 = time.perf_counter_ns()
+        results = [
+            Outcome(r.outputs, r.queue_ns, r.input_ns, r.infer_ns, t3 - t2, rows) if isinstance(r, Outcome) else r
+            for r in results
+        ]
+        executions.append(Execution(rows, len(group), t1 - t0, t2 - t1, t3 - t2))
+        return results
+
+    def _alone(self, work: _Work, executions: list[Execution]) -> Outcome | BaseException:
+        try:
+            t0 = time.perf_counter_ns()
+            inputs = [a if a.flags.writeable else a.copy() for a in work.arrays]
+            t1 = time.perf_counter_ns()
+            outputs = self._run(inputs)
+            t2 = time.perf_counter_ns()
+        except Exception as exc:  # noqa: BLE001 - the caller gets it
+            return exc
+        executions.append(Execution(work.rows, 1, t1 - t0, t2 - t1, 0))
+        return Outcome(outputs, work.dispatched - work.enqueued, t1 - t0, t2 - t1, 0, work.rows)

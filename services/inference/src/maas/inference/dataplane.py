@@ -1,0 +1,127 @@
+"""The domain behind every RPC: one method per protocol call, in domain types.
+
+The servicer converts a request, calls one of these, and converts the result;
+all rules (lookup, validation, batching, statistics) live here and below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from maas.common import errors
+from maas.inference import validation
+from maas.inference.converters import IndexEntry, InferResult
+from maas.inference.manager import ModelManager, ModelOptions, ServedVersion, State, Target
+from maas.inference.statistics import Statistics, VersionStats
+
+log = logging.getLogger("maas.inference.dataplane")
+
+SERVER_NAME = "maas-inference"
+SERVER_VERSION = "0.1.0"
+# Only what is really implemented: no shared memory, no sequences, no trace or log settings.
+EXTENSIONS = ("model_repository", "model_configuration", "statistics")
+
+
+class DataPlane:
+    def __init__(self, manager: ModelManager, statistics: Statistics) -> None:
+        self.manager = manager
+        self.statistics = statistics
+        self.ready = False
+
+    # ---------------------------------------------------- health, metadata
+
+    def model_ready(self, name: str, version: str) -> bool:
+        try:
+            self.manager.lookup(name, version)
+        except errors.MaasError:
+            return False
+        return self.ready
+
+    def model(self, name: str, version: str) -> ServedVersion:
+        return self.manager.lookup(name, version)
+
+    # ------------------------------------------------------------ inference
+
+    async def infer(self, request: Any, time_remaining: float | None) -> InferResult:
+        start = time.perf_counter_ns()
+        served = self.manager.lookup(request.model_name, request.model_version)
+        recorder = served.recorder
+        try:
+            parsed = validation.parse(request, served.signature, served.limits)
+            deadline = time.monotonic() + time_remaining if time_remaining is not None else None
+            outcome = await served.infer(parsed, deadline)
+        except errors.ResourceExhausted:
+            recorder.failure(time.perf_counter_ns() - start, "REJECTED")
+            raise
+        except (errors.DeadlineExceeded, asyncio.CancelledError):
+            recorder.failure(time.perf_counter_ns() - start, "CANCELED")
+            raise
+        except errors.InvalidArgument:
+            recorder.failure(time.perf_counter_ns() - start, "OTHER")
+            raise
+        except BaseException:
+            recorder.failure(time.perf_counter_ns() - start, "BACKEND")
+            raise
+        recorder.success(outcome, time.perf_counter_ns() - start, parsed.rows)
+        specs = served.signature.outputs
+        return InferResult(served, request.id, [(specs[i], outcome.outputs[i]) for i in parsed.outputs])
+
+    # ----------------------------------------------------------- statistics
+
+    def statistics_of(self, name: str, version: int | None) -> list[VersionStats]:
+        if name and name not in self.manager.models and not self.statistics.select(name):
+            raise errors.NotFound(f"model '{name[:64]}' is not loaded")
+        if name and version is not None:
+            served = self.manager.models.get(name)
+            if served is not None and served.current is not None and served.current.version == version:
+                self.statistics.for_version(name, version)  # an entry even before the first request
+        if name and version is None:
+            entry = self.manager.models.get(name)
+            if entry is not None and entry.current is not None:
+                self.statistics.for_version(name, entry.current.version)
+        found = self.statistics.select(name, version)
+        if name and version is not None and not found:
+            raise errors.NotFound(f"model '{name[:64]}' version {version} has no statistics")
+        return found
+
+    # ----------------------------------------------------------- repository
+
+    async def index(self, ready_only: bool) -> list[IndexEntry]:
+        out: list[IndexEntry] = []
+        for name, entry in sorted(self.manager.models.items()):
+            if entry.current is not None:
+                out.append(IndexEntry(name, entry.current.version_str, State.READY.value))
+            if entry.loading:
+                out.append(IndexEntry(name, str(entry.loading), State.LOADING.value))
+            if entry.failure is not None and (entry.current is None or entry.failure.version != entry.current.version):
+                out.append(IndexEntry(name, str(entry.failure.version), State.UNAVAILABLE.value, entry.failure.reason))
+        for served in sorted(self.manager.retiring, key=lambda s: (s.model, s.version)):
+            out.append(IndexEntry(served.model, served.version_str, State.UNLOADING.value))
+        if not ready_only:
+            known = {e.name for e in out}
+            out.extend(IndexEntry(name, "", "") for name in await self._registry_models() if name not in known)
+        return [e for e in out if e.state == State.READY.value] if ready_only else out
+
+    async def _registry_models(self) -> list[str]:
+        """The registry's models, best effort: the index still answers while it is down."""
+        names: list[str] = []
+        token = ""
+        try:
+            for _ in range(20):
+                page = await self.manager.registry.list_models(page_size=500, page_token=token)
+                names.extend(m.name for m in page.models)
+                token = page.next_page_token
+                if not token:
+                    break
+        except errors.MaasError as exc:
+            log.info("repository index without the registry's models: %s", exc.message)
+        return names
+
+    async def load(self, name: str, target: Target | None, options: ModelOptions | None) -> None:
+        await self.manager.load(name, target, options)
+
+    async def unload(self, name: str) -> None:
+        await self.manager.unload(name)

@@ -1,0 +1,376 @@
+"""The model manager: which versions this process serves, and how they change.
+
+Each model entry has a target - an alias to follow or a pinned version. To
+reach it the manager resolves it through the registry, fetches the verified
+artifact, builds the runtime off the event loop, warms it up, probes whether
+batching can stack it, and only then swaps it in: one assignment, so every
+request sees either the old version or the new one. The old version is then
+drained (its in-flight requests finish) and closed. A version that cannot be
+built is recorded as failed with its reason, and whatever was serving goes on
+serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from google.protobuf import json_format
+
+from maas.common import errors, names
+from maas.common.clients.registry import RegistryClient
+from maas.inference import runtimes
+from maas.inference.batcher import Batcher, BatchPolicy, Outcome
+from maas.inference.cache import ArtifactCache
+from maas.inference.converters import signature_from_registry
+from maas.inference.metrics import InferenceMetrics
+from maas.inference.settings import InferenceSettings
+from maas.inference.statistics import Recorder, Statistics
+from maas.inference.tensors import Signature
+from maas.inference.validation import Limits, ParsedRequest
+from maas.v1 import registry_pb2 as rpb
+
+log = logging.getLogger("maas.inference.manager")
+
+
+class State(StrEnum):
+    READY = "READY"
+    LOADING = "LOADING"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Follow `alias`, or serve exactly `version`."""
+
+    alias: str = ""
+    version: int = 0
+
+    def ref(self, model: str) -> str:
+        return f"{model}/{self.version}" if self.version else f"{model}@{self.alias}"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Per-model overrides of the batching settings (from RepositoryModelLoad's config)."""
+
+    max_batch_size: int | None = None
+    max_queue_delay_us: int | None = None
+    preferred_batch_sizes: tuple[int, ...] | None = None
+    max_queue_size: int | None = None
+    instances: int | None = None
+
+
+@dataclass
+class Failure:
+    version: int
+    reason: str
+    permanent: bool
+
+
+class ServedVersion:
+    """One loaded version: runtime, batcher, statistics, and its in-flight count."""
+
+    def __init__(
+        self,
+        model: str,
+        version: int,
+        runtime: runtimes.Runtime,
+        signature: Signature,
+        policy: BatchPolicy,
+        limits: Limits,
+        recorder: Recorder,
+        options: ModelOptions,
+    ) -> None:
+        self.model = model
+        self.version = version
+        self.version_str = str(version)
+        self.runtime = runtime
+        self.signature = signature
+        self.policy = policy
+        self.limits = limits
+        self.recorder = recorder
+        self.options = options
+        self.batcher = Batcher(runtime.run, policy, name=f"{model}-{version}", on_execution=recorder.execution)
+        self.state = State.READY
+        self.inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def infer(self, parsed: ParsedRequest, deadline: float | None) -> Outcome:
+        self.inflight += 1
+        self._idle.clear()
+        try:
+            return await self.batcher.submit(parsed.arrays, parsed.rows, deadline)
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self._idle.set()
+
+    async def drain(self, timeout: float) -> None:
+        self.state = State.UNLOADING
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning(
+                "%s/%s: %d requests still running after %.0fs of drain",
+                self.model,
+                self.version,
+                self.inflight,
+                timeout,
+            )
+        await self.batcher.close()
+        self.runtime.close()
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    target: Target
+    options: ModelOptions = field(default_factory=ModelOptions)
+    current: ServedVersion | None = None
+    loading: int = 0
+    failure: Failure | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def parse_model_ref(ref: str, default_alias: str) -> tuple[str, Target]:
+    """'name@alias', 'name/3' or 'name' (which follows `default_alias`)."""
+    if "@" in ref:
+        name, _, alias = ref.partition("@")
+        return names.model_name(name), Target(alias=names.alias_name(alias, allow_reserved=True))
+    if "/" in ref:
+        name, _, number = ref.partition("/")
+        if not number.isdigit() or len(number) > 18:
+            raise errors.InvalidArgument(f"invalid version in model reference '{ref[:80]}'")
+        return names.model_name(name), Target(version=names.version_number(int(number)))
+    return names.model_name(ref), Target(alias=default_alias)
+
+
+class ModelManager:
+    def __init__(
+        self,
+        settings: InferenceSettings,
+        registry: RegistryClient,
+        statistics: Statistics,
+        metrics: InferenceMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.statistics = statistics
+        self.metrics = metrics
+        self.cache = ArtifactCache(settings.cache_dir)
+        self.models: dict[str, ModelEntry] = {}
+        self.retiring: set[ServedVersion] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._options = runtimes.RuntimeOptions(settings.device, settings.intra_op_threads)
+
+    # ---------------------------------------------------------------- lookup
+
+    def lookup(self, name: str, version: str) -> ServedVersion:
+        entry = self.models.get(name)
+        if entry is None:
+            raise errors.NotFound(f"model '{_clip(name)}' is not loaded")
+        served = entry.current
+        if served is None:
+            reason = f": {entry.failure.reason}" if entry.failure else " (loading)"
+            raise errors.Unavailable(f"model '{name}' is not ready{reason}")
+        if version and version != served.version_str:
+            raise errors.NotFound(f"model '{name}' version '{_clip(version)}' is not loaded (serving {served.version})")
+        return served
+
+    def followed(self) -> dict[str, str]:
+        return {name: e.target.alias for name, e in self.models.items() if e.target.alias}
+
+    def pending(self) -> dict[tuple[str, int], int]:
+        out = {}
+        for served in [*(e.current for e in self.models.values()), *self.retiring]:
+            if served is not None:
+                out[(served.model, served.version)] = served.inflight
+        return out
+
+    def states(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in State}
+        for e in self.models.values():
+            if e.current is not None:
+                counts[State.READY.value] += 1
+            if e.loading:
+                counts[State.LOADING.value] += 1
+            if e.failure is not None:
+                counts[State.UNAVAILABLE.value] += 1
+        counts[State.UNLOADING.value] += len(self.retiring)
+        return counts
+
+    # ---------------------------------------------------------- load/unload
+
+    async def load(self, name: str, target: Target | None = None, options: ModelOptions | None = None) -> ServedVersion:
+        """Serve `name` at `target` (keeping the model's target when None); raises why it could not."""
+        names.model_name(name)
+        entry = self.models.get(name)
+        created = entry is None
+        if entry is None:
+            entry = self.models[name] = ModelEntry(name, target or Target(alias=self.settings.default_alias))
+        elif target is not None:
+            entry.target = target
+        if options is not None:
+            entry.options = options
+        try:
+            served = await self._reconcile(entry, retry_failed=True)
+        except (errors.NotFound, errors.InvalidArgument):
+            # Nothing in the registry to serve under this name: do not keep (or retry) it.
+            if created and entry.current is None and self.models.get(name) is entry:
+                del self.models[name]
+            raise
+        assert served is not None
+        return served
+
+    async def unload(self, name: str) -> None:
+        entry = self.models.pop(name, None)
+        if entry is None:
+            raise errors.NotFound(f"model '{_clip(name)}' is not loaded")
+        async with entry.lock:
+            if entry.current is not None:
+                served, entry.current = entry.current, None
+                await self._retire(served)
+
+    async def sync(self, name: str) -> None:
+        """Bring a model to its target again (after an alias moved, or a failed load)."""
+        entry = self.models.get(name)
+        if entry is None or (entry.current is not None and not entry.target.alias):
+            return
+        await self._reconcile(entry, retry_failed=False)
+
+    async def sync_all(self) -> None:
+        for name in list(self.models):
+            try:
+                await self.sync(name)
+            except errors.MaasError as exc:
+                log.warning("sync of %s failed: %s", name, exc.message)
+
+    async def close(self) -> None:
+        for name in list(self.models):
+            await self.unload(name)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -------------------------------------------------------------- internals
+
+    async def _reconcile(self, entry: ModelEntry, *, retry_failed: bool) -> ServedVersion | None:
+        async with entry.lock:
+            version = await self.registry.resolve(entry.target.ref(entry.name))
+            current = entry.current
+            if current is not None and current.version == version.version and current.options == entry.options:
+                return current
+            failed = entry.failure
+            if not retry_failed and failed and failed.permanent and failed.version == version.version:
+                return current
+            entry.loading = version.version
+            try:
+                served = await self._build(entry, version)
+            except errors.MaasError as exc:
+                permanent = not isinstance(exc, errors.Unavailable)
+                entry.failure = Failure(version.version, exc.message, permanent)
+                log.warning("%s/%s failed to load: %s", entry.name, version.version, exc.message)
+                raise
+            finally:
+                entry.loading = 0
+            if self.models.get(entry.name) is not entry:  # unloaded meanwhile
+                self._spawn(self._retire(served))
+                raise errors.Aborted(f"model '{entry.name}' was unloaded while it loaded")
+            entry.failure = None
+            entry.current = served  # the swap: new requests see the new version from here on
+            log.info(
+                "%s: serving version %s%s", entry.name, served.version, f" (was {current.version})" if current else ""
+            )
+            if current is not None:
+                self._spawn(self._retire(current))
+            return served
+
+    async def _build(self, entry: ModelEntry, version: rpb.ModelVersion) -> ServedVersion:
+        ref = f"{entry.name}/{version.version}"
+        if version.status != rpb.VERSION_STATUS_READY:
+            raise errors.FailedPrecondition(f"{ref} is not READY in the registry")
+        path = await self.cache.fetch(self.registry, version)
+        settings = self.settings
+        opts = entry.options
+        max_rows = opts.max_batch_size or settings.max_batch_size
+        preferred = (
+            opts.preferred_batch_sizes
+            if opts.preferred_batch_sizes is not None
+            else tuple(settings.preferred_batch_sizes)
+        )
+        declared = signature_from_registry(version.signature)
+
+        def build() -> tuple[runtimes.Runtime, Signature, bool]:
+            try:
+                runtime: runtimes.Runtime
+                if version.format == rpb.MODEL_FORMAT_SAFETENSORS:
+                    arch = json_format.MessageToDict(version.architecture)
+                    runtime, signature = runtimes.load_torch(arch, path, self._options)
+                else:
+                    runtime, signature = runtimes.load_onnx(path, declared, self._options)
+                try:
+                    signature.check_servable()
+                except ValueError as exc:
+                    raise errors.FailedPrecondition(str(exc)) from None
+                rows = max_rows if signature.batched else 1
+                runtimes.warm_up(runtime, signature, rows)
+                invariant = runtimes.probe_batch_invariance(runtime, signature, rows, preferred)
+                return runtime, signature, invariant
+            except errors.MaasError as exc:
+                raise errors.FailedPrecondition(f"{ref} cannot be served: {exc.message}") from None
+            except Exception as exc:
+                log.exception("%s: build failed", ref)
+                raise errors.FailedPrecondition(f"{ref} cannot be served: {runtimes._short(exc)}") from None
+
+        runtime, signature, invariant = await asyncio.to_thread(build)
+        batched = signature.batched
+        policy = BatchPolicy(
+            max_batch_size=max_rows if (batched and settings.dynamic_batching) else 1,
+            max_queue_delay_us=opts.max_queue_delay_us
+            if opts.max_queue_delay_us is not None
+            else settings.max_queue_delay_us,
+            preferred_batch_sizes=tuple(p for p in preferred if p <= max_rows),
+            max_queue_size=opts.max_queue_size or settings.max_queue_size,
+            instances=opts.instances or settings.instances,
+            stack=invariant,
+        )
+        limits = Limits(max_batch_size=max_rows if batched else 0, max_elements=settings.max_request_elements)
+        stats = self.statistics.for_version(entry.name, version.version)
+        observer = self.metrics.for_version(entry.name, version.version) if self.metrics else None
+        log.info(
+            "%s: built on %s (%s); batching %s",
+            ref,
+            runtime.device,
+            runtime.platform,
+            "stacks requests" if invariant else "computes each request on its own rows (not batch-invariant)",
+        )
+        return ServedVersion(
+            entry.name, version.version, runtime, signature, policy, limits, Recorder(stats, observer), opts
+        )
+
+    async def _retire(self, served: ServedVersion) -> None:
+        self.retiring.add(served)
+        try:
+            await served.drain(self.settings.drain_seconds)
+        finally:
+            self.retiring.discard(served)
+        log.info("%s/%s: drained and unloaded", served.model, served.version)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _clip(value: str) -> str:
+    shown = value[:64].encode("unicode_escape").decode("ascii")
+    return shown + ("..." if len(value) > 64 else "")
+
+
+__all__ = ["ModelEntry", "ModelManager", "ModelOptions", "ServedVersion", "State", "Target", "parse_model_ref"]

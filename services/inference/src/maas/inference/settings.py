@@ -1,0 +1,85 @@
+"""Settings of the inference service (env prefix MAAS_INFERENCE_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from maas.common.settings import ServerSettings
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class InferenceSettings(ServerSettings):
+    model_config = SettingsConfigDict(env_prefix="MAAS_INFERENCE_", extra="ignore")
+
+    port: int = Field(8001, ge=0, le=65535, description="gRPC port (the Open Inference Protocol's usual 8001).")
+    metrics_port: int = Field(8002, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it.")
+    registry_address: str = Field("127.0.0.1:50051", description="host:port of the registry service.")
+    registry_timeout: float = Field(10.0, gt=0, description="Deadline of each registry call, in seconds.")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Models to serve from the start, comma-separated: 'name@alias' follows an alias, "
+        "'name/3' pins version 3, a bare 'name' follows default_alias.",
+    )
+    default_alias: str = Field(
+        "production", description="The alias a model follows when it is loaded without an alias or version."
+    )
+    cache_dir: Path = Field(
+        Path(".maas/inference-cache"), description="Local cache of downloaded artifacts (by sha256)."
+    )
+    dynamic_batching: bool = Field(
+        True, description="Group concurrent requests into one execution; off: every request executes alone."
+    )
+    max_batch_size: int = Field(
+        32, ge=1, le=4096, description="Most rows one execution takes (and one request may carry)."
+    )
+    max_queue_delay_us: int = Field(
+        200,
+        ge=0,
+        le=10_000_000,
+        description="Longest a request waits for its batch to fill, in microseconds. It never waits "
+        "when no other request is expected.",
+    )
+    preferred_batch_sizes: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, description="Batch sizes sent at once when reached (comma-separated)."
+    )
+    max_queue_size: int = Field(
+        512, ge=1, description="Requests a model version may hold queued; beyond, RESOURCE_EXHAUSTED at once."
+    )
+    instances: int = Field(1, ge=1, le=64, description="Executions of one model version that may run at once.")
+    intra_op_threads: int = Field(1, ge=1, le=256, description="Threads one execution may use (torch, onnxruntime).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where models run: auto uses CUDA when a GPU is visible."
+    )
+    max_request_elements: int = Field(
+        16 * 1024 * 1024, ge=1, description="Largest element count of one input tensor of a request."
+    )
+    drain_seconds: float = Field(
+        30.0, ge=0, description="After a swap or unload, how long in-flight requests of the old version may take."
+    )
+    follow: bool = Field(True, description="Follow the registry's events and swap when a followed alias moves.")
+    resync_seconds: float = Field(
+        60.0, gt=0, description="While following, re-resolve every followed alias this often (a safety net)."
+    )
+    reconnect_initial_seconds: float = Field(0.5, gt=0, description="First delay before reconnecting to the registry.")
+    reconnect_max_seconds: float = Field(30.0, gt=0, description="Longest delay between reconnects to the registry.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Serving processes sharing the gRPC port (SO_REUSEPORT); each loads the models and "
+        "follows the registry on its own. Needs a fixed port.",
+    )
+
+    @field_validator("models", "preferred_batch_sizes", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split(value)

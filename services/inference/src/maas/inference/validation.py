@@ -1,0 +1,148 @@
+"""Checks an inference request against the served signature before any allocation.
+
+Everything a client controls is bounded first (counts of inputs and outputs,
+dimensions, element counts, byte lengths), and only then are the tensors
+materialized. Raw contents become numpy arrays without a copy
+(`np.frombuffer`). Every refusal is InvalidArgument naming the input.
+
+The request is read by attribute (`inputs`, `raw_input_contents`, ...), the
+field names of the published protocol, so this module needs no generated code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from maas.common.errors import InvalidArgument
+from maas.inference.tensors import CONTENTS_FIELD, Signature
+
+MAX_NAME_CHARS = 64
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch_size: int
+    """Largest first dimension a batched request may carry (0: no limit from batching)."""
+    max_elements: int
+    """Largest element count of one input tensor."""
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """Inputs in signature order, the request's rows and the outputs to return."""
+
+    arrays: list[np.ndarray]
+    rows: int
+    outputs: tuple[int, ...]
+
+
+def _name(value: str) -> str:
+    shown = value[:MAX_NAME_CHARS].encode("unicode_escape").decode("ascii")
+    return shown + ("..." if len(value) > MAX_NAME_CHARS else "")
+
+
+def parse(request: Any, signature: Signature, limits: Limits) -> ParsedRequest:
+    specs = signature.inputs
+    inputs = request.inputs
+    raw = request.raw_input_contents
+    if len(inputs) > len(specs):
+        extra = [t.name for t in inputs if t.name not in {s.name for s in specs}][:1]
+        which = f"'{_name(extra[0])}'" if extra else "duplicated"
+        raise InvalidArgument(f"input {which}: not an input of this model (it takes {len(specs)})")
+    if raw and len(raw) != len(inputs):
+        raise InvalidArgument(
+            f"raw_input_contents: {len(raw)} entries for {len(inputs)} inputs (give one per input, or none)"
+        )
+    by_name = {t.name: i for i, t in enumerate(inputs)}
+    if len(by_name) != len(inputs):
+        raise InvalidArgument("inputs: an input is given twice")
+    for name in by_name:
+        if all(s.name != name for s in specs):
+            raise InvalidArgument(f"input '{_name(name)}': not an input of this model")
+    arrays: list[np.ndarray] = []
+    rows = 0
+    for spec in specs:
+        index = by_name.get(spec.name)
+        if index is None:
+            raise InvalidArgument(f"input '{spec.name}': missing")
+        tensor = inputs[index]
+        if tensor.datatype != spec.datatype:
+            raise InvalidArgument(
+                f"input '{spec.name}': datatype {_name(tensor.datatype) or 'unset'}, expected {spec.datatype}"
+            )
+        shape = tuple(tensor.shape)
+        if len(shape) != len(spec.shape):
+            raise InvalidArgument(
+                f"input '{spec.name}': rank {len(shape)} (shape {list(shape)[:8]}), expected shape {list(spec.shape)}"
+            )
+        count = 1
+        for dim, want in zip(shape, spec.shape, strict=True):
+            if dim < 0:
+                raise InvalidArgument(f"input '{spec.name}': negative dimension in shape {list(shape)}")
+            if want != -1 and dim != want:
+                raise InvalidArgument(f"input '{spec.name}': shape {list(shape)}, expected {list(spec.shape)}")
+            count *= dim
+            if count > limits.max_elements:
+                raise InvalidArgument(f"input '{spec.name}': more than {limits.max_elements} elements")
+        if signature.batched:
+            if shape[0] == 0:
+                raise InvalidArgument(f"input '{spec.name}': empty batch")
+            if rows and shape[0] != rows:
+                raise InvalidArgument(f"input '{spec.name}': batch of {shape[0]}, other inputs have {rows}")
+            rows = shape[0]
+            if limits.max_batch_size and rows > limits.max_batch_size:
+                raise InvalidArgument(
+                    f"input '{spec.name}': batch of {rows} exceeds max_batch_size {limits.max_batch_size}"
+                )
+        dtype = spec.dtype
+        if raw:
+            if tensor.HasField("contents"):
+                raise InvalidArgument(f"input '{spec.name}': both contents and raw_input_contents given")
+            data = raw[index]
+            if len(data) != count * dtype.itemsize:
+                raise InvalidArgument(
+                    f"input '{spec.name}': {len(data)} raw bytes, expected {count * dtype.itemsize} "
+                    f"({count} x {dtype.itemsize})"
+                )
+            array = np.frombuffer(data, dtype=dtype).reshape(shape)
+        else:
+            field = CONTENTS_FIELD.get(spec.datatype)
+            if field is None:
+                raise InvalidArgument(f"input '{spec.name}': {spec.datatype} is only accepted as raw_input_contents")
+            values = getattr(tensor.contents, field)
+            if len(values) != count:
+                raise InvalidArgument(f"input '{spec.name}': {len(values)} values in {field}, expected {count}")
+            array = _typed(values, dtype, spec.name).reshape(shape)
+        arrays.append(array)
+    return ParsedRequest(arrays, rows or 1, _requested_outputs(request, signature))
+
+
+def _typed(values: Any, dtype: np.dtype, name: str) -> np.ndarray:
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        array = np.asarray(values, dtype=np.int64 if dtype.kind == "i" else np.uint64)
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise InvalidArgument(f"input '{name}': values out of range for {dtype.name}")
+        return array.astype(dtype)
+    return np.asarray(values, dtype=dtype)
+
+
+def _requested_outputs(request: Any, signature: Signature) -> tuple[int, ...]:
+    wanted = request.outputs
+    if not wanted:
+        return tuple(range(len(signature.outputs)))
+    if len(wanted) > len(signature.outputs):
+        raise InvalidArgument(f"outputs: {len(wanted)} requested, the model has {len(signature.outputs)}")
+    index = {t.name: i for i, t in enumerate(signature.outputs)}
+    chosen: list[int] = []
+    for out in wanted:
+        i = index.get(out.name)
+        if i is None:
+            raise InvalidArgument(f"output '{_name(out.name)}': not an output of this model")
+        if i in chosen:
+            raise InvalidArgument(f"output '{_name(out.name)}': requested twice")
+        chosen.append(i)
+    return tuple(chosen)

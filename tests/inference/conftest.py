@@ -1,0 +1,35 @@
+"""Fixtures of the multi-process inference tests: a real registry per module.
+
+Nothing here (or in any in-process inference test) may import maas.oip: the
+tests drive the server with tritonclient, whose generated modules register the
+same proto symbols.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from maas.common.clients.registry import BlockingRegistryClient
+from tests.inference import support
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("inference")
+
+
+@pytest.fixture(scope="module")
+def registry_process(workdir: Path) -> Iterator[support.Process]:
+    proc = support.start_registry(workdir / "registry")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def registry(registry_process: support.Process) -> Iterator[BlockingRegistryClient]:
+    client = support.registry_client(registry_process.address)
+    yield client
+    client.close()

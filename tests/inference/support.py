@@ -1,0 +1,267 @@
+"""Processes and models for the inference tests (and the benchmark).
+
+The inference server always runs as its own process: its generated protocol
+modules and tritonclient's register the same `inference.*` proto symbols, so
+this module (imported next to tritonclient) must never import maas.oip or the
+service's servicer. It starts a real registry and real inference processes,
+and registers real models: catalog networks with safetensors weights, and
+small ONNX graphs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maas.common.clients.base import ChannelConfig
+from maas.common.clients.registry import BlockingRegistryClient
+from maas.v1 import common_pb2
+from maas.v1 import registry_pb2 as rpb
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MLP_ARCH = {"name": "mlp", "args": {"hidden": [128], "num_classes": 10}, "input_shape": [64]}
+LENET_ARCH = {"name": "lenet", "args": {"num_classes": 10}, "input_shape": [3, 32, 32]}
+
+
+@dataclass
+class Process:
+    popen: subprocess.Popen[str]
+    address: str
+    log_path: Path
+    lines: list[str] = field(default_factory=list)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(
+    module: str, env: dict[str, str], log_path: Path, *, ready: str, count: int = 1, timeout: float = 90.0
+) -> Process:
+    """Run `python -m module` and wait for `count` lines '<ready> listening on HOST:PORT'."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    log = log_path.open("w")
+    popen = subprocess.Popen(
+        [sys.executable, "-m", module], env=full_env, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT
+    )
+    proc = Process(popen, "", log_path)
+    seen: list[str] = []
+    done = threading.Event()
+
+    def pump() -> None:
+        assert popen.stdout is not None
+        for line in popen.stdout:
+            proc.lines.append(line)
+            if line.startswith(f"{ready} listening on "):
+                seen.append(line.split("listening on ", 1)[1].split(",")[0].strip())
+                if len(seen) >= count:
+                    done.set()
+        done.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not done.wait(0.1):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{module} did not start in {timeout}s:\n{proc.log()[-3000:]}")
+    if len(seen) < count:
+        proc.kill()
+        raise RuntimeError(f"{module} exited before listening:\n{proc.log()[-3000:]}")
+    proc.address = seen[0]
+    return proc
+
+
+def start_registry(workdir: Path, port: int = 0) -> Process:
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {
+        "MAAS_REGISTRY_PORT": str(port),
+        "MAAS_REGISTRY_METRICS_PORT": "0",
+        "MAAS_REGISTRY_DATABASE_URL": f"sqlite:///{workdir / 'registry.db'}",
+        "MAAS_REGISTRY_ARTIFACT_ROOT": str(workdir / "artifacts"),
+        "MAAS_REGISTRY_EVENT_POLL_INTERVAL": "0.05",
+        "MAAS_REGISTRY_GRACE_SECONDS": "1",
+    }
+    return start("maas.registry", env, workdir / f"registry-{time.time_ns()}.log", ready="registry")
+
+
+def start_inference(
+    registry: str, workdir: Path, *, models: str = "", workers: int = 1, port: int = 0, **settings: Any
+) -> Process:
+    workdir.mkdir(parents=True, exist_ok=True)
+    if workers > 1 and not port:
+        port = free_port()
+    env = {
+        "MAAS_INFERENCE_PORT": str(port),
+        "MAAS_INFERENCE_METRICS_PORT": "0",
+        "MAAS_INFERENCE_REGISTRY_ADDRESS": registry,
+        "MAAS_INFERENCE_CACHE_DIR": str(workdir / "cache"),
+        "MAAS_INFERENCE_MODELS": models,
+        "MAAS_INFERENCE_WORKERS": str(workers),
+        "MAAS_INFERENCE_GRACE_SECONDS": "2",
+        "MAAS_INFERENCE_RECONNECT_INITIAL_SECONDS": "0.2",
+        "MAAS_INFERENCE_RECONNECT_MAX_SECONDS": "1",
+    }
+    env.update({f"MAAS_INFERENCE_{k.upper()}": str(v) for k, v in settings.items()})
+    return start("maas.inference", env, workdir / f"inference-{time.time_ns()}.log", ready="inference", count=workers)
+
+
+# ------------------------------------------------------------------ models
+
+
+def registry_client(address: str) -> BlockingRegistryClient:
+    return BlockingRegistryClient(ChannelConfig(address, timeout=30))
+
+
+def signature_pb(doc: dict[str, Any]) -> common_pb2.Signature:
+    def spec(t: dict[str, Any]) -> common_pb2.TensorSpec:
+        return common_pb2.TensorSpec(
+            name=t["name"], datatype=common_pb2.DataType.Value(f"DATA_TYPE_{t['datatype']}"), shape=t["shape"]
+        )
+
+    return common_pb2.Signature(inputs=[spec(t) for t in doc["inputs"]], outputs=[spec(t) for t in doc["outputs"]])
+
+
+def torch_model(arch_doc: dict[str, Any], seed: int) -> Any:
+    import torch
+
+    from maas.common import catalog
+
+    torch.manual_seed(seed)
+    module = catalog.build(catalog.parse(arch_doc)).eval()
+    return module
+
+
+def upload(client: BlockingRegistryClient, model: str, fmt: int, data: bytes, **create: Any) -> int:
+    client.ensure_model(model)
+    version = client.create_version(model, format=fmt, **create)
+    with tempfile.NamedTemporaryFile(suffix=".bin") as f:
+        f.write(data)
+        f.flush()
+        client.upload_artifact(model, version.version, Path(f.name))
+    return int(version.version)
+
+
+def register_torch(
+    client: BlockingRegistryClient,
+    model: str,
+    arch_doc: dict[str, Any],
+    *,
+    seed: int = 0,
+    alias: str | None = "production",
+    state: dict[str, Any] | None = None,
+) -> tuple[int, Any]:
+    """Register a catalog network with real weights; returns (version, module)."""
+    from safetensors.torch import save
+
+    from maas.common import catalog
+
+    module = torch_model(arch_doc, seed)
+    arch = catalog.parse(arch_doc)
+    weights = save(state if state is not None else module.state_dict())
+    version = upload(
+        client,
+        model,
+        rpb.MODEL_FORMAT_SAFETENSORS,
+        weights,
+        architecture=arch_doc,
+        signature=signature_pb(arch.signature()),
+    )
+    if alias:
+        client.set_alias(model, alias, version)
+    return version, module
+
+
+def onnx_identity(width: int = 64) -> bytes:
+    """A model that does nothing: output = input, [-1, width] FP32."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])],
+        "identity",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", width])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def onnx_lookup(rows: int = 10, width: int = 4) -> tuple[bytes, np.ndarray]:
+    """An embedding lookup: INT64 indices [-1, 1] -> FP32 [-1, 1, width]. An index past the table fails."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = np.arange(rows * width, dtype=np.float32).reshape(rows, width) / 7.0
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "index"], ["embedding"], axis=0)],
+        "lookup",
+        [helper.make_tensor_value_info("index", TensorProto.INT64, ["batch", 1])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 1, width])],
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString(), table
+
+
+def register_onnx(
+    client: BlockingRegistryClient, model: str, data: bytes, signature: dict[str, Any], alias: str | None = "production"
+) -> int:
+    version = upload(client, model, rpb.MODEL_FORMAT_ONNX, data, signature=signature_pb(signature))
+    if alias:
+        client.set_alias(model, alias, version)
+    return version
+
+
+IDENTITY_SIGNATURE = {
+    "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}],
+    "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 64]}],
+}
+LOOKUP_SIGNATURE = {
+    "inputs": [{"name": "index", "datatype": "INT64", "shape": [-1, 1]}],
+    "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, 1, 4]}],
+}
+
+
+def expected(module: Any, x: np.ndarray) -> np.ndarray:
+    """The module's answer computed here, one thread, on exactly these rows."""
+    import torch
+
+    torch.set_num_threads(1)
+    with torch.inference_mode():
+        return module(torch.from_numpy(x.copy())).numpy()

@@ -1,0 +1,433 @@
+"""The inference service as its own process, driven with tritonclient.
+
+One registry and one inference process serve the whole module: an MLP and the
+classic CIFAR CNN (catalog networks with safetensors weights) and an ONNX
+embedding lookup. Outputs are compared bit for bit with the same network run
+here on the same rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as tc
+import tritonclient.grpc.aio as tca
+from safetensors.torch import save as safetensors_save
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from maas.common.clients.registry import BlockingRegistryClient
+from maas.v1 import registry_pb2 as rpb
+from tests.inference import support
+
+
+@dataclass
+class Served:
+    address: str
+    metrics_port: int
+    modules: dict[str, Any]
+    table: np.ndarray
+    process: support.Process
+
+
+@pytest.fixture(scope="module")
+def served(workdir: Path, registry_process: support.Process, registry: BlockingRegistryClient) -> Iterator[Served]:
+    _, mlp = support.register_torch(registry, "mlp", support.MLP_ARCH, seed=1)
+    _, lenet = support.register_torch(registry, "lenet", support.LENET_ARCH, seed=2)
+    _, fragile = support.register_torch(registry, "fragile", support.MLP_ARCH, seed=3)
+    data, table = support.onnx_lookup()
+    support.register_onnx(registry, "lookup", data, support.LOOKUP_SIGNATURE)
+    support.register_onnx(registry, "noop", support.onnx_identity(), support.IDENTITY_SIGNATURE)
+    metrics_port = support.free_port()
+    proc = support.start_inference(
+        registry_process.address, workdir / "inference", models="mlp,lenet,fragile", metrics_port=metrics_port
+    )
+    yield Served(proc.address, metrics_port, {"mlp": mlp, "lenet": lenet, "fragile": fragile}, table, proc)
+    assert proc.stop() == 0, proc.log()[-2000:]
+
+
+@pytest.fixture
+def client(served: Served) -> Iterator[tc.InferenceServerClient]:
+    c = tc.InferenceServerClient(served.address)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def stub(served: Served) -> Iterator[service_pb2_grpc.GRPCInferenceServiceStub]:
+    with grpc.insecure_channel(served.address) as channel:
+        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+
+def code_of(exc: InferenceServerException) -> str:
+    return str(exc.status())
+
+
+def mlp_input(rows: int, seed: int = 0) -> tuple[tc.InferInput, np.ndarray]:
+    x = np.random.default_rng(seed).standard_normal((rows, 64)).astype(np.float32) * 3
+    tensor = tc.InferInput("input", [rows, 64], "FP32")
+    tensor.set_data_from_numpy(x)
+    return tensor, x
+
+
+def raw_request(model: str, name: str, datatype: str, shape: list[int], data: bytes, **kw: Any) -> Any:
+    req = service_pb2.ModelInferRequest(model_name=model, **kw)
+    req.inputs.add(name=name, datatype=datatype, shape=shape)
+    req.raw_input_contents.append(data)
+    return req
+
+
+# ----------------------------------------------------------------- metadata
+
+
+def test_health_and_metadata(client: tc.InferenceServerClient) -> None:
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    meta = client.get_server_metadata()
+    assert meta.name == "maas-inference"
+    assert set(meta.extensions) == {"model_repository", "model_configuration", "statistics"}
+    assert client.is_model_ready("mlp")
+    assert client.is_model_ready("mlp", "1")
+    assert not client.is_model_ready("mlp", "7")
+    assert not client.is_model_ready("nonexistent")
+
+    mlp = client.get_model_metadata("mlp")
+    assert mlp.name == "mlp" and list(mlp.versions) == ["1"] and mlp.platform == "pytorch"
+    assert [(t.name, t.datatype, list(t.shape)) for t in mlp.inputs] == [("input", "FP32", [-1, 64])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in mlp.outputs] == [("logits", "FP32", [-1, 10])]
+    lenet = client.get_model_metadata("lenet", "1")
+    assert list(lenet.inputs[0].shape) == [-1, 3, 32, 32]
+
+    for call in (lambda: client.get_model_metadata("nonexistent"), lambda: client.get_model_metadata("mlp", "9")):
+        with pytest.raises(InferenceServerException) as info:
+            call()
+        assert code_of(info.value) == "StatusCode.NOT_FOUND"
+
+
+def test_model_config_is_what_perf_analyzer_reads(client: tc.InferenceServerClient) -> None:
+    config = client.get_model_config("mlp").config
+    assert config.name == "mlp" and config.platform == "pytorch" and config.backend == "pytorch"
+    assert config.max_batch_size == 32
+    assert [(i.name, list(i.dims)) for i in config.input] == [("input", [64])]
+    assert [(o.name, list(o.dims)) for o in config.output] == [("logits", [10])]
+    assert config.input[0].data_type == config.output[0].data_type == 11  # TYPE_FP32
+    assert config.HasField("dynamic_batching")
+    assert config.dynamic_batching.max_queue_delay_microseconds == 200
+    assert config.dynamic_batching.default_queue_policy.max_queue_size == 512
+    assert config.instance_group[0].count == 1
+    assert list(client.get_model_config("lenet").config.input[0].dims) == [3, 32, 32]
+
+
+# -------------------------------------------------------------------- infer
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_infer_raw_answers_exactly_what_the_network_computes(
+    client: tc.InferenceServerClient, served: Served, rows: int
+) -> None:
+    tensor, x = mlp_input(rows, seed=rows)
+    result = client.infer("mlp", [tensor], request_id=f"r{rows}")
+    response = result.get_response()
+    assert response.model_name == "mlp" and response.model_version == "1" and response.id == f"r{rows}"
+    assert len(response.raw_output_contents) == 1
+    out = result.as_numpy("logits")
+    assert out.shape == (rows, 10) and out.dtype == np.float32
+    assert np.array_equal(out, support.expected(served.modules["mlp"], x))
+
+
+def test_infer_typed_contents(stub: service_pb2_grpc.GRPCInferenceServiceStub, served: Served) -> None:
+    x = np.random.default_rng(11).standard_normal((2, 64)).astype(np.float32)
+    request = service_pb2.ModelInferRequest(model_name="mlp", model_version="1", id="typed")
+    request.inputs.add(name="input", datatype="FP32", shape=[2, 64]).contents.fp32_contents.extend(x.ravel().tolist())
+    request.outputs.add(name="logits")
+    result = tc.InferResult(stub.ModelInfer(request, timeout=10))
+    assert result.get_response().id == "typed"
+    assert np.array_equal(result.as_numpy("logits"), support.expected(served.modules["mlp"], x))
+
+
+def test_infer_cnn_and_requested_outputs(client: tc.InferenceServerClient, served: Served) -> None:
+    x = np.random.default_rng(5).uniform(0, 255, (2, 3, 32, 32)).astype(np.float32)
+    tensor = tc.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    result = client.infer("lenet", [tensor], outputs=[tc.InferRequestedOutput("logits")])
+    assert np.array_equal(result.as_numpy("logits"), support.expected(served.modules["lenet"], x))
+
+
+def test_onnx_model_with_int64_inputs(client: tc.InferenceServerClient, served: Served) -> None:
+    client.load_model("lookup")
+    index = np.array([[3], [0], [9]], dtype=np.int64)
+    tensor = tc.InferInput("index", [3, 1], "INT64")
+    tensor.set_data_from_numpy(index)
+    out = client.infer("lookup", [tensor]).as_numpy("embedding")
+    assert np.array_equal(out, served.table[index])
+
+
+def test_bad_requests_get_clear_statuses_and_the_service_stays_up(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub, client: tc.InferenceServerClient, served: Served
+) -> None:
+    good = np.ones((1, 64), np.float32).tobytes()
+    cases = [
+        (raw_request("nonexistent", "input", "FP32", [1, 64], good), grpc.StatusCode.NOT_FOUND),
+        (raw_request("mlp", "input", "FP32", [1, 64], good, model_version="9"), grpc.StatusCode.NOT_FOUND),
+        (raw_request("mlp", "input", "FP32", [1, 63], good), grpc.StatusCode.INVALID_ARGUMENT),
+        (raw_request("mlp", "input", "FP32", [1, 64], good[:-4]), grpc.StatusCode.INVALID_ARGUMENT),
+        (raw_request("mlp", "input", "INT32", [1, 64], good), grpc.StatusCode.INVALID_ARGUMENT),
+        (raw_request("mlp", "wrong", "FP32", [1, 64], good), grpc.StatusCode.INVALID_ARGUMENT),
+        (raw_request("mlp", "input", "FP32", [-1, 64], good), grpc.StatusCode.INVALID_ARGUMENT),
+        (raw_request("mlp", "input", "FP32", [2**40, 64], good), grpc.StatusCode.INVALID_ARGUMENT),
+        (raw_request("mlp", "input", "FP32", [33, 64], good * 33), grpc.StatusCode.INVALID_ARGUMENT),
+        (service_pb2.ModelInferRequest(model_name="mlp"), grpc.StatusCode.INVALID_ARGUMENT),
+    ]
+    both = raw_request("mlp", "input", "FP32", [1, 64], good)
+    both.inputs[0].contents.fp32_contents.extend([1.0] * 64)
+    cases.append((both, grpc.StatusCode.INVALID_ARGUMENT))
+    unknown_output = raw_request("mlp", "input", "FP32", [1, 64], good)
+    unknown_output.outputs.add(name="probabilities")
+    cases.append((unknown_output, grpc.StatusCode.INVALID_ARGUMENT))
+    for request, code in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(request, timeout=10)
+        assert info.value.code() == code, (request.inputs, info.value.details())
+    tensor, x = mlp_input(1)
+    assert np.array_equal(client.infer("mlp", [tensor]).as_numpy("logits"), support.expected(served.modules["mlp"], x))
+
+
+def test_streaming_answers_a_bad_request_in_the_middle_and_lives_on(
+    client: tc.InferenceServerClient, served: Served
+) -> None:
+    results: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    try:
+        inputs = {}
+        for i in range(6):
+            if i == 2:
+                bad = tc.InferInput("input", [1, 32], "FP32")
+                bad.set_data_from_numpy(np.ones((1, 32), np.float32))
+                client.async_stream_infer("mlp", [bad], request_id="bad")
+                continue
+            tensor, x = mlp_input(1, seed=100 + i)
+            inputs[f"good{i}"] = x
+            client.async_stream_infer("mlp", [tensor], request_id=f"good{i}")
+        got = [results.get(timeout=30) for _ in range(6)]
+    finally:
+        client.stop_stream()
+    errors = [error for result, error in got if error is not None]
+    assert len(errors) == 1 and "input" in str(errors[0])
+    answered = {r.get_response().id: r.as_numpy("logits") for r, e in got if e is None}
+    assert set(answered) == set(inputs)
+    for request_id, x in inputs.items():
+        assert np.array_equal(answered[request_id], support.expected(served.modules["mlp"], x))
+
+
+# --------------------------------------------------------------- statistics
+
+
+def test_statistics_count_successes_failures_and_batches(client: tc.InferenceServerClient) -> None:
+    def stats() -> Any:
+        response = client.get_inference_statistics("mlp", "1")
+        assert [(s.name, s.version) for s in response.model_stats] == [("mlp", "1")]
+        return response.model_stats[0]
+
+    before = stats()
+    for i in range(3):
+        tensor, _ = mlp_input(2, seed=i)
+        client.infer("mlp", [tensor])
+    bad = tc.InferInput("input", [1, 8], "FP32")
+    bad.set_data_from_numpy(np.ones((1, 8), np.float32))
+    with pytest.raises(InferenceServerException):
+        client.infer("mlp", [bad])
+    after = stats()
+    s0, s1 = before.inference_stats, after.inference_stats
+    assert s1.success.count - s0.success.count == 3
+    assert s1.fail.count - s0.fail.count == 1
+    assert after.inference_count - before.inference_count == 6
+    assert after.execution_count - before.execution_count >= 3
+    assert s1.queue.count - s0.queue.count == 3
+    assert s1.compute_infer.ns > s0.compute_infer.ns
+    assert any(b.batch_size == 2 for b in after.batch_stats)
+    assert after.last_inference > 0
+    every = client.get_inference_statistics("mlp")
+    assert "1" in {s.version for s in every.model_stats}
+    all_models = {s.name for s in client.get_inference_statistics().model_stats}
+    assert {"mlp", "lenet"} <= all_models
+    with pytest.raises(InferenceServerException) as info:
+        client.get_inference_statistics("nonexistent")
+    assert code_of(info.value) == "StatusCode.NOT_FOUND"
+
+
+def test_metrics_endpoint_uses_tritons_names(client: tc.InferenceServerClient, served: Served) -> None:
+    tensor, _ = mlp_input(1)
+    client.infer("mlp", [tensor])
+    text = urllib.request.urlopen(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).read().decode()
+    for name in (
+        'nv_inference_request_success{model="mlp",version="1"}',
+        'nv_inference_count{model="mlp",version="1"}',
+        'nv_inference_exec_count{model="mlp",version="1"}',
+        'nv_inference_request_duration_us{model="mlp",version="1"}',
+        'nv_inference_queue_duration_us{model="mlp",version="1"}',
+        'nv_inference_pending_request_count{model="mlp",version="1"}',
+        'maas_inference_request_duration_seconds_bucket{le="0.001",model="mlp",version="1"}',
+        'maas_inference_batch_size_bucket{le="1.0",model="mlp",version="1"}',
+        'maas_inference_model_versions{state="READY"}',
+    ):
+        assert name in text, name
+    success = next(line for line in text.splitlines() if line.startswith('nv_inference_request_success{model="mlp"'))
+    assert float(success.rsplit(" ", 1)[1]) >= 1
+
+
+# ---------------------------------------------------------- load and unload
+
+
+def test_load_unload_and_index(
+    client: tc.InferenceServerClient, stub: service_pb2_grpc.GRPCInferenceServiceStub
+) -> None:
+    assert not client.is_model_ready("noop")
+    index = {m.name: m for m in client.get_model_repository_index().models}
+    assert index["noop"].state == ""  # known to the registry, not loaded
+    client.load_model("noop")
+    assert client.is_model_ready("noop")
+    x = np.arange(64, dtype=np.float32).reshape(1, 64)
+    tensor = tc.InferInput("input", [1, 64], "FP32")
+    tensor.set_data_from_numpy(x)
+    assert np.array_equal(client.infer("noop", [tensor]).as_numpy("output"), x)
+    ready = client.get_model_repository_index(as_json=False)
+    assert ("noop", "1", "READY") in {(m.name, m.version, m.state) for m in ready.models}
+
+    client.unload_model("noop")
+    assert not client.is_model_ready("noop")
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("noop", [tensor])
+    assert code_of(info.value) == "StatusCode.NOT_FOUND"
+
+    # By version, as a load parameter.
+    load = service_pb2.RepositoryModelLoadRequest(model_name="noop")
+    load.parameters["version"].int64_param = 1
+    stub.RepositoryModelLoad(load, timeout=60)
+    assert client.is_model_ready("noop", "1")
+    client.unload_model("noop")
+
+    for request, code in (
+        (service_pb2.RepositoryModelLoadRequest(model_name="nonexistent"), grpc.StatusCode.NOT_FOUND),
+        (service_pb2.RepositoryModelLoadRequest(model_name="../etc"), grpc.StatusCode.INVALID_ARGUMENT),
+        (service_pb2.RepositoryModelUnloadRequest(model_name="nonexistent"), grpc.StatusCode.NOT_FOUND),
+    ):
+        call = (
+            stub.RepositoryModelLoad
+            if isinstance(request, service_pb2.RepositoryModelLoadRequest)
+            else stub.RepositoryModelUnload
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            call(request, timeout=30)
+        assert err.value.code() == code
+    bad = service_pb2.RepositoryModelLoadRequest(model_name="noop")
+    bad.parameters["alias"].string_param = "production"
+    bad.parameters["version"].int64_param = 1
+    with pytest.raises(grpc.RpcError) as err:
+        stub.RepositoryModelLoad(bad, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_version_that_cannot_be_served_fails_with_a_reason_and_the_old_one_keeps_serving(
+    client: tc.InferenceServerClient, registry: BlockingRegistryClient, served: Served
+) -> None:
+    # Weights of another shape under the MLP architecture: strict loading refuses them.
+    other = support.torch_model({**support.MLP_ARCH, "args": {"hidden": [32], "num_classes": 10}}, seed=9)
+    support.register_torch(registry, "fragile", support.MLP_ARCH, seed=4, state=other.state_dict())
+    with pytest.raises(InferenceServerException) as info:
+        client.load_model("fragile")  # the alias now points at version 2
+    assert code_of(info.value) == "StatusCode.FAILED_PRECONDITION"
+    assert "fragile/2" in str(info.value)
+    # An architecture the catalog does not have.
+    unknown = support.upload(
+        registry,
+        "fragile",
+        rpb.MODEL_FORMAT_SAFETENSORS,
+        safetensors_save(other.state_dict()),
+        architecture={"name": "transformer-xxl", "input_shape": [64]},
+        signature=support.signature_pb(support.IDENTITY_SIGNATURE),
+    )
+    registry.set_alias("fragile", "production", unknown)
+    with pytest.raises(InferenceServerException) as info:
+        client.load_model("fragile")
+    assert code_of(info.value) == "StatusCode.FAILED_PRECONDITION"
+    assert "architecture" in str(info.value)
+    index = {(m.name, m.version): m for m in client.get_model_repository_index().models}
+    assert index[("fragile", str(unknown))].state == "UNAVAILABLE"
+    assert "architecture" in index[("fragile", str(unknown))].reason
+    assert index[("fragile", "1")].state == "READY"
+    tensor, x = mlp_input(1)
+    result = client.infer("fragile", [tensor])
+    assert result.get_response().model_version == "1"
+    assert np.array_equal(result.as_numpy("logits"), support.expected(served.modules["fragile"], x))
+
+
+# --------------------------------------------------------------- concurrency
+
+
+async def test_concurrency_4_async_load_run_has_no_errors(served: Served) -> None:
+    module = served.modules["mlp"]
+    inputs = [np.random.default_rng(i).standard_normal((1, 64)).astype(np.float32) for i in range(20)]
+    wanted = [support.expected(module, x) for x in inputs]
+    errors: list[BaseException] = []
+    done = 0
+
+    async def worker(k: int) -> None:
+        nonlocal done
+        async with tca.InferenceServerClient(served.address) as client:
+            for i in range(50):
+                x = inputs[(k + i) % len(inputs)]
+                tensor = tca.InferInput("input", [1, 64], "FP32")
+                tensor.set_data_from_numpy(x)
+                try:
+                    result = await client.infer("mlp", [tensor])
+                except InferenceServerException as exc:
+                    errors.append(exc)
+                    continue
+                assert np.array_equal(result.as_numpy("logits"), wanted[(k + i) % len(inputs)])
+                done += 1
+
+    await asyncio.gather(*(worker(k) for k in range(4)))
+    assert errors == [] and done == 200
+
+
+async def test_a_poisoned_request_batched_with_a_good_one_fails_alone(
+    served: Served, registry: BlockingRegistryClient
+) -> None:
+    """Both pass validation; the bad index fails inside the model's execution."""
+    config = {
+        "max_batch_size": 8,
+        "dynamic_batching": {"preferred_batch_size": [2], "max_queue_delay_microseconds": 500_000},
+    }
+    async with tca.InferenceServerClient(served.address) as admin:
+        await admin.load_model("lookup", config=json.dumps(config))
+        before = await admin.get_inference_statistics("lookup", "1")
+
+    def tensor(index: int) -> tca.InferInput:
+        t = tca.InferInput("index", [1, 1], "INT64")
+        t.set_data_from_numpy(np.array([[index]], dtype=np.int64))
+        return t
+
+    async with tca.InferenceServerClient(served.address) as good, tca.InferenceServerClient(served.address) as bad:
+        for _ in range(3):
+            results = await asyncio.gather(
+                good.infer("lookup", [tensor(3)]), bad.infer("lookup", [tensor(99)]), return_exceptions=True
+            )
+            ok, failed = results
+            assert not isinstance(ok, BaseException), ok
+            assert np.array_equal(ok.as_numpy("embedding"), served.table[[[3]]])
+            assert isinstance(failed, InferenceServerException)
+            assert code_of(failed) == "StatusCode.INVALID_ARGUMENT"
+        after = await good.get_inference_statistics("lookup", "1")
+    batches = {b.batch_size: b.compute_infer.count for b in after.model_stats[0].batch_stats}
+    earlier = {b.batch_size: b.compute_infer.count for b in before.model_stats[0].batch_stats}
+    assert batches.get(2, 0) > earlier.get(2, 0), "the good and the bad request were never batched together"
