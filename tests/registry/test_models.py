@@ -6,9 +6,9 @@ import asyncio
 
 import grpc
 import pytest
+
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as pb
-
 from tests.helpers import raises_code, ready_version
 
 BAD_NAMES = [

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as pb
-
 from tests.helpers import raises_code, ready_version, version_request
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from grpc import aio
+
 from maas.common.loops import LoopService
 from maas.common.server import Health
 from maas.registry.db import migrate

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
 from maas.common import errors
 from maas.registry import entities
 from maas.v1 import common_pb2, registry_pb2

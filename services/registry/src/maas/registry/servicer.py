@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from grpc import aio
+
 from maas.common import errors
 from maas.registry import converters as cv
 from maas.registry.domain.aliases import AliasService

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maas.common.settings import ServerSettings
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
+
+from maas.common.settings import ServerSettings
 
 
 class RegistrySettings(ServerSettings):

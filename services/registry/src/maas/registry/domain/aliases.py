@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from maas.common import errors, names
 from maas.registry import entities
 from maas.registry.db.database import Database, now_ms
@@ -11,8 +14,6 @@ from maas.registry.db.schema import AliasRow
 from maas.registry.domain import events
 from maas.registry.domain.models import get_row as get_model_row
 from maas.registry.domain.versions import get_row as get_version_row
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 
 class AliasService:

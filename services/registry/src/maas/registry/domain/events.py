@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
 from maas.common.loops import LoopService
 from maas.registry import entities
 from maas.registry.db.database import Database, now_ms
 from maas.registry.db.schema import CounterRow, EventRow
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
 
 log = logging.getLogger("maas.registry.events")
 

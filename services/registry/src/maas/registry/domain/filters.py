@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from maas.registry import entities
 from sqlalchemy import ColumnElement, and_, exists
 from sqlalchemy.orm import InstrumentedAttribute
+
+from maas.registry import entities
 
 
 def has_tags(

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
 from maas.common import errors, names
 from maas.registry import entities
 from maas.registry.db.database import Database, now_ms
 from maas.registry.db.schema import AliasRow, ModelRow, ModelTagRow, VersionRow
 from maas.registry.domain import events, paging
 from maas.registry.domain.filters import has_tags
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
 
 
 def get_row(session: Session, name: str, *, lock: bool = False) -> ModelRow:
