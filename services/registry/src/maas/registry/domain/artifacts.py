@@ -15,6 +15,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from maas.common import errors, names
 from maas.registry import entities
 from maas.registry.db.database import Database, now_ms
@@ -23,8 +26,6 @@ from maas.registry.domain import events
 from maas.registry.domain.versions import get_row as get_version_row
 from maas.registry.storage import formats
 from maas.registry.storage.store import SHA256_HEX, LocalArtifactStore, PendingBlob
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 log = logging.getLogger("maas.registry.artifacts")
 
@@ -83,7 +84,10 @@ class ArtifactService:
             await self._io(formats.check, pending.path, declared, self._trusted)
             await self._io(pending.commit, digest)
         except BaseException:
-            await self._io(pending.abort)
+            # Inline, not on the executor: when the client goes away the call is
+            # cancelled, and a cancelled await would drop a queued cleanup and
+            # leave the temp file behind (a close and an unlink; cheap).
+            pending.abort()
             raise
         version = await self._io(self._mark_ready, header, digest)
         self._on_event()

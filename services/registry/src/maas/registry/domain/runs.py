@@ -6,14 +6,15 @@ import math
 import uuid
 from typing import Any
 
+from sqlalchemy import and_, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
 from maas.common import errors, names
 from maas.registry import entities
 from maas.registry.db.database import Database, now_ms
 from maas.registry.db.schema import LatestMetricRow, RunParamRow, RunRow, metric_points
 from maas.registry.domain import paging
-from sqlalchemy import and_, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 MAX_POINTS_PER_CALL = 1_000_000
 HISTORY_DEFAULT_PAGE = 10_000
@@ -58,9 +59,7 @@ class RunService:
     def create(self, name: str, job_id: str, params: dict[str, str]) -> entities.Run:
         names.text_value(name, "name", 256)
         if job_id:
-            names.tag_key(job_id, "job_id")
-            if len(job_id) > 64:
-                raise errors.InvalidArgument("job_id: at most 64 characters")
+            names.job_id(job_id)
         _validate_params(params)
 
         def tx(s: Session) -> entities.Run:
@@ -178,8 +177,11 @@ class RunService:
                 raise errors.NotFound(f"run '{run_id}' not found")
             c = metric_points.c
             query = select(c.step, c.timestamp_ms, c.value).where(c.run_pk == run_pk, c.key == key)
-            if min_step or max_step:
-                query = query.where(c.step >= min_step, c.step <= max_step)
+            # A bound of 0 is no bound: min_step alone means "from there on".
+            if min_step:
+                query = query.where(c.step >= min_step)
+            if max_step:
+                query = query.where(c.step <= max_step)
             skip = 0
             if after:
                 last_step, last_ts, skip = (int(v) for v in after)

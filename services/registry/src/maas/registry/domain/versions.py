@@ -7,6 +7,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
 from maas.common import errors, names
 from maas.common.datatypes import DATATYPES
 from maas.registry import entities
@@ -24,8 +27,6 @@ from maas.registry.db.schema import (
 from maas.registry.domain import events, paging
 from maas.registry.domain.filters import has_tags
 from maas.registry.domain.models import get_row as get_model_row
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.orm import Session
 
 MAX_ARCHITECTURE_BYTES = 64 * 1024
 MAX_TENSORS = 256
@@ -155,11 +156,11 @@ class VersionService:
                 if run_pk is None:
                     raise errors.NotFound(f"run '{new.run_id}' not found")
                 if not metrics:
-                    metrics = dict(
-                        s.execute(
-                            select(LatestMetricRow.key, LatestMetricRow.value).where(LatestMetricRow.run_pk == run_pk)
-                        ).tuples()
-                    )
+                    # .all(): a Result has keys(), so dict() would take it for a mapping.
+                    latest = s.execute(
+                        select(LatestMetricRow.key, LatestMetricRow.value).where(LatestMetricRow.run_pk == run_pk)
+                    ).all()
+                    metrics = {key: value for key, value in latest}
             version_id = s.execute(
                 insert(VersionRow)
                 .values(

@@ -44,11 +44,13 @@ def sniff(path: Path) -> Sniffed:
             return Sniffed("gzip")
         if head[:4] == b"PK\x03\x04":
             return _sniff_zip(path)
-        if _looks_like_pickle(f, head, size):
-            return Sniffed("pickle")
+        # Validate safetensors before the pickle heuristic: a 640-byte header
+        # (0x280) starts the file with 0x80 0x02, a pickle's PROTO opcode.
         problem = _safetensors_problem(f, size)
         if problem is None:
             return Sniffed("safetensors")
+        if _looks_like_pickle(f, head, size):
+            return Sniffed("pickle")
         onnx_problem = _onnx_problem(f, size)
         if onnx_problem is None:
             return Sniffed("onnx")
