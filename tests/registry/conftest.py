@@ -7,13 +7,21 @@ torch, it only has to recognize the bytes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import pickle
 import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
+
+from maas.common.server import RunningServer, start_server
+from maas.registry.app import RegistryApp
+from maas.v1 import registry_pb2_grpc
+from tests.conftest import registry_settings
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +72,17 @@ def tmp_file(tmp_path: Path):
         return path
 
     return write
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    db_url: str, artifact_root: Path, **overrides: object
+) -> AsyncIterator[tuple[RunningServer, registry_pb2_grpc.RegistryServiceStub]]:
+    """One more in-process registry (its own settings) and a stub on its own channel."""
+    settings = registry_settings(db_url, artifact_root, **overrides)
+    running = await start_server(settings, RegistryApp(settings))
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            yield running, registry_pb2_grpc.RegistryServiceStub(channel)
+    finally:
+        await running.stop(0)

@@ -9,13 +9,10 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from maas.common.server import start_server
-from maas.registry.app import RegistryApp
 from maas.v1 import registry_pb2 as pb
 from maas.v1 import registry_pb2_grpc
-from tests.conftest import registry_settings
 from tests.helpers import aiter_of, raises_code, raw_safetensors, upload_messages, version_request
-from tests.registry.conftest import CODE_KINDS
+from tests.registry.conftest import CODE_KINDS, serving
 from tests.registry.test_artifacts import assert_untouched, blobs, download
 
 
@@ -29,13 +26,8 @@ async def new_version(stub, fmt: int) -> int:
 
 @pytest.fixture
 async def trusted_stub(db_url, tmp_path) -> AsyncIterator[registry_pb2_grpc.RegistryServiceStub]:
-    settings = registry_settings(db_url, tmp_path / "trusted", trusted_formats=True)
-    running = await start_server(settings, RegistryApp(settings))
-    try:
-        async with grpc.aio.insecure_channel(running.address) as channel:
-            yield registry_pb2_grpc.RegistryServiceStub(channel)
-    finally:
-        await running.stop(0)
+    async with serving(db_url, tmp_path / "trusted", trusted_formats=True) as (_, stub):
+        yield stub
 
 
 async def test_code_formats_are_refused_whatever_is_declared(stub, artifact_root, torch_artifacts) -> None:

@@ -10,12 +10,9 @@ import grpc
 import numpy as np
 from safetensors.numpy import save as save_safetensors
 
-from maas.common.server import start_server
-from maas.registry.app import RegistryApp
 from maas.v1 import registry_pb2 as pb
-from maas.v1 import registry_pb2_grpc
-from tests.conftest import registry_settings
 from tests.helpers import aiter_of, raises_code, ready_version, safetensors_bytes, upload_messages, version_request
+from tests.registry.conftest import serving
 
 MiB = 1024 * 1024
 
@@ -174,21 +171,15 @@ async def test_malformed_headers(stub, artifact_root) -> None:
 
 async def test_size_over_the_cap_is_resource_exhausted(db_url, tmp_path) -> None:
     root = tmp_path / "capped"
-    settings = registry_settings(db_url, root, max_artifact_bytes=4096)
-    running = await start_server(settings, RegistryApp(settings))
-    try:
-        async with grpc.aio.insecure_channel(running.address) as channel:
-            stub = registry_pb2_grpc.RegistryServiceStub(channel)
-            v = await pending(stub)
-            too_big = big_safetensors(2000)  # 8 KiB of floats
-            async with raises_code(grpc.StatusCode.RESOURCE_EXHAUSTED):
-                await upload(stub, "m", v.version, too_big)
-            await assert_untouched(stub, root, "m", v.version)
-            small = safetensors_bytes(0)
-            assert len(small) <= 4096
-            assert (await upload(stub, "m", v.version, small)).status == pb.VERSION_STATUS_READY
-    finally:
-        await running.stop(0)
+    async with serving(db_url, root, max_artifact_bytes=4096) as (_, stub):
+        v = await pending(stub)
+        too_big = big_safetensors(2000)  # 8 KiB of floats
+        async with raises_code(grpc.StatusCode.RESOURCE_EXHAUSTED):
+            await upload(stub, "m", v.version, too_big)
+        await assert_untouched(stub, root, "m", v.version)
+        small = safetensors_bytes(0)
+        assert len(small) <= 4096
+        assert (await upload(stub, "m", v.version, small)).status == pb.VERSION_STATUS_READY
 
 
 async def test_ready_and_failed_versions_are_immutable(stub, artifact_root) -> None:

@@ -38,10 +38,13 @@ class Health:
     def __init__(self, services: Sequence[str]) -> None:
         self.servicer = health_aio.HealthServicer()
         self._status: dict[str, bool] = {name: False for name in services}
+        # A status is unknown to clients (NOT_FOUND) until published once.
+        self._published: set[str] = set()
 
     async def set(self, service: str, serving: bool) -> None:
-        if self._status.get(service) == serving:
+        if service in self._published and self._status.get(service) == serving:
             return
+        self._published.add(service)
         self._status[service] = serving
         await self.servicer.set(service, SERVING if serving else NOT_SERVING)
         overall = all(self._status.values())

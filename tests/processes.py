@@ -1,0 +1,86 @@
+"""Services as real subprocesses, for what crosses a process boundary (kill, SIGTERM)."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+LISTENING = re.compile(r"listening on (\S+?)(?:,|$)")
+
+
+@dataclass
+class ServiceProcess:
+    proc: subprocess.Popen[str]
+    address: str
+    log_path: Path
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind runs."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def start_service(
+    module: str, env: dict[str, str], log_path: Path, *, args: tuple[str, ...] = ("serve",), timeout: float = 60
+) -> ServiceProcess:
+    """Start `python -m module serve` and wait for its "listening on HOST:PORT" line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        stdout=subprocess.PIPE,
+        stderr=log_path.open("w"),
+        text=True,
+        env={**os.environ, **env},
+    )
+    assert proc.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                break
+            match = LISTENING.search(line)
+            if match:
+                return ServiceProcess(proc, match.group(1), log_path)
+    finally:
+        selector.close()
+    proc.kill()
+    proc.wait()
+    raise AssertionError(f"{module} did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
+
+
+def registry_env(db_url: str, artifact_root: Path, **extra: str) -> dict[str, str]:
+    return {
+        "MAAS_REGISTRY_PORT": "0",
+        "MAAS_REGISTRY_METRICS_PORT": "0",
+        "MAAS_REGISTRY_DATABASE_URL": db_url,
+        "MAAS_REGISTRY_ARTIFACT_ROOT": str(artifact_root),
+        "MAAS_REGISTRY_EVENT_POLL_INTERVAL": "0.05",
+        **extra,
+    }
