@@ -220,6 +220,24 @@ def onnx_identity(width: int = 64) -> bytes:
     return model.SerializeToString()
 
 
+def onnx_identity_image(shape: tuple[int, int, int] = (3, 32, 32)) -> bytes:
+    """A model that does nothing on images: output = input, [-1, C, H, W] FP32."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    dims = ["batch", *shape]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])],
+        "identity_image",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, dims)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def onnx_lookup(rows: int = 10, width: int = 4) -> tuple[bytes, np.ndarray]:
     """An embedding lookup: INT64 indices [-1, 1] -> FP32 [-1, 1, width]. An index past the table fails."""
     import onnx
@@ -251,6 +269,10 @@ def register_onnx(
 IDENTITY_SIGNATURE = {
     "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}],
     "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 64]}],
+}
+IDENTITY_IMAGE_SIGNATURE = {
+    "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 32, 32]}],
+    "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 3, 32, 32]}],
 }
 LOOKUP_SIGNATURE = {
     "inputs": [{"name": "index", "datatype": "INT64", "shape": [-1, 1]}],

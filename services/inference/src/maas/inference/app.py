@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Sequence
 
@@ -67,6 +68,10 @@ class InferenceApp:
                 log.error("%s: not served", target.ref(name), exc_info=result)
         if self.settings.follow:
             self.follower.start()
+        # Everything allocated so far (torch, models, modules) lives as long as the process:
+        # keep it out of the collector's scans, which otherwise show up on the request path.
+        gc.collect()
+        gc.freeze()
         self.plane.ready = True
         await health.set(SERVICE_NAME, True)
 
