@@ -168,8 +168,13 @@ async def serve_forever(settings: ServerSettings, app: App, *, name: str, **kwar
     """Run until SIGTERM/SIGINT, then stop gracefully. Used by each `__main__`."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("%s received %s", name, sig.name)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     running = await start_server(settings, app, **kwargs)
     metrics = (
         f", metrics on http://{settings.metrics_host}:{running.metrics_port}/metrics" if running.metrics_port else ""

@@ -1,0 +1,179 @@
+"""Protobuf <-> domain conversions for the trainer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from maas.common import errors
+from maas.trainer import entities
+from maas.v1 import trainer_pb2 as pb
+
+
+def to_timestamp(ms: int) -> timestamp_pb2.Timestamp | None:
+    if not ms:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromMilliseconds(ms)
+    return ts
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def from_struct(value: struct_pb2.Struct) -> dict[str, Any]:
+    return _integral(json_format.MessageToDict(value))
+
+
+def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(value)
+    return out
+
+
+def from_spec(spec: pb.JobSpec) -> dict[str, Any]:
+    """The request's spec as a plain document for maas.trainer.spec.resolve."""
+    raw: dict[str, Any] = {
+        "model": {"name": spec.model.name, "args": from_struct(spec.model.args)},
+        "dataset": {"name": spec.dataset.name, "path": spec.dataset.path, "args": from_struct(spec.dataset.args)},
+        "optimizer": {
+            "name": spec.optimizer.name,
+            "lr": spec.optimizer.lr,
+            "momentum": spec.optimizer.momentum,
+            "weight_decay": spec.optimizer.weight_decay,
+        },
+        "schedule": {"name": spec.schedule.name, "step_size": spec.schedule.step_size, "gamma": spec.schedule.gamma},
+        "epochs": spec.epochs,
+        "batch_size": spec.batch_size,
+        "validation_split": spec.validation_split,
+        "seed": spec.seed,
+        "world_size": spec.world_size,
+        "max_runtime_seconds": spec.max_runtime_seconds,
+        "register_as": spec.register_as,
+        "threads": spec.threads,
+        "description": spec.description,
+        "tags": dict(spec.tags),
+    }
+    if spec.HasField("max_retries"):
+        raw["max_retries"] = spec.max_retries
+    if spec.early_stopping.metric:
+        es = spec.early_stopping
+        raw["early_stopping"] = {"metric": es.metric, "patience": es.patience, "min_delta": es.min_delta}
+        # proto3 cannot tell "false" from "unset": false means "the metric's natural direction".
+        if es.higher_is_better:
+            raw["early_stopping"]["higher_is_better"] = True
+    if spec.promotion.alias:
+        pr = spec.promotion
+        raw["promotion"] = {"alias": pr.alias, "metric": pr.metric, "threshold": pr.threshold}
+        if pr.higher_is_better:
+            raw["promotion"]["higher_is_better"] = True
+    return raw
+
+
+def to_spec(doc: dict[str, Any]) -> pb.JobSpec:
+    """The resolved spec, with every default filled in."""
+    out = pb.JobSpec(
+        model=pb.ModelSpec(name=doc["model"]["name"], args=to_struct(doc["model"]["args"])),
+        dataset=pb.DatasetSpec(
+            name=doc["dataset"]["name"], path=doc["dataset"]["path"], args=to_struct(doc["dataset"]["args"])
+        ),
+        optimizer=pb.OptimizerSpec(**doc["optimizer"]),
+        schedule=pb.ScheduleSpec(**doc["schedule"]),
+        epochs=doc["epochs"],
+        batch_size=doc["batch_size"],
+        validation_split=doc["validation_split"],
+        seed=doc["seed"],
+        world_size=doc["world_size"],
+        max_runtime_seconds=doc["max_runtime_seconds"],
+        register_as=doc["register_as"],
+        max_retries=doc["max_retries"],
+        threads=doc["threads"],
+        description=doc["description"],
+        tags=doc["tags"],
+    )
+    if doc.get("early_stopping"):
+        out.early_stopping.CopyFrom(pb.EarlyStopping(**doc["early_stopping"]))
+    if doc.get("promotion"):
+        out.promotion.CopyFrom(pb.PromotionRule(**doc["promotion"]))
+    return out
+
+
+STATES = {s: pb.JobState.Value(f"JOB_STATE_{s.value}") for s in entities.JobState}
+
+
+def from_state(value: int) -> entities.JobState:
+    if value == pb.JOB_STATE_UNSPECIFIED or value not in pb.JobState.values():
+        raise errors.InvalidArgument("states: unknown job state")
+    return entities.JobState(pb.JobState.Name(value).removeprefix("JOB_STATE_"))
+
+
+def to_job(job: entities.Job) -> pb.Job:
+    return pb.Job(
+        job_id=job.job_id,
+        spec=to_spec(job.spec),
+        state=STATES[job.state],  # type: ignore[arg-type]
+        phase=job.phase,
+        reason=job.reason,
+        attempt=job.attempt,
+        epoch=job.epoch,
+        epochs=job.epochs,
+        metrics=job.metrics,
+        run_id=job.run_id,
+        registered_model=job.registered_model,
+        registered_version=job.registered_version,
+        promoted_alias=job.promoted_alias,
+        idempotency_key=job.idempotency_key,
+        created_at=to_timestamp(job.created_at_ms),
+        started_at=to_timestamp(job.started_at_ms),
+        finished_at=to_timestamp(job.finished_at_ms),
+        last_seq=job.last_seq,
+    )
+
+
+def to_event(event: entities.JobEvent) -> pb.JobEvent:
+    out = pb.JobEvent(job_id=event.job_id, seq=event.seq, time=to_timestamp(event.time_ms))
+    d = event.data
+    if event.kind == "state":
+        out.state.CopyFrom(
+            pb.StateChange(
+                state=STATES[entities.JobState(d["state"])],  # type: ignore[arg-type]
+                phase=d.get("phase", ""),
+                reason=d.get("reason", ""),
+                attempt=int(d.get("attempt", 0)),
+            )
+        )
+    elif event.kind == "step":
+        out.step.CopyFrom(
+            pb.StepProgress(
+                epoch=int(d["epoch"]),
+                step=int(d["step"]),
+                steps_per_epoch=int(d["steps_per_epoch"]),
+                global_step=int(d["global_step"]),
+                loss=float(d["loss"]),
+                lr=float(d["lr"]),
+                samples_per_second=float(d["samples_per_second"]),
+                eta_seconds=float(d["eta_seconds"]),
+            )
+        )
+    elif event.kind == "epoch":
+        out.epoch.CopyFrom(
+            pb.EpochResult(
+                epoch=int(d["epoch"]),
+                epochs=int(d["epochs"]),
+                metrics={k: float(v) for k, v in d["metrics"].items()},
+                samples_per_second=float(d["samples_per_second"]),
+                eta_seconds=float(d["eta_seconds"]),
+                seconds=float(d["seconds"]),
+            )
+        )
+    else:
+        out.log.CopyFrom(pb.LogLine(level=str(d.get("level", "INFO")), message=str(d.get("message", ""))))
+    return out

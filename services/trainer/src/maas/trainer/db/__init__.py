@@ -1,0 +1,1 @@
+"""Persistence of jobs and their event logs."""

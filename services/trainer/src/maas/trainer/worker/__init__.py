@@ -1,0 +1,1 @@
+"""The training worker: runs one job in its own process (or torch.distributed group)."""

@@ -1,0 +1,373 @@
+"""The training loop of one job, single process or one rank of a DDP group.
+
+The data set sits in memory as tensors; each epoch draws a permutation from
+(seed, epoch), so a resumed or repeated run visits the same batches in the
+same order and a job with the same spec and seed ends with the same metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from maas.common import catalog
+from maas.common.errors import MaasError
+from maas.trainer import datasets
+from maas.trainer.worker import checkpoint
+from maas.trainer.worker.reporter import Reporter
+
+INTERRUPTED = 143  # exit code after a SIGTERM: checkpoint written, resume later
+FATAL = 3  # exit code for errors a retry cannot fix (bad data, bad spec)
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @staticmethod
+    def from_env() -> Dist:
+        return Dist(
+            int(os.environ.get("RANK", "0")),
+            int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")),
+        )
+
+
+@dataclass
+class Position:
+    """Where the loop is: what a checkpoint must restore."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    step: int = 0  # steps of that epoch already done
+    global_step: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    best: float | None = None
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Stop:
+    requested = False
+
+    @classmethod
+    def install(cls) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            cls.requested = True
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def _normalization(x: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of raw training inputs (what clients send)."""
+    data = x.double()
+    dims = [0, *range(2, data.ndim)]
+    mean = data.mean(dim=dims)
+    std = data.std(dim=dims).clamp_min(1e-6)
+    return [float(m) for m in mean], [float(s) for s in std]
+
+
+def _optimizer(spec: dict[str, Any], params: Any) -> torch.optim.Optimizer:
+    opt = spec["optimizer"]
+    if opt["name"] == "sgd":
+        return torch.optim.SGD(params, lr=opt["lr"], momentum=opt["momentum"], weight_decay=opt["weight_decay"])
+    cls = torch.optim.Adam if opt["name"] == "adam" else torch.optim.AdamW
+    return cls(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
+
+
+def _scheduler(spec: dict[str, Any], optimizer: torch.optim.Optimizer) -> Any:
+    sched = spec["schedule"]
+    if sched["name"] == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched["step_size"], gamma=sched["gamma"])
+    if sched["name"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=spec["epochs"])
+    if sched["name"] == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=sched["gamma"])
+    return None
+
+
+def _epoch_order(indices: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return indices[torch.randperm(len(indices), generator=g)]
+
+
+def _reduce(values: list[float], dist_: Dist, device: torch.device) -> list[float]:
+    if not dist_.active:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return [float(v) for v in t.tolist()]
+
+
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int, dist_: Dist
+) -> tuple[float, float]:
+    """(mean loss, accuracy) over this rank's share, reduced across ranks."""
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    share = torch.arange(dist_.rank, len(x), dist_.world)
+    with torch.inference_mode():
+        for start in range(0, len(share), batch):
+            idx = share[start : start + batch]
+            xb = x[idx].to(device, torch.float32, non_blocking=True)
+            yb = y[idx].to(device, non_blocking=True)
+            logits = model(xb)
+            loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(1) == yb).sum())
+            count += len(idx)
+    model.train()
+    loss_sum, correct_f, count_f = _reduce([loss_sum, float(correct), float(count)], dist_, device)
+    return loss_sum / max(count_f, 1.0), correct_f / max(count_f, 1.0)
+
+
+def run(job_dir: Path) -> int:
+    doc = json.loads((job_dir / "spec.json").read_text())
+    spec, runtime = doc["spec"], doc["runtime"]
+    dist_ = Dist.from_env()
+    reporter = Reporter(enabled=dist_.rank == 0)
+    (job_dir / f"worker-{dist_.rank}.pid").write_text(str(os.getpid()))
+    Stop.install()
+    try:
+        return _train(job_dir, spec, runtime, dist_, reporter)
+    except MaasError as exc:
+        reporter.emit("fatal", message=exc.message)
+        return FATAL
+    finally:
+        if dist_.active and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _device(runtime: dict[str, Any], dist_: Dist) -> torch.device:
+    want = runtime.get("device", "auto")
+    if want in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", dist_.local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: Dist, reporter: Reporter) -> int:
+    threads = int(runtime.get("threads") or 0)
+    if threads:
+        torch.set_num_threads(threads)
+    device = _device(runtime, dist_)
+    if dist_.active:
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+    seed = int(spec["seed"])
+    ds = spec["dataset"]
+    data_root = Path(runtime["data_root"])
+    info = datasets.describe(ds["name"], ds["path"], ds["args"], data_root)
+    loaded = datasets.load(
+        info,
+        data_root,
+        allow_download=bool(runtime.get("allow_download")),
+        seed=seed,
+        verify=bool(runtime.get("verify_datasets", True)),
+    )
+    train_idx, val_idx = datasets.split(len(loaded.x), float(spec["validation_split"]), seed)
+    mean, std = _normalization(loaded.x[train_idx])
+    arch = catalog.parse({**spec["architecture"], "normalize": {"mean": mean, "std": std}})
+
+    torch.manual_seed(seed)
+    model = catalog.build(arch).to(device)
+    optimizer = _optimizer(spec, model.parameters())
+    scheduler = _scheduler(spec, optimizer)
+    pos = Position()
+    ckpt_dir = job_dir / "checkpoint"
+    state = checkpoint.load(ckpt_dir)
+    if state is not None:
+        model.load_state_dict(state["model"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        pos = Position(**state["position"])
+    trainable: nn.Module = model
+    if dist_.active:
+        trainable = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    batch = int(spec["batch_size"])
+    epochs = int(spec["epochs"])
+    per_rank = len(train_idx) // dist_.world
+    steps = math.ceil(per_rank / batch)
+    early = spec.get("early_stopping")
+    reporter.emit(
+        "started",
+        pid=os.getpid(),
+        world_size=dist_.world,
+        restart=restart,
+        resumed=state is not None,
+        epoch=pos.epoch,
+        step=pos.step,
+        device=str(device),
+        threads=torch.get_num_threads(),
+        train_samples=len(train_idx),
+        val_samples=len(val_idx),
+    )
+    reporter.log(
+        f"training {arch.name} on {info.name}: {len(train_idx)} train / {len(val_idx)} validation samples, "
+        f"{epochs} epochs of {steps} steps, world size {dist_.world}, {device}"
+        + (f", resumed at epoch {pos.epoch + 1} step {pos.step}" if state is not None else "")
+    )
+    x, y = loaded.x, loaded.y
+    started = time.monotonic()
+    samples_done = 0
+    model.train()
+    stopped_early = False
+
+    while pos.epoch < epochs:
+        order = _epoch_order(train_idx, seed, pos.epoch)[dist_.rank * per_rank : (dist_.rank + 1) * per_rank]
+        epoch_start = time.monotonic()
+        epoch_samples = 0
+        loss_acc = torch.zeros((), dtype=torch.float64, device=device)
+        correct_acc = torch.zeros((), dtype=torch.int64, device=device)
+        while pos.step < steps:
+            idx = order[pos.step * batch : (pos.step + 1) * batch]
+            xb = x[idx].to(device, torch.float32, non_blocking=True)
+            yb = y[idx].to(device, non_blocking=True)
+            logits = trainable(xb)
+            loss = nn.functional.cross_entropy(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_acc += loss.detach().double() * len(idx)
+            correct_acc += (logits.detach().argmax(1) == yb).sum()
+            pos.seen += len(idx)
+            pos.step += 1
+            pos.global_step += 1
+            epoch_samples += len(idx) * dist_.world
+            samples_done += len(idx) * dist_.world
+            if reporter.enabled and (reporter.step_due() or pos.step == steps):
+                elapsed = time.monotonic() - started
+                rate = samples_done / elapsed if elapsed > 0 else 0.0
+                remaining = (epochs - pos.epoch) * per_rank * dist_.world - pos.step * batch * dist_.world
+                reporter.emit(
+                    "step",
+                    epoch=pos.epoch + 1,
+                    step=pos.step,
+                    steps_per_epoch=steps,
+                    global_step=pos.global_step,
+                    loss=float(loss.detach()),
+                    lr=optimizer.param_groups[0]["lr"],
+                    samples_per_second=rate,
+                    eta_seconds=max(0.0, remaining / rate) if rate > 0 else 0.0,
+                )
+            if Stop.requested:
+                if not dist_.active:
+                    pos.loss_sum += float(loss_acc)
+                    pos.correct += int(correct_acc)
+                    _save(ckpt_dir, model, optimizer, scheduler, pos)
+                    reporter.log(f"interrupted: checkpoint at epoch {pos.epoch + 1} step {pos.step}")
+                return INTERRUPTED
+        pos.loss_sum += float(loss_acc)
+        pos.correct += int(correct_acc)
+        train_loss, train_correct, train_seen = _reduce(
+            [pos.loss_sum, float(pos.correct), float(pos.seen)], dist_, device
+        )
+        val_loss, val_acc = evaluate(model, x[val_idx], y[val_idx], device, max(batch, 256), dist_)
+        if scheduler is not None:
+            scheduler.step()
+        seconds = time.monotonic() - epoch_start
+        metrics = {
+            "train_loss": train_loss / max(train_seen, 1.0),
+            "train_accuracy": train_correct / max(train_seen, 1.0),
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        pos.history.append(metrics)
+        pos.epoch += 1
+        pos.step = 0
+        pos.loss_sum, pos.correct, pos.seen = 0.0, 0, 0
+        if early:
+            value = metrics[early["metric"]]
+            better = (
+                pos.best is None
+                or (early["higher_is_better"] and value > pos.best + early["min_delta"])
+                or (not early["higher_is_better"] and value < pos.best - early["min_delta"])
+            )
+            if better:
+                pos.best, pos.bad_epochs = value, 0
+            else:
+                pos.bad_epochs += 1
+            stopped_early = pos.bad_epochs >= early["patience"]
+        rate = epoch_samples / seconds if seconds > 0 else 0.0
+        reporter.emit(
+            "epoch",
+            epoch=pos.epoch,
+            epochs=epochs,
+            metrics=metrics,
+            samples_per_second=rate,
+            eta_seconds=(epochs - pos.epoch) * seconds,
+            seconds=seconds,
+        )
+        if dist_.rank == 0:
+            _save(ckpt_dir, model, optimizer, scheduler, pos)
+        if dist_.active:
+            torch.distributed.barrier()
+        if stopped_early:
+            reporter.log(f"early stopping after epoch {pos.epoch}: {early['metric']} did not improve")  # type: ignore[index]
+            break
+        if Stop.requested:
+            return INTERRUPTED
+
+    final = dict(pos.history[-1]) if pos.history else {}
+    if loaded.test_x is not None and loaded.test_y is not None:
+        test_loss, test_acc = evaluate(model, loaded.test_x, loaded.test_y, device, max(batch, 256), dist_)
+        final.update(test_loss=test_loss, test_accuracy=test_acc)
+    final.pop("lr", None)
+    if dist_.rank == 0:
+        _export(job_dir / "export", model, arch, final, pos, stopped_early)
+        reporter.emit("exported", metrics=final, epochs_run=pos.epoch, stopped_early=stopped_early)
+    return 0
+
+
+def _save(directory: Path, model: nn.Module, optimizer: Any, scheduler: Any, pos: Position) -> None:
+    checkpoint.save(
+        directory,
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": torch.get_rng_state(),
+            "position": pos.__dict__,
+        },
+    )
+
+
+def _export(
+    directory: Path, model: nn.Module, arch: catalog.Architecture, metrics: dict[str, float], pos: Position, early: bool
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = directory / ".model.safetensors.tmp"
+    save_file(weights, str(tmp))
+    os.replace(tmp, directory / "model.safetensors")
+    result = {
+        "architecture": arch.to_dict(),
+        "signature": arch.signature(),
+        "metrics": metrics,
+        "epochs_run": pos.epoch,
+        "stopped_early": early,
+    }
+    (directory / "result.json").write_text(json.dumps(result))
