@@ -49,17 +49,17 @@ class RegistryApp:
             self.executor,
             max_bytes=settings.max_artifact_bytes,
             trusted_formats=settings.trusted_formats,
-            on_event=self.hub.poke,
+            on_event=self.hub.publish,
         )
         self.domain = Domain(
-            models=ModelService(self.db, self.hub.poke, artifacts.release),
+            models=ModelService(self.db, self.hub.publish, artifacts.release),
             versions=VersionService(
                 self.db,
                 trusted_formats=settings.trusted_formats,
-                on_event=self.hub.poke,
+                on_event=self.hub.publish,
                 on_blobs_released=artifacts.release,
             ),
-            aliases=AliasService(self.db, self.hub.poke),
+            aliases=AliasService(self.db, self.hub.publish),
             runs=RunService(self.db),
             artifacts=artifacts,
             events=self.hub,

@@ -17,7 +17,7 @@ from maas.registry.domain.versions import get_row as get_version_row
 
 
 class AliasService:
-    def __init__(self, db: Database, on_event: Callable[[], None]) -> None:
+    def __init__(self, db: Database, on_event: Callable[[list[entities.Event]], None]) -> None:
         self._db = db
         self._on_event = on_event
 
@@ -58,9 +58,7 @@ class AliasService:
             )
             return entities.Alias(model, alias, number, previous, ts)
 
-        result = self._db.write(tx)
-        self._on_event()
-        return result
+        return events.write(self._db, tx, self._on_event)
 
     def delete(self, model: str, alias: str) -> None:
         names.model_name(model)
@@ -78,5 +76,4 @@ class AliasService:
             s.flush()
             events.append(s, entities.EventType.ALIAS_DELETED, model, version=number, alias=alias)
 
-        self._db.write(tx)
-        self._on_event()
+        events.write(self._db, tx, self._on_event)

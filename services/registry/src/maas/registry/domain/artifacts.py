@@ -51,7 +51,7 @@ class ArtifactService:
         *,
         max_bytes: int,
         trusted_formats: bool,
-        on_event: Callable[[], None],
+        on_event: Callable[[list[entities.Event]], None],
     ) -> None:
         self._db = db
         self._store = store
@@ -89,9 +89,7 @@ class ArtifactService:
             # leave the temp file behind (a close and an unlink; cheap).
             pending.abort()
             raise
-        version = await self._io(self._mark_ready, header, digest)
-        self._on_event()
-        return version
+        return await self._io(self._mark_ready, header, digest)
 
     def _check_header(self, header: UploadHeader) -> None:
         names.model_name(header.model, "header.model")
@@ -140,7 +138,7 @@ class ArtifactService:
             return row.to_entity()
 
         try:
-            return self._db.write(tx)
+            return events.write(self._db, tx, self._on_event)
         except errors.MaasError:
             # The blob may now belong to no version: drop it unless another uses it.
             if not self._db.read(lambda s: s.scalar(select(VersionRow.id).where(VersionRow.sha256 == digest).limit(1))):

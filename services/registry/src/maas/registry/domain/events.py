@@ -2,9 +2,11 @@
 
 `append` writes an event inside the caller's transaction; its id comes from
 the 'events' counter row, whose lock is held to commit, so ids are committed
-in order and `id > last` never skips one. `EventHub` polls the log (this
-replica's own writes wake it at once; other replicas' are seen within the
-poll interval) and fans new events out to every WatchEvents stream.
+in order and `id > last` never skips one. `write` runs such a transaction and
+hands the committed events to `EventHub.publish`: this replica's own events
+are fanned out from memory when they follow the last one the hub has seen
+(no read of the log per write); otherwise, and for other replicas' events,
+the hub reads the log, which it also polls every interval.
 """
 
 from __future__ import annotations
@@ -15,19 +17,26 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from maas.common.loops import LoopService
 from maas.registry import entities
+from maas.registry.db import statements
 from maas.registry.db.database import Database, now_ms
-from maas.registry.db.schema import CounterRow, EventRow
+from maas.registry.db.schema import EventRow
 
 log = logging.getLogger("maas.registry.events")
 
 PAGE = 500
+T = TypeVar("T")
+
+_APPENDED = "maas_events"  # session.info key: the events a transaction appended
+
+
+_APPENDED = "maas_events"  # session.info key: the events a transaction appended
 
 
 def append(
@@ -40,24 +49,45 @@ def append(
     previous_version: int = 0,
 ) -> int:
     """Add an event to the caller's transaction. Call it last: it takes the counter lock."""
-    event_id = session.execute(
-        update(CounterRow)
-        .where(CounterRow.name == "events")
-        .values(value=CounterRow.value + 1)
-        .returning(CounterRow.value)
-    ).scalar_one()
-    session.add(
-        EventRow(
-            id=event_id,
-            type=type_.value,
-            model=model,
-            version=version,
-            alias=alias,
-            previous_version=previous_version,
-            created_at_ms=now_ms(),
-        )
+    conn = session.connection()
+    event = entities.Event(
+        id=conn.execute(statements.NEXT_EVENT_ID).scalar_one(),
+        type=type_,
+        model=model,
+        version=version,
+        alias=alias,
+        previous_version=previous_version,
+        created_at_ms=now_ms(),
     )
-    return event_id
+    conn.execute(
+        statements.INSERT_EVENT,
+        {
+            "id": event.id,
+            "type": type_.value,
+            "model": model,
+            "version": version,
+            "alias": alias,
+            "previous_version": previous_version,
+            "created_at_ms": event.created_at_ms,
+        },
+    )
+    session.info.setdefault(_APPENDED, []).append(event)
+    return event.id
+
+
+def write(db: Database, fn: Callable[[Session], T], publish: Callable[[list[entities.Event]], None]) -> T:
+    """`db.write(fn)`, then hand the events `fn` appended to `publish`, once committed."""
+    appended: list[entities.Event] = []
+
+    def tx(session: Session) -> T:
+        appended.clear()  # a retried attempt starts afresh
+        session.info[_APPENDED] = appended
+        return fn(session)
+
+    result = db.write(tx)
+    if appended:
+        publish(list(appended))
+    return result
 
 
 def read_after(session: Session, after_id: int, limit: int = PAGE, models: Iterable[str] = ()) -> list[entities.Event]:
@@ -107,27 +137,39 @@ class EventHub(LoopService):
         self._loop = asyncio.get_running_loop()
         self._last = await self._in_thread(lambda: self._db.read(last_id))
 
-    def poke(self) -> None:
-        """Thread-safe: this process committed an event; look now."""
+    def publish(self, events: list[entities.Event]) -> None:
+        """Thread-safe: this process committed these events (in id order)."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.wake)
+            self._loop.call_soon_threadsafe(self._deliver, events)
+
+    def _deliver(self, events: list[entities.Event]) -> None:
+        if events[0].id == self._last + 1:
+            self._fan_out(events)
+        elif events[-1].id > self._last:
+            # Something committed in between (another replica, or a write of
+            # ours whose hand-over is still on its way): read the log.
+            self.wake()
 
     async def run_once(self) -> None:
         while True:
             after = self._last
             batch = await self._in_thread(partial(self._db.read, partial(_read_after_session, after, PAGE, ())))
-            if not batch:
-                return
-            self._last = batch[-1].id
-            for subscriber in list(self._subscribers):
-                for event in batch:
-                    try:
-                        subscriber.queue.put_nowait(event)
-                    except asyncio.QueueFull:
-                        subscriber.overflowed = True
-                        break
+            # Events published from memory while the read was under way are out already.
+            fresh = [event for event in batch if event.id > self._last]
+            if fresh:
+                self._fan_out(fresh)
             if len(batch) < PAGE:
                 return
+
+    def _fan_out(self, events: list[entities.Event]) -> None:
+        self._last = events[-1].id
+        for subscriber in list(self._subscribers):
+            for event in events:
+                try:
+                    subscriber.queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    subscriber.overflowed = True
+                    break
 
     async def watch(self, after_id: int, from_latest: bool, filt: EventFilter) -> AsyncIterator[entities.Event]:
         """Past events after `after_id`, then live ones; no gap, no duplicate."""

@@ -27,7 +27,10 @@ def get_row(session: Session, name: str, *, lock: bool = False) -> ModelRow:
 
 class ModelService:
     def __init__(
-        self, db: Database, on_event: Callable[[], None], on_blobs_released: Callable[[list[str]], None]
+        self,
+        db: Database,
+        on_event: Callable[[list[entities.Event]], None],
+        on_blobs_released: Callable[[list[str]], None],
     ) -> None:
         self._db = db
         self._on_event = on_event
@@ -51,11 +54,10 @@ class ModelService:
             return row.to_entity()
 
         try:
-            model = self._db.write(tx)
+            model = events.write(self._db, tx, self._on_event)
         except errors.AlreadyExists as exc:
             # Two creates raced past the check: the unique index decided.
             raise errors.AlreadyExists(f"model '{name}' already exists") from exc
-        self._on_event()
         return model
 
     def get(self, name: str) -> entities.Model:
@@ -136,7 +138,6 @@ class ModelService:
             events.append(s, entities.EventType.MODEL_DELETED, name)
             return sorted(shas - still_used)
 
-        released = self._db.write(tx)
-        self._on_event()
+        released = events.write(self._db, tx, self._on_event)
         if released:
             self._on_blobs_released(released)

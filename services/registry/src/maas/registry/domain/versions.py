@@ -7,18 +7,17 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from maas.common import errors, names
 from maas.common.datatypes import DATATYPES
 from maas.registry import entities
+from maas.registry.db import statements as st
 from maas.registry.db.database import Database, now_ms
 from maas.registry.db.schema import (
     AliasRow,
-    LatestMetricRow,
     ModelRow,
-    RunRow,
     VersionMetricRow,
     VersionRow,
     VersionTagRow,
@@ -122,7 +121,7 @@ class VersionService:
         db: Database,
         *,
         trusted_formats: bool,
-        on_event: Callable[[], None],
+        on_event: Callable[[list[entities.Event]], None],
         on_blobs_released: Callable[[list[str]], None],
     ) -> None:
         self._db = db
@@ -138,57 +137,46 @@ class VersionService:
 
         def tx(s: Session) -> entities.Version:
             ts = now_ms()
-            # The row lock taken by this UPDATE serializes allocations per model;
-            # the unique (model_id, number) index stands behind it.
-            allocated = s.execute(
-                update(ModelRow)
-                .where(ModelRow.name == new.model)
-                .values(last_version=ModelRow.last_version + 1, updated_at_ms=ts)
-                .returning(ModelRow.id, ModelRow.last_version)
-            ).one_or_none()
+            conn = s.connection()
+            allocated = conn.execute(st.ALLOCATE_VERSION, {"model_name": new.model, "now_ms": ts}).one_or_none()
             if allocated is None:
                 raise errors.NotFound(f"model '{new.model}' not found")
             model_id, number = allocated
             run_pk = None
             metrics = dict(new.metrics)
             if new.run_id:
-                run_pk = s.scalar(select(RunRow.id).where(RunRow.run_id == new.run_id))
+                run_pk = conn.execute(st.RUN_PK, {"run_id": new.run_id}).scalar()
                 if run_pk is None:
                     raise errors.NotFound(f"run '{new.run_id}' not found")
                 if not metrics:
-                    # .all(): a Result has keys(), so dict() would take it for a mapping.
-                    latest = s.execute(
-                        select(LatestMetricRow.key, LatestMetricRow.value).where(LatestMetricRow.run_pk == run_pk)
-                    ).all()
-                    metrics = {key: value for key, value in latest}
-            version_id = s.execute(
-                insert(VersionRow)
-                .values(
-                    model_id=model_id,
-                    number=number,
-                    status=entities.VersionStatus.PENDING.value,
-                    status_reason="",
-                    format=new.format.value,
-                    architecture_json=arch_json,
-                    signature_json=sig_json,
-                    run_pk=run_pk,
-                    description=new.description,
-                    archived=False,
-                    size_bytes=0,
-                    sha256="",
-                    created_at_ms=ts,
-                    ready_at_ms=0,
-                )
-                .returning(VersionRow.id)
+                    metrics = {key: value for key, value in conn.execute(st.RUN_LATEST_METRICS, {"run_pk": run_pk})}
+            version_id = conn.execute(
+                st.INSERT_VERSION,
+                {
+                    "model_id": model_id,
+                    "number": number,
+                    "status": entities.VersionStatus.PENDING.value,
+                    "status_reason": "",
+                    "format": new.format.value,
+                    "architecture_json": arch_json,
+                    "signature_json": sig_json,
+                    "run_pk": run_pk,
+                    "description": new.description,
+                    "archived": False,
+                    "size_bytes": 0,
+                    "sha256": "",
+                    "created_at_ms": ts,
+                    "ready_at_ms": 0,
+                },
             ).scalar_one()
             if new.tags:
-                s.execute(
-                    insert(VersionTagRow),
+                conn.execute(
+                    st.INSERT_VERSION_TAG,
                     [{"version_id": version_id, "key": k, "value": v} for k, v in new.tags.items()],
                 )
             if metrics:
-                s.execute(
-                    insert(VersionMetricRow),
+                conn.execute(
+                    st.INSERT_VERSION_METRIC,
                     [{"version_id": version_id, "key": k, "value": v} for k, v in metrics.items()],
                 )
             events.append(s, entities.EventType.VERSION_CREATED, new.model, version=number)
@@ -212,9 +200,7 @@ class VersionService:
                 ready_at_ms=0,
             )
 
-        version = self._db.write(tx)
-        self._on_event()
-        return version
+        return events.write(self._db, tx, self._on_event)
 
     # ------------------------------------------------------------------ reads
 
@@ -360,9 +346,7 @@ class VersionService:
                 events.append(s, entities.EventType.VERSION_FAILED, model, version=number)
             return row.to_entity()
 
-        version = self._db.write(tx)
-        self._on_event()
-        return version
+        return events.write(self._db, tx, self._on_event)
 
     def archive(self, model: str, number: int, archived: bool) -> entities.Version:
         names.model_name(model)
@@ -380,9 +364,7 @@ class VersionService:
                     events.append(s, entities.EventType.VERSION_ARCHIVED, model, version=number)
             return row.to_entity()
 
-        version = self._db.write(tx)
-        self._on_event()
-        return version
+        return events.write(self._db, tx, self._on_event)
 
     def delete(self, model: str, number: int, force: bool) -> None:
         names.model_name(model)
@@ -407,8 +389,7 @@ class VersionService:
             events.append(s, entities.EventType.VERSION_DELETED, model, version=number)
             return [sha] if sha and not still_used else []
 
-        released = self._db.write(tx)
-        self._on_event()
+        released = events.write(self._db, tx, self._on_event)
         if released:
             self._on_blobs_released(released)
 
