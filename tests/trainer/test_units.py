@@ -1,0 +1,167 @@
+"""Trainer pieces in isolation: checkpoints, claims between replicas, data sets."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from maas.common import errors
+from maas.common.sql import Database
+from maas.trainer import datasets, spec
+from maas.trainer.db import migrate
+from maas.trainer.db.store import JobStore
+from maas.trainer.worker import checkpoint
+
+DIGITS = {"model": {"name": "mlp"}, "dataset": {"name": "digits"}, "epochs": 1}
+
+
+def test_checkpoint_round_trip_without_pickle(tmp_path: Path) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "rng": torch.get_rng_state(),
+        "position": {"epoch": 3, "best": None, "history": [{"val_loss": 0.5}], "pair": (1, 2)},
+    }
+    checkpoint.save(tmp_path, state)
+    raw = (tmp_path / checkpoint.FILE).read_bytes()
+    assert b"\x80\x04" not in raw[:16]  # a safetensors header, not a pickle
+    loaded = checkpoint.load(tmp_path)
+    assert loaded is not None
+    assert loaded["position"] == state["position"]
+    for key, value in state["model"].items():
+        assert torch.equal(loaded["model"][key], value)
+    restored = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    restored.load_state_dict(loaded["optimizer"])
+    assert torch.equal(restored.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"])
+    assert torch.equal(loaded["rng"], state["rng"])
+    assert checkpoint.load(tmp_path / "missing") is None
+
+
+def test_checkpoint_refuses_objects_it_cannot_represent(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        checkpoint.save(tmp_path, {"x": object()})
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_replicas_never_claim_the_same_job(store_url: str) -> None:
+    """Two trainer replicas (separate engines) claim concurrently: each job exactly once, FIFO."""
+    setup = Database(store_url)
+    migrate.upgrade(setup)
+    store = JobStore(setup)
+    resolved = spec.resolve(DIGITS, data_root=Path("/nonexistent"), max_world_size=1, max_runtime=60)
+    submitted = [store.submit(resolved, spec.fingerprint(resolved), "")[0].job_id for _ in range(40)]
+    claims: dict[str, list[str]] = {"a": [], "b": []}
+
+    def replica(name: str) -> None:
+        db = Database(store_url)
+        mine = JobStore(db)
+        while True:
+            got = mine.claim(name, 3)
+            if not got:
+                break
+            claims[name].extend(j.job_id for j in got)
+        db.dispose()
+
+    threads = [threading.Thread(target=replica, args=(n,)) for n in claims]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = claims["a"] + claims["b"]
+    assert sorted(everything) == sorted(submitted)
+    assert len(set(everything)) == len(everything)
+    for name in claims:  # each replica took its jobs oldest first
+        order = [submitted.index(j) for j in claims[name]]
+        assert order == sorted(order)
+    # A replica restarting adopts its own RUNNING jobs; others' only once stale.
+    own = store.adopt("a", stale_before_ms=0)
+    assert {j.job_id for j in own} == set(claims["a"])
+    setup.dispose()
+
+
+def test_idempotent_submit_under_a_race(store_url: str) -> None:
+    db = Database(store_url)
+    migrate.upgrade(db)
+    store = JobStore(db)
+    resolved = spec.resolve(DIGITS, data_root=Path("/nonexistent"), max_world_size=1, max_runtime=60)
+    results: list[str] = []
+
+    def submit() -> None:
+        job, _ = JobStore(Database(store_url)).submit(resolved, spec.fingerprint(resolved), "same-key")
+        results.append(job.job_id)
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 8 and len(set(results)) == 1
+    db.dispose()
+
+
+def _image(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((12, 12, 3), value, dtype=np.uint8)).save(path)
+
+
+def test_imagefolder_loads_classes_under_the_data_root(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for i in range(3):
+        _image(root / "pets" / "cat" / f"{i}.png", 10)
+        _image(root / "pets" / "dog" / f"{i}.jpg", 200)
+    (root / "pets" / "dog" / "notes.txt").write_text("not an image")
+    outside = tmp_path / "secret.png"
+    _image(outside, 99)
+    (root / "pets" / "dog" / "link.png").symlink_to(outside)
+    info = datasets.describe("imagefolder", "pets", {"image_size": 8}, root)
+    assert info.labels == ("cat", "dog") and info.input_shape == (3, 8, 8)
+    loaded = datasets.load(info, root, allow_download=False, seed=0)
+    assert loaded.x.shape == (6, 3, 8, 8) and loaded.x.dtype == torch.uint8
+    assert loaded.y.tolist() == [0, 0, 0, 1, 1, 1]  # the link out of the folder is ignored
+    assert int(loaded.x[0].float().mean()) == 10 and int(loaded.x[-1].float().mean()) == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["../x", "/etc", "a/../../b", "pets/../../x", "%2e%2e", "..\\x", "c:/x", "file:///etc", "x\x00", "a" * 2000]
+)
+def test_paths_cannot_leave_the_data_root(tmp_path: Path, path: str) -> None:
+    with pytest.raises(errors.InvalidArgument):
+        datasets.safe_path(tmp_path, path)
+
+
+def test_a_link_out_of_the_data_root_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "escape").symlink_to(tmp_path)
+    with pytest.raises(errors.InvalidArgument):
+        datasets.safe_path(root, "escape")
+
+
+def test_resolved_spec_defaults() -> None:
+    resolved = spec.resolve(
+        {"model": {"name": "lenet"}, "dataset": {"name": "digits"}},
+        data_root=Path("/nonexistent"),
+        max_world_size=2,
+        max_runtime=100,
+    )
+    assert resolved["model"]["args"] == {"in_channels": 1, "padding": 2, "num_classes": 10}
+    assert resolved["optimizer"] == {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0}
+    assert resolved["epochs"] == 10 and resolved["batch_size"] == 64 and resolved["max_retries"] == 2
+    assert resolved["max_runtime_seconds"] == 100
+    zero = spec.resolve({**DIGITS, "max_retries": 0}, data_root=Path("/x"), max_world_size=1, max_runtime=60)
+    assert zero["max_retries"] == 0
