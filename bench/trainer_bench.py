@@ -168,9 +168,9 @@ async def service_runs(
                 async for event in stub.WatchJob(tpb.WatchJobRequest(job_id=job.job_id)):
                     if event.WhichOneof("kind") == "epoch":
                         rates.append(event.epoch.samples_per_second)
-                    if event.WhichOneof("kind") == "state" and event.state.state in (3, 4, 5):
-                        if event.state.state != tpb.JOB_STATE_SUCCEEDED:
-                            raise RuntimeError(f"bench job failed: {event.state.reason}")
+                    failed = (tpb.JOB_STATE_FAILED, tpb.JOB_STATE_CANCELLED)
+                    if event.WhichOneof("kind") == "state" and event.state.state in failed:
+                        raise RuntimeError(f"bench job failed: {event.state.reason}")
                 out[(world, batch)] = rates[-1]
     finally:
         await trainer.stop(1)
@@ -226,9 +226,11 @@ def main() -> int:
     lines = [
         "# Trainer throughput (classic CIFAR CNN, 1 torch thread per process)",
         "",
-        f"{meta['machine']}, torch {meta['torch']}, {n_train} training images; samples/s over one epoch after a warm-up epoch.",
+        f"{meta['machine']}, torch {meta['torch']}, {n_train} training images; "
+        "samples/s over one epoch after a warm-up epoch, best of the rounds.",
         "",
-        "| batch | tutorial DataLoader | in-memory loop | service | service / in-memory | in-memory / DataLoader | service DDP x2 |",
+        "| batch | tutorial DataLoader | in-memory loop | service | service / in-memory "
+        "| in-memory / DataLoader | service DDP x2 |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
