@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.maas-installed
-PACKAGES := services/common services/registry services/trainer services/inference
+PACKAGES := services/common services/registry services/trainer services/inference cli
 EDITABLE := $(foreach p,$(PACKAGES),-e $(p))
 
 .PHONY: help install run test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference clean
@@ -31,7 +31,7 @@ $(STAMP): $(PY) requirements/dev.txt requirements/constraints.txt $(foreach p,$(
 install: $(STAMP)
 
 run: install
-	$(PY) -m maas.registry serve
+	$(VENV)/bin/maas up
 
 protos: install
 	$(PY) tools/protos.py
@@ -49,7 +49,7 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy services/common/src/maas/common services/registry/src/maas/registry \
-		services/trainer/src/maas/trainer services/inference/src/maas/inference tools
+		services/trainer/src/maas/trainer services/inference/src/maas/inference cli/src/maas/cli tools
 
 bench: bench-registry bench-trainer bench-inference
 
