@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
 
+from maas.common.auth import AuthInterceptor, TokenError, load_tokens
 from maas.common.interceptors import AccessLogInterceptor, ErrorMappingInterceptor, MetricsInterceptor
 from maas.common.settings import ServerSettings
 
@@ -107,6 +110,40 @@ class RunningServer:
             thread.join(timeout=5)
 
 
+class InsecureConfiguration(RuntimeError):
+    """Refused at start: the settings would expose an unprotected server."""
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+
+
+def security_of(settings: ServerSettings) -> tuple[dict[str, str], grpc.ServerCredentials | None]:
+    """Tokens and TLS credentials; refuses an exposed, unprotected server."""
+    inline = settings.auth_tokens.get_secret_value() if settings.auth_tokens is not None else None
+    try:
+        tokens = load_tokens(inline, settings.auth_tokens_file)
+    except (TokenError, OSError) as exc:
+        raise InsecureConfiguration(f"auth tokens: {exc}") from exc
+    missing = [name for name, present in (("auth tokens", bool(tokens)), ("TLS", settings.tls)) if not present]
+    if missing and not is_loopback(settings.host) and not settings.allow_insecure:
+        raise InsecureConfiguration(
+            f"refusing to serve on {settings.host} without {' and '.join(missing)}; "
+            "configure them, bind 127.0.0.1, or set allow_insecure explicitly"
+        )
+    credentials = None
+    if settings.tls:
+        if settings.tls_key_file is None or settings.tls_cert_file is None:
+            raise InsecureConfiguration("tls_cert_file needs tls_key_file")
+        client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+        credentials = grpc.ssl_server_credentials(
+            [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
+    return tokens, credentials
+
+
 def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -123,6 +160,7 @@ async def start_server(
     server_options: Sequence[tuple[str, Any]] = (),
 ) -> RunningServer:
     registry = metrics_registry or CollectorRegistry()
+    tokens, credentials = security_of(settings)
     interceptors: list[aio.ServerInterceptor] = [*extra_interceptors]
     if settings.metrics_port:
         ProcessCollector(registry=registry)
@@ -130,6 +168,8 @@ async def start_server(
         interceptors.append(MetricsInterceptor(registry))
     if settings.access_log:
         interceptors.append(AccessLogInterceptor())
+    if tokens:
+        interceptors.append(AuthInterceptor(tokens))
     # Innermost, so the observers above see the final status code.
     interceptors.append(ErrorMappingInterceptor())
 
@@ -143,14 +183,19 @@ async def start_server(
     if settings.reflection:
         names = [*app.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{_bind_host(settings.host)}:{settings.port}")
+    address = f"{_bind_host(settings.host)}:{settings.port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     await health.set_all(False)
     await server.start()
     running = RunningServer(server, port, health, app, settings, registry)
     if settings.metrics_port:
-        running._http = start_http_server(settings.metrics_port, settings.metrics_host, registry)
+        certfile = str(settings.tls_cert_file) if settings.tls else None
+        keyfile = str(settings.tls_key_file) if settings.tls else None
+        running._http = start_http_server(
+            settings.metrics_port, settings.metrics_host, registry, certfile=certfile, keyfile=keyfile
+        )
         running.metrics_port = running._http[0].server_port
     try:
         await app.start(health)
@@ -175,7 +220,12 @@ async def serve_forever(settings: ServerSettings, app: App, *, name: str, **kwar
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    running = await start_server(settings, app, **kwargs)
+    try:
+        running = await start_server(settings, app, **kwargs)
+    except InsecureConfiguration as exc:
+        log.error("%s: %s", name, exc)
+        print(f"{name}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     metrics = (
         f", metrics on http://{settings.metrics_host}:{running.metrics_port}/metrics" if running.metrics_port else ""
     )

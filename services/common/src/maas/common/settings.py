@@ -9,8 +9,12 @@ is generated from them.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from maas.common.clients.base import ChannelConfig
 
 
 class ServerSettings(BaseSettings):
@@ -32,3 +36,51 @@ class ServerSettings(BaseSettings):
         description="Largest gRPC message the server accepts or sends, in bytes.",
     )
     reflection: bool = Field(True, description="Serve gRPC server reflection (for grpcurl and the like).")
+    auth_tokens: SecretStr | None = Field(
+        None,
+        description="Bearer tokens and their scope (read, write or admin) as token:scope,token:scope. "
+        "With tokens set, every call but grpc.health.v1 needs one.",
+    )
+    auth_tokens_file: Path | None = Field(None, description="A file of `TOKEN SCOPE` lines, added to auth_tokens.")
+    allow_insecure: bool = Field(
+        False,
+        description="Serve on a non-loopback address without tokens or without TLS. Off: such a start is refused.",
+    )
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain: serve gRPC (and /metrics) over TLS.")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle: require client certificates signed by it (mutual TLS)."
+    )
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+
+class RegistryConnection(BaseSettings):
+    """How a service reaches the registry (mixed into the trainer's and inference's settings)."""
+
+    registry_address: str = Field("127.0.0.1:50051", description="host:port of the registry.")
+    registry_timeout: float = Field(30.0, gt=0, description="Deadline in seconds of each registry call.")
+    registry_token: SecretStr | None = Field(None, description="Bearer token this service presents to the registry.")
+    registry_ca_file: Path | None = Field(
+        None, description="PEM CA bundle: reach the registry over TLS, verified by it."
+    )
+    registry_cert_file: Path | None = Field(
+        None, description="PEM client certificate for mutual TLS with the registry."
+    )
+    registry_key_file: Path | None = Field(None, description="PEM private key of registry_cert_file.")
+
+    def registry_channel(self) -> ChannelConfig:
+        def read(path: Path | None) -> bytes | None:
+            return path.read_bytes() if path is not None else None
+
+        return ChannelConfig(
+            self.registry_address,
+            timeout=self.registry_timeout,
+            tls=self.registry_ca_file is not None,
+            root_certificates=read(self.registry_ca_file),
+            certificate_chain=read(self.registry_cert_file),
+            private_key=read(self.registry_key_file),
+            token=self.registry_token.get_secret_value() if self.registry_token is not None else None,
+        )

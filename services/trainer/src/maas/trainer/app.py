@@ -11,7 +11,6 @@ from typing import Any
 
 from grpc import aio
 
-from maas.common.clients.base import ChannelConfig
 from maas.common.clients.registry import RegistryClient
 from maas.common.loops import LoopService
 from maas.common.server import Health
@@ -67,9 +66,7 @@ class TrainerApp:
         await self.in_thread(migrate.upgrade, self.db)
         self.settings.jobs_dir().mkdir(parents=True, exist_ok=True)
         self.settings.resolved_data_root().mkdir(parents=True, exist_ok=True)
-        self._registry = RegistryClient(
-            ChannelConfig(self.settings.registry_address, timeout=self.settings.registry_timeout)
-        )
+        self._registry = RegistryClient(self.settings.registry_channel())
         self.handoff = Handoff(self._registry, self.store, in_thread=self.in_thread)
         await self.launcher.start()
         self.scheduler = Scheduler(

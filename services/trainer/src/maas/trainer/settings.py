@@ -9,10 +9,10 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from maas.common.settings import ServerSettings
+from maas.common.settings import RegistryConnection, ServerSettings
 
 
-class TrainerSettings(ServerSettings):
+class TrainerSettings(ServerSettings, RegistryConnection):
     model_config = SettingsConfigDict(env_prefix="MAAS_TRAINER_", extra="ignore")
 
     port: int = Field(50052, ge=0, le=65535, description="gRPC port of the trainer.")
@@ -30,8 +30,6 @@ class TrainerSettings(ServerSettings):
         description="Load torchvision data sets only if their files match the published checksums "
         "(CIFAR-10's format is pickle: off means the data root is trusted as code).",
     )
-    registry_address: str = Field("127.0.0.1:50051", description="host:port of the registry.")
-    registry_timeout: float = Field(30.0, gt=0, description="Deadline in seconds of each registry call.")
     max_concurrent_jobs: int = Field(2, ge=1, le=256, description="Jobs running at once; the rest wait in FIFO order.")
     max_world_size: int = Field(8, ge=1, le=1024, description="Largest torch.distributed group a job may ask for.")
     default_threads: int = Field(

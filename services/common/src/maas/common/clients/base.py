@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -41,9 +41,9 @@ class ChannelConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     root_certificates: bytes | None = None
     certificate_chain: bytes | None = None
-    private_key: bytes | None = None
+    private_key: bytes | None = field(default=None, repr=False)
     tls: bool = False
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
 
     def open(self) -> aio.Channel:
         options = [

@@ -1,0 +1,181 @@
+"""Bearer tokens with scopes, checked by one interceptor on every service.
+
+Scopes are ordered: read < write < admin (a write token may read, an admin
+token may do anything). Every RPC of every service has a required scope in
+`REQUIRED_SCOPE`; a method missing from the table is refused (default deny),
+and a test walks the service descriptors to prove the table is complete.
+Only grpc.health.v1 is exempt, so orchestrators can probe without a token.
+
+Tokens come from a file (`TOKEN SCOPE` per line) or the environment
+(`token:scope,token:scope`). Only their sha256 digests are kept, and a
+presented token is compared with every known digest using
+hmac.compare_digest, so neither the comparison nor the number of
+comparisons depends on how much of a token matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from maas.common.interceptors import StreamBehavior, UnaryBehavior, WrappingInterceptor
+
+log = logging.getLogger("maas.auth")
+
+SCOPES = ("read", "write", "admin")
+RANK = {name: i for i, name in enumerate(SCOPES)}
+MIN_TOKEN_CHARS = 16
+EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
+
+_R, _W, _A = "read", "write", "admin"
+REQUIRED_SCOPE: dict[str, str] = {
+    # registry
+    **{
+        f"/maas.v1.RegistryService/{m}": _R
+        for m in (
+            "GetModel",
+            "ListModels",
+            "GetVersion",
+            "ResolveVersion",
+            "ListVersions",
+            "GetRun",
+            "ListRuns",
+            "GetMetricHistory",
+            "DownloadArtifact",
+            "WatchEvents",
+        )
+    },
+    **{
+        f"/maas.v1.RegistryService/{m}": _W
+        for m in (
+            "CreateModel",
+            "UpdateModel",
+            "CreateVersion",
+            "UpdateVersion",
+            "FailVersion",
+            "ArchiveVersion",
+            "SetAlias",
+            "DeleteAlias",
+            "CreateRun",
+            "LogParams",
+            "LogMetrics",
+            "FinishRun",
+            "UploadArtifact",
+        )
+    },
+    "/maas.v1.RegistryService/DeleteModel": _A,
+    "/maas.v1.RegistryService/DeleteVersion": _A,
+    # trainer
+    "/maas.v1.TrainerService/GetJob": _R,
+    "/maas.v1.TrainerService/ListJobs": _R,
+    "/maas.v1.TrainerService/WatchJob": _R,
+    "/maas.v1.TrainerService/SubmitJob": _W,
+    "/maas.v1.TrainerService/CancelJob": _W,
+    # inference: serving and reading are "read"; changing what is loaded is "admin"
+    **{
+        f"/inference.GRPCInferenceService/{m}": _R
+        for m in (
+            "ServerLive",
+            "ServerReady",
+            "ModelReady",
+            "ServerMetadata",
+            "ModelMetadata",
+            "ModelInfer",
+            "ModelStreamInfer",
+            "ModelConfig",
+            "ModelStatistics",
+            "RepositoryIndex",
+        )
+    },
+    "/inference.GRPCInferenceService/RepositoryModelLoad": _A,
+    "/inference.GRPCInferenceService/RepositoryModelUnload": _A,
+    # server reflection lists the API: readers may see it
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": _R,
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": _R,
+}
+
+
+class TokenError(ValueError):
+    """A token configuration that must not be served."""
+
+
+def parse_tokens(lines: Iterable[str], source: str) -> dict[str, str]:
+    """token -> scope, from `TOKEN SCOPE` or `TOKEN:SCOPE` entries."""
+    tokens: dict[str, str] = {}
+    for number, raw in enumerate(lines, 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        token, _, scope = line.replace(":", " ", 1).partition(" ")
+        token, scope = token.strip(), scope.strip()
+        if scope not in RANK:
+            raise TokenError(f"{source}:{number}: scope must be one of {', '.join(SCOPES)}")
+        if len(token) < MIN_TOKEN_CHARS:
+            raise TokenError(f"{source}:{number}: tokens need at least {MIN_TOKEN_CHARS} characters")
+        tokens[token] = scope
+    return tokens
+
+
+def load_tokens(inline: str | None, file: Path | None) -> dict[str, str]:
+    tokens: dict[str, str] = {}
+    if inline:
+        tokens.update(parse_tokens(inline.replace(",", "\n").splitlines(), "auth_tokens"))
+    if file is not None:
+        tokens.update(parse_tokens(file.read_text().splitlines(), str(file)))
+    return tokens
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class AuthInterceptor(WrappingInterceptor):
+    def __init__(self, tokens: dict[str, str], required: dict[str, str] | None = None) -> None:
+        self._tokens = [(_digest(t), RANK[s]) for t, s in tokens.items()]
+        self._required = REQUIRED_SCOPE if required is None else required
+
+    def _scope_of(self, metadata: Any) -> int | None:
+        presented = None
+        for key, value in metadata or ():
+            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+                presented = value[len("Bearer ") :].strip()
+        if not presented:
+            return None
+        digest = _digest(presented)
+        found = None
+        for known, rank in self._tokens:
+            if hmac.compare_digest(digest, known):
+                found = rank
+        return found
+
+    async def _check(self, method: str, context: aio.ServicerContext) -> None:
+        if method.startswith(EXEMPT_PREFIXES):
+            return
+        required = self._required.get(method)
+        rank = self._scope_of(context.invocation_metadata())
+        if rank is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+        if required is None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "this method is not open to any token")
+        if rank < RANK[required]:  # type: ignore[operator, index]
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"this method needs a {required} token")
+
+    async def around_unary(
+        self, method: str, behavior: UnaryBehavior, request: Any, context: aio.ServicerContext
+    ) -> Any:
+        await self._check(method, context)
+        return await behavior(request, context)
+
+    async def around_stream(  # type: ignore[override]
+        self, method: str, behavior: StreamBehavior, request: Any, context: aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        await self._check(method, context)
+        async for item in behavior(request, context):
+            yield item
