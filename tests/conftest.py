@@ -14,6 +14,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
 from maas.common.clients.base import ChannelConfig
 from maas.common.clients.registry import RegistryClient
 from maas.common.server import RunningServer, start_server
@@ -23,8 +26,6 @@ from maas.registry.db.database import Database
 from maas.registry.db.schema import Base
 from maas.registry.settings import RegistrySettings
 from maas.v1 import registry_pb2_grpc
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 PG_ADMIN_URL = os.environ.get("MAAS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ("sqlite", "postgresql")
@@ -122,3 +123,12 @@ async def client(registry: RunningServer) -> AsyncIterator[RegistryClient]:
     c = RegistryClient(ChannelConfig(registry.address, timeout=30))
     yield c
     await c.close()
+
+
+@pytest.fixture
+async def sqlite_registry(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    """A registry of its own (auto-migrated SQLite): trainer tests need no shared database."""
+    settings = registry_settings(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "artifacts", auto_migrate=True)
+    running = await start_server(settings, RegistryApp(settings))
+    yield running
+    await running.stop(0)

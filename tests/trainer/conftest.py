@@ -16,12 +16,10 @@ import numpy as np
 import pytest
 
 from maas.common.server import RunningServer, start_server
-from maas.registry.app import RegistryApp
 from maas.trainer.app import TrainerApp
 from maas.trainer.settings import TrainerSettings
 from maas.v1 import registry_pb2_grpc, trainer_pb2_grpc
 from maas.v1 import trainer_pb2 as tpb
-from tests.conftest import registry_settings
 
 TERMINAL = {tpb.JOB_STATE_SUCCEEDED, tpb.JOB_STATE_FAILED, tpb.JOB_STATE_CANCELLED}
 
@@ -64,15 +62,6 @@ class Suite:
     @property
     def data_root(self) -> Path:
         return self.data_dir / "datasets"
-
-
-@pytest.fixture
-async def sqlite_registry(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    """A registry of its own (auto-migrated SQLite): trainer tests need no shared database."""
-    settings = registry_settings(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "artifacts", auto_migrate=True)
-    running = await start_server(settings, RegistryApp(settings))
-    yield running
-    await running.stop(0)
 
 
 @pytest.fixture

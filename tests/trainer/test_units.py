@@ -41,7 +41,8 @@ def test_checkpoint_round_trip_without_pickle(tmp_path: Path) -> None:
         assert torch.equal(loaded["model"][key], value)
     restored = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     restored.load_state_dict(loaded["optimizer"])
-    assert torch.equal(restored.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"])
+    momentum = restored.state_dict()["state"][0]["momentum_buffer"]
+    assert torch.equal(momentum, opt.state_dict()["state"][0]["momentum_buffer"])
     assert torch.equal(loaded["rng"], state["rng"])
     assert checkpoint.load(tmp_path / "missing") is None
 
@@ -97,7 +98,6 @@ def test_replicas_never_claim_the_same_job(store_url: str) -> None:
 def test_idempotent_submit_under_a_race(store_url: str) -> None:
     db = Database(store_url)
     migrate.upgrade(db)
-    store = JobStore(db)
     resolved = spec.resolve(DIGITS, data_root=Path("/nonexistent"), max_world_size=1, max_runtime=60)
     results: list[str] = []
 
