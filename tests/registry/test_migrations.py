@@ -119,3 +119,38 @@ def check_replicas_migrating_at_once(fresh_url: str, tmp_path: Path) -> None:
         assert migrate.drift(db) == []
     finally:
         db.dispose()
+
+
+def test_0002_fills_version_metrics_model_id(fresh_url: str) -> None:
+    """Upgrading a database that holds data: metrics of existing versions get their model."""
+    from alembic import command
+
+    db = Database(fresh_url)
+    try:
+        config = migrate._config()
+        with db.engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0001")
+            conn.commit()
+        with db.engine.begin() as conn:
+            for model_id, name in ((1, "a"), (2, "b")):
+                conn.exec_driver_sql(
+                    "INSERT INTO registered_models (id, name, description, last_version, created_at_ms, updated_at_ms)"
+                    f" VALUES ({model_id}, '{name}', '', 1, 0, 0)"
+                )
+                conn.exec_driver_sql(
+                    "INSERT INTO model_versions (id, model_id, number, status, status_reason, format,"
+                    " architecture_json, signature_json, description, archived, size_bytes, sha256, created_at_ms,"
+                    f" ready_at_ms) VALUES ({10 + model_id}, {model_id}, 1, 'PENDING', '', 'ONNX', '{{}}', '{{}}', '',"
+                    " false, 0, '', 0, 0)"
+                )
+                conn.exec_driver_sql(
+                    f"INSERT INTO version_metrics (version_id, key, value) VALUES ({10 + model_id}, 'acc', 0.5)"
+                )
+        assert migrate.upgrade(db) == migrate.head()
+        assert migrate.drift(db) == []
+        with db.engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT version_id, model_id FROM version_metrics ORDER BY version_id").all()
+        assert [tuple(r) for r in rows] == [(11, 1), (12, 2)]
+    finally:
+        db.dispose()

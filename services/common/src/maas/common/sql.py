@@ -31,6 +31,7 @@ log = logging.getLogger("maas.sql")
 T = TypeVar("T")
 
 _WRITE = "maas_write"
+_IDLE_PING_S = 5.0
 _PG_RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
 
@@ -71,10 +72,10 @@ class Database:
                 self.url,
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                pool_pre_ping=True,
                 pool_timeout=connect_timeout,
                 connect_args={"connect_timeout": max(1, int(connect_timeout))},
             )
+            _ping_when_idle(self.engine)
         else:
             raise errors.InvalidArgument(f"unsupported database '{self.dialect}' (sqlite or postgresql)")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
@@ -122,9 +123,9 @@ class Database:
             attempt += 1
             try:
                 with self._sessions() as session:
-                    session.connection(execution_options={_WRITE: write})
-                    if not write and self.dialect == "postgresql":
-                        session.execute(text("SET TRANSACTION READ ONLY"))
+                    # On PostgreSQL a read says so in its BEGIN (READ ONLY): no extra round trip.
+                    readonly = not write and self.dialect == "postgresql"
+                    session.connection(execution_options={_WRITE: write, "postgresql_readonly": readonly})
                     result = fn(session)
                     session.commit()
                     return result
@@ -180,6 +181,29 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only when it sat idle a while.
+
+    pool_pre_ping costs a round trip on every checkout; a connection used a
+    moment ago is alive. One that died since (a database restart) fails its
+    call as Unavailable and SQLAlchemy then renews the whole pool.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["maas_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("maas_idle_since")
+        if idle_since is None or time.monotonic() - idle_since < _IDLE_PING_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # any failure means a dead connection
+            raise sa_exc.DisconnectionError() from exc
 
 
 def now_ms() -> int:

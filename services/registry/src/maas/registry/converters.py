@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -98,8 +100,16 @@ def _integral(value: Any) -> Any:
 
 def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
-    out.update(value)
+    out.MergeFromString(_struct_bytes(json.dumps(value, sort_keys=True)))
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _struct_bytes(doc: str) -> bytes:
+    """Struct.update is a Python-level walk; versions of a model share few architectures."""
+    out = struct_pb2.Struct()
+    out.update(json.loads(doc))
+    return out.SerializeToString()
 
 
 def from_tag_filters(values: Any) -> list[entities.TagFilter]:
@@ -124,6 +134,18 @@ def from_signature(sig: common_pb2.Signature) -> entities.Signature:
 
 
 def to_signature(sig: entities.Signature) -> common_pb2.Signature:
+    out = common_pb2.Signature()
+    out.MergeFromString(_signature_bytes(sig))
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _signature_bytes(sig: entities.Signature) -> bytes:
+    """Signatures are immutable and shared by many versions: build each once."""
+    return _build_signature(sig).SerializeToString()
+
+
+def _build_signature(sig: entities.Signature) -> common_pb2.Signature:
     def specs(items: tuple[entities.TensorSpec, ...]) -> list[common_pb2.TensorSpec]:
         return [
             common_pb2.TensorSpec(name=s.name, datatype=to_datatype(s.datatype), shape=s.shape)  # type: ignore[arg-type]

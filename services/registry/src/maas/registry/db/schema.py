@@ -7,6 +7,7 @@ registry never interprets beyond validation.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -217,8 +218,11 @@ class VersionMetricRow(Base):
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(250), primary_key=True)
     value: Mapped[float] = mapped_column(Double)
+    # The version's model, repeated here so that one index walks "the versions
+    # of a model ordered by a metric" without sorting them (migration 0002).
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"))
 
-    __table_args__ = (Index(None, "key", "value"),)
+    __table_args__ = (Index(None, "model_id", "key", "value"),)
 
 
 class AliasRow(Base):
@@ -272,7 +276,9 @@ def signature_to_json(signature: entities.Signature) -> str:
     return json.dumps({"inputs": specs(signature.inputs), "outputs": specs(signature.outputs)})
 
 
+@functools.lru_cache(maxsize=4096)
 def signature_from_json(text: str) -> entities.Signature:
+    """Cached: the result is immutable, and versions of a model share few signatures."""
     doc = json.loads(text or "{}")
 
     def specs(items: list[dict[str, Any]]) -> tuple[entities.TensorSpec, ...]:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from maas.common import errors, names
 from maas.registry import entities
+from maas.registry.db import reads
 from maas.registry.db.database import Database, now_ms
 from maas.registry.db.schema import AliasRow, ModelRow, ModelTagRow, VersionRow
 from maas.registry.domain import events, paging
@@ -76,16 +77,17 @@ class ModelService:
         after = paging.decode(token, scope)
 
         def tx(s: Session) -> entities.Page[entities.Model]:
-            query = select(ModelRow).order_by(ModelRow.name).limit(limit + 1)
+            query = reads.select_models().order_by(ModelRow.name).limit(limit + 1)
             if name_prefix:
                 query = query.where(ModelRow.name.startswith(name_prefix, autoescape=True))
             for clause in has_tags(ModelTagRow.model_id, ModelTagRow.key, ModelTagRow.value, ModelRow.id, tags):
                 query = query.where(clause)
             if after:
                 query = query.where(ModelRow.name > str(after[0]))
-            rows = list(s.scalars(query))
+            conn = s.connection()
+            rows = list(conn.execute(query))
             more = len(rows) > limit
-            items = [r.to_entity() for r in rows[:limit]]
+            items = reads.models_of(conn, rows[:limit])
             next_token = paging.encode([items[-1].name], scope) if more else ""
             return entities.Page(items, next_token)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -18,13 +17,11 @@ from maas.registry.db.database import Database, now_ms
 from maas.registry.db.schema import (
     AliasRow,
     ModelRow,
-    VersionMetricRow,
     VersionRow,
     VersionTagRow,
     signature_to_json,
 )
-from maas.registry.domain import events, paging
-from maas.registry.domain.filters import has_tags
+from maas.registry.domain import events, paging, version_search
 from maas.registry.domain.models import get_row as get_model_row
 
 MAX_ARCHITECTURE_BYTES = 64 * 1024
@@ -177,7 +174,10 @@ class VersionService:
             if metrics:
                 conn.execute(
                     st.INSERT_VERSION_METRIC,
-                    [{"version_id": version_id, "key": k, "value": v} for k, v in metrics.items()],
+                    [
+                        {"version_id": version_id, "model_id": model_id, "key": k, "value": v}
+                        for k, v in metrics.items()
+                    ],
                 )
             events.append(s, entities.EventType.VERSION_CREATED, new.model, version=number)
             return entities.Version(
@@ -252,50 +252,18 @@ class VersionService:
         after = paging.decode(token, scope)
 
         def tx(s: Session) -> entities.Page[entities.Version]:
-            model_id = get_model_row(s, model).id
-            query = select(VersionRow).where(VersionRow.model_id == model_id).limit(limit + 1)
-            if statuses:
-                query = query.where(VersionRow.status.in_([st.value for st in statuses]))
-            if not include_archived:
-                query = query.where(VersionRow.archived.is_(False))
-            for clause in has_tags(
-                VersionTagRow.version_id, VersionTagRow.key, VersionTagRow.value, VersionRow.id, tags
-            ):
-                query = query.where(clause)
-            metric_value: Any = None
-            if by_metric:
-                metric = (
-                    select(VersionMetricRow.version_id, VersionMetricRow.value)
-                    .where(VersionMetricRow.key == order_metric)
-                    .subquery()
-                )
-                metric_value = metric.c.value
-                query = query.outerjoin(metric, metric.c.version_id == VersionRow.id).add_columns(metric_value)
-                missing = metric_value.is_(None)
-                desc = order == entities.VersionOrder.METRIC_DESC
-                query = query.order_by(
-                    missing, metric_value.desc() if desc else metric_value.asc(), VersionRow.number.desc()
-                )
-                if after:
-                    query = query.where(_after_metric(after, metric_value, desc))
-            elif order == entities.VersionOrder.OLDEST:
-                query = query.order_by(VersionRow.number.asc())
-                if after:
-                    query = query.where(VersionRow.number > int(after[0]))
-            else:
-                query = query.order_by(VersionRow.number.desc())
-                if after:
-                    query = query.where(VersionRow.number < int(after[0]))
-            rows: list[Any] = list(s.execute(query))
-            more = len(rows) > limit
-            rows = rows[:limit]
-            items = [r[0].to_entity() for r in rows]
-            next_token = ""
-            if more:
-                last = rows[-1]
-                key: list[Any] = [last[0].number] if not by_metric else [last[1] is None, last[1], last[0].number]
-                next_token = paging.encode(key, scope)
-            return entities.Page(items, next_token)
+            return version_search.page(
+                s.connection(),
+                model,
+                statuses=statuses,
+                tags=tags,
+                order=order,
+                order_metric=order_metric,
+                include_archived=include_archived,
+                limit=limit,
+                after=after,
+                scope=scope,
+            )
 
         return self._db.read(tx)
 
@@ -392,21 +360,3 @@ class VersionService:
         released = events.write(self._db, tx, self._on_event)
         if released:
             self._on_blobs_released(released)
-
-
-def _after_metric(after: list[Any], value: Any, desc: bool) -> Any:
-    """Rows after (missing, value, number) in ORDER BY missing, value, number DESC."""
-    from sqlalchemy import and_, or_
-
-    try:
-        was_missing, last_value, last_number = bool(after[0]), after[1], int(after[2])
-    except (IndexError, TypeError, ValueError) as exc:
-        raise errors.InvalidArgument("page_token: invalid") from exc
-    if was_missing:
-        return and_(value.is_(None), VersionRow.number < last_number)
-    beyond = value < last_value if desc else value > last_value
-    return or_(
-        value.is_(None),
-        beyond,
-        and_(value == last_value, VersionRow.number < last_number),
-    )
