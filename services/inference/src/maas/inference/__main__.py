@@ -48,21 +48,30 @@ def _supervise(settings: InferenceSettings) -> int:
             env["MAAS_INFERENCE_METRICS_PORT"] = str(settings.metrics_port + index)
         children.append(subprocess.Popen([sys.executable, "-m", "maas.inference"], env=env))
 
+    running = {child.pid: child for child in children}
+
     def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
+        # os.kill, not Popen.send_signal: that polls, and a poll reaps the child
+        # behind os.wait's back (which then finds no child to wait for).
+        for pid in list(running):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     code = 0
-    while children:
-        pid, status = os.wait()
-        exited = [c for c in children if c.pid == pid]
-        if not exited:
+    while running:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        child = running.pop(pid, None)
+        if child is None:
             continue
-        children.remove(exited[0])
-        code = code or os.waitstatus_to_exitcode(status)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        code = code or child.returncode
         forward(signal.SIGTERM, None)
     return code
 
