@@ -280,10 +280,29 @@ LOOKUP_SIGNATURE = {
 }
 
 
-def expected(module: Any, x: np.ndarray) -> np.ndarray:
-    """The module's answer computed here, one thread, on exactly these rows."""
+def expected(module: Any, x: np.ndarray, min_rows: int) -> np.ndarray:
+    """The module's answer computed here, one thread, on these rows padded with zero rows to `min_rows`.
+
+    The server pads every execution to the model's minimum execution size (its
+    ModelConfig parameter min_execution_rows), from which each row's bits do
+    not depend on the batch; computed the same way here, the answer is exact.
+    """
     import torch
 
     torch.set_num_threads(1)
+    padded = np.zeros((max(min_rows, x.shape[0]), *x.shape[1:]), dtype=x.dtype)
+    padded[: x.shape[0]] = x
     with torch.inference_mode():
-        return module(torch.from_numpy(x.copy())).numpy()
+        return module(torch.from_numpy(padded)).numpy()[: x.shape[0]]
+
+
+def min_execution_rows(address: str, model: str) -> int:
+    """What the server found for `model` at warm-up (ModelConfig parameter min_execution_rows)."""
+    import tritonclient.grpc as tc
+
+    client = tc.InferenceServerClient(address)
+    try:
+        config = client.get_model_config(model).config
+    finally:
+        client.close()
+    return int(config.parameters["min_execution_rows"].string_value)

@@ -1,4 +1,4 @@
-"""The dynamic batcher, in-process with a real executor and toy runners."""
+"""The dynamic batcher (in-process, real executor, toy runners) and the batch-invariance probe."""
 
 from __future__ import annotations
 
@@ -10,20 +10,25 @@ import numpy as np
 import pytest
 
 from maas.common import errors
+from maas.inference import runtimes
 from maas.inference.batcher import Batcher, BatchPolicy, Execution
+from maas.inference.tensors import Signature, TensorSpec
+from tests.inference import support
 
 
 class Recording:
-    """A runner that doubles its input and records the batch sizes it saw."""
+    """A runner that doubles its input and records the batches it saw."""
 
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.sizes: list[int] = []
+        self.batches: list[np.ndarray] = []
         self.gate = gate
 
     def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         if self.gate is not None:
             self.gate.wait(5)
         self.sizes.append(int(inputs[0].shape[0]))
+        self.batches.append(inputs[0].copy())
         if (inputs[0] < 0).any():
             raise errors.InvalidArgument("negative input")
         return [inputs[0] * 2]
@@ -156,3 +161,109 @@ async def test_close_fails_queued_requests_and_refuses_new_ones() -> None:
     await closing
     with pytest.raises(errors.Unavailable):
         batcher.submit(row(1), 1)
+
+
+# ------------------------------------------------------- padding to min_rows
+
+
+async def test_a_lone_request_is_padded_with_zero_rows_to_the_minimum_execution_size() -> None:
+    runner = Recording()
+    executions: list[Execution] = []
+    batcher = Batcher(runner, BatchPolicy(max_batch_size=8, stack=True, min_rows=4), on_execution=executions.append)
+    outcome = await batcher.submit(row(3), 1)
+    assert runner.sizes == [4]
+    np.testing.assert_array_equal(runner.batches[0], np.vstack([row(3)[0], np.zeros((3, 3), np.float32)]))
+    np.testing.assert_array_equal(outcome.outputs[0], row(6)[0])  # only the request's own row comes back
+    assert [(e.rows, e.requests) for e in executions] == [(1, 1)]  # statistics count the request's rows
+    # A request already as large as the minimum is not padded.
+    outcome = await batcher.submit(row(2, rows=5), 5)
+    assert runner.sizes == [4, 5] and outcome.outputs[0].shape == (5, 3)
+    await batcher.close()
+
+
+async def test_a_stacked_group_smaller_than_the_minimum_is_padded_once() -> None:
+    gate = threading.Event()
+    runner = Recording(gate)
+    batcher = Batcher(runner, BatchPolicy(max_batch_size=8, stack=True, min_rows=4))
+    first = batcher.submit(row(1), 1)
+    await asyncio.sleep(0.05)
+    rest = [batcher.submit(row(10 + i), 1) for i in range(2)]
+    gate.set()
+    await first
+    outcomes = await asyncio.gather(*rest)
+    assert runner.sizes == [4, 4]
+    np.testing.assert_array_equal(runner.batches[1][:2], np.vstack([row(10)[0], row(11)[0]]))
+    assert not runner.batches[1][2:].any()
+    for i, outcome in enumerate(outcomes):
+        np.testing.assert_array_equal(outcome.outputs[0], row(2 * (10 + i))[0])
+    await batcher.close()
+
+
+async def test_after_a_failed_stacked_execution_each_request_is_retried_padded() -> None:
+    gate = threading.Event()
+    runner = Recording(gate)
+    batcher = Batcher(runner, BatchPolicy(max_batch_size=8, stack=True, min_rows=4))
+    first = batcher.submit(row(1), 1)
+    await asyncio.sleep(0.05)
+    good, bad = batcher.submit(row(3), 1), batcher.submit(row(-1), 1)
+    gate.set()
+    await first
+    np.testing.assert_array_equal((await good).outputs[0], row(6)[0])
+    with pytest.raises(errors.InvalidArgument):
+        await bad
+    assert runner.sizes == [4, 4, 4, 4]  # first; [3, -1] stacked and failed; then each alone, padded
+    await batcher.close()
+
+
+# ------------------------------------------------------------------- probe
+
+
+SIGNATURE = Signature((TensorSpec("x", "FP32", (-1, 3)),), (TensorSpec("y", "FP32", (-1, 3)),))
+
+
+class ShapeDependent:
+    """Row results that depend on the execution's size below `stable` (as BLAS kernels do), or on position."""
+
+    def __init__(self, stable: int, by_position: bool = False) -> None:
+        self.stable = stable
+        self.by_position = by_position
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0].astype(np.float32)
+        rows = x.shape[0]
+        y = x * np.float32(1.1)
+        if rows < self.stable:
+            y = y + np.float32(1e-3 * rows)
+        if self.by_position:
+            y = y + np.arange(rows, dtype=np.float32)[:, None] * np.float32(1e-3)
+        return [y]
+
+
+def test_probe_finds_the_smallest_size_from_which_rows_are_batch_invariant() -> None:
+    assert runtimes.probe_min_rows(ShapeDependent(stable=1), SIGNATURE, 32) == 1  # type: ignore[arg-type]
+    assert runtimes.probe_min_rows(ShapeDependent(stable=4), SIGNATURE, 32) == 4  # type: ignore[arg-type]
+    assert runtimes.probe_min_rows(ShapeDependent(stable=5), SIGNATURE, 32) == 8  # type: ignore[arg-type]
+    assert runtimes.probe_min_rows(ShapeDependent(stable=13), SIGNATURE, 32) == 16  # type: ignore[arg-type]
+    # No power of two <= max works, or results depend on the row's position: no stacking at all.
+    assert runtimes.probe_min_rows(ShapeDependent(stable=20), SIGNATURE, 24) is None  # type: ignore[arg-type]
+    assert runtimes.probe_min_rows(ShapeDependent(1, by_position=True), SIGNATURE, 32) is None  # type: ignore[arg-type]
+
+
+def test_probe_of_a_torch_network_gives_rows_identical_in_every_execution_from_that_size() -> None:
+    """Whatever size this CPU needs, every execution of at least that size answers a row with the same bits."""
+    import torch
+
+    module = support.torch_model(support.MLP_ARCH, seed=1)
+    torch.set_num_threads(1)
+    runtime = runtimes.TorchRuntime(module, "cpu")
+    signature = Signature((TensorSpec("input", "FP32", (-1, 64)),), (TensorSpec("logits", "FP32", (-1, 10)),))
+    min_rows = runtimes.probe_min_rows(runtime, signature, 32)
+    assert min_rows is not None
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+    alone = support.expected(module, x, min_rows)
+    for size in (min_rows, min_rows + 1, 17, 32):
+        batch = rng.standard_normal((size, 64)).astype(np.float32)
+        position = int(rng.integers(0, size))
+        batch[position] = x[0]
+        assert runtime.run([batch])[0][position].tobytes() == alone[0].tobytes(), size

@@ -3,7 +3,8 @@
 One registry and one inference process serve the whole module: an MLP and the
 classic CIFAR CNN (catalog networks with safetensors weights) and an ONNX
 embedding lookup. Outputs are compared bit for bit with the same network run
-here on the same rows.
+here on the same rows, padded as the server pads them (to the minimum
+execution size it reports in ModelConfig).
 """
 
 from __future__ import annotations
@@ -36,8 +37,12 @@ class Served:
     address: str
     metrics_port: int
     modules: dict[str, Any]
+    min_rows: dict[str, int]
     table: np.ndarray
     process: support.Process
+
+    def expected(self, model: str, x: np.ndarray) -> np.ndarray:
+        return support.expected(self.modules[model], x, self.min_rows[model])
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +57,9 @@ def served(workdir: Path, registry_process: support.Process, registry: BlockingR
     proc = support.start_inference(
         registry_process.address, workdir / "inference", models="mlp,lenet,fragile", metrics_port=metrics_port
     )
-    yield Served(proc.address, metrics_port, {"mlp": mlp, "lenet": lenet, "fragile": fragile}, table, proc)
+    modules = {"mlp": mlp, "lenet": lenet, "fragile": fragile}
+    min_rows = {name: support.min_execution_rows(proc.address, name) for name in modules}
+    yield Served(proc.address, metrics_port, modules, min_rows, table, proc)
     assert proc.stop() == 0, proc.log()[-2000:]
 
 
@@ -125,6 +132,9 @@ def test_model_config_is_what_perf_analyzer_reads(client: tc.InferenceServerClie
     assert config.dynamic_batching.max_queue_delay_microseconds == 200
     assert config.dynamic_batching.default_queue_policy.max_queue_size == 512
     assert config.instance_group[0].count == 1
+    # The probe found a minimum execution size for the torch MLP: its requests are stacked.
+    assert config.parameters["stack_requests"].string_value == "true"
+    assert 1 <= int(config.parameters["min_execution_rows"].string_value) <= 32
     assert list(client.get_model_config("lenet").config.input[0].dims) == [3, 32, 32]
 
 
@@ -142,7 +152,7 @@ def test_infer_raw_answers_exactly_what_the_network_computes(
     assert len(response.raw_output_contents) == 1
     out = result.as_numpy("logits")
     assert out.shape == (rows, 10) and out.dtype == np.float32
-    assert np.array_equal(out, support.expected(served.modules["mlp"], x))
+    assert np.array_equal(out, served.expected("mlp", x))
 
 
 def test_infer_typed_contents(stub: service_pb2_grpc.GRPCInferenceServiceStub, served: Served) -> None:
@@ -152,7 +162,7 @@ def test_infer_typed_contents(stub: service_pb2_grpc.GRPCInferenceServiceStub, s
     request.outputs.add(name="logits")
     result = tc.InferResult(stub.ModelInfer(request, timeout=10))
     assert result.get_response().id == "typed"
-    assert np.array_equal(result.as_numpy("logits"), support.expected(served.modules["mlp"], x))
+    assert np.array_equal(result.as_numpy("logits"), served.expected("mlp", x))
 
 
 def test_infer_cnn_and_requested_outputs(client: tc.InferenceServerClient, served: Served) -> None:
@@ -160,7 +170,7 @@ def test_infer_cnn_and_requested_outputs(client: tc.InferenceServerClient, serve
     tensor = tc.InferInput("input", list(x.shape), "FP32")
     tensor.set_data_from_numpy(x)
     result = client.infer("lenet", [tensor], outputs=[tc.InferRequestedOutput("logits")])
-    assert np.array_equal(result.as_numpy("logits"), support.expected(served.modules["lenet"], x))
+    assert np.array_equal(result.as_numpy("logits"), served.expected("lenet", x))
 
 
 def test_onnx_model_with_int64_inputs(client: tc.InferenceServerClient, served: Served) -> None:
@@ -199,7 +209,7 @@ def test_bad_requests_get_clear_statuses_and_the_service_stays_up(
             stub.ModelInfer(request, timeout=10)
         assert info.value.code() == code, (request.inputs, info.value.details())
     tensor, x = mlp_input(1)
-    assert np.array_equal(client.infer("mlp", [tensor]).as_numpy("logits"), support.expected(served.modules["mlp"], x))
+    assert np.array_equal(client.infer("mlp", [tensor]).as_numpy("logits"), served.expected("mlp", x))
 
 
 def test_streaming_answers_a_bad_request_in_the_middle_and_lives_on(
@@ -226,7 +236,7 @@ def test_streaming_answers_a_bad_request_in_the_middle_and_lives_on(
     answered = {r.get_response().id: r.as_numpy("logits") for r, e in got if e is None}
     assert set(answered) == set(inputs)
     for request_id, x in inputs.items():
-        assert np.array_equal(answered[request_id], support.expected(served.modules["mlp"], x))
+        assert np.array_equal(answered[request_id], served.expected("mlp", x))
 
 
 # --------------------------------------------------------------- statistics
@@ -368,7 +378,7 @@ def test_a_version_that_cannot_be_served_fails_with_a_reason_and_the_old_one_kee
     tensor, x = mlp_input(1)
     result = client.infer("fragile", [tensor])
     assert result.get_response().model_version == "1"
-    assert np.array_equal(result.as_numpy("logits"), support.expected(served.modules["fragile"], x))
+    assert np.array_equal(result.as_numpy("logits"), served.expected("fragile", x))
 
 
 # --------------------------------------------------------------- concurrency
@@ -377,7 +387,7 @@ def test_a_version_that_cannot_be_served_fails_with_a_reason_and_the_old_one_kee
 async def test_concurrency_4_async_load_run_has_no_errors(served: Served) -> None:
     module = served.modules["mlp"]
     inputs = [np.random.default_rng(i).standard_normal((1, 64)).astype(np.float32) for i in range(20)]
-    wanted = [support.expected(module, x) for x in inputs]
+    wanted = [support.expected(module, x, served.min_rows["mlp"]) for x in inputs]
     errors: list[BaseException] = []
     done = 0
 
@@ -400,17 +410,33 @@ async def test_concurrency_4_async_load_run_has_no_errors(served: Served) -> Non
     assert errors == [] and done == 200
 
 
-async def test_a_poisoned_request_batched_with_a_good_one_fails_alone(
-    served: Served, registry: BlockingRegistryClient
-) -> None:
+BATCHING_CONFIG = {
+    "max_batch_size": 8,
+    "dynamic_batching": {"preferred_batch_size": [2], "max_queue_delay_microseconds": 500_000},
+}
+
+
+async def pairs_until_stacked(client: tca.InferenceServerClient, model: str, pair: Any, rounds: int = 30) -> int:
+    """Send pairs of concurrent requests until one pair shared an execution; how many pairs were sent.
+
+    A request waits for company only once the batcher has seen two at once, so
+    the first pairs may run alone; each pair is checked by `pair` either way.
+    """
+
+    async def stacked_pairs() -> int:
+        stats = (await client.get_inference_statistics(model)).model_stats[0]
+        return next((b.compute_infer.count for b in stats.batch_stats if b.batch_size == 2), 0)
+
+    before = await stacked_pairs()
+    for sent in range(1, rounds + 1):
+        await pair()
+        if await stacked_pairs() > before:
+            return sent
+    raise AssertionError(f"the two requests were never stacked into one execution in {rounds} pairs")
+
+
+async def test_a_poisoned_request_batched_with_a_good_one_fails_alone(served: Served) -> None:
     """Both pass validation; the bad index fails inside the model's execution."""
-    config = {
-        "max_batch_size": 8,
-        "dynamic_batching": {"preferred_batch_size": [2], "max_queue_delay_microseconds": 500_000},
-    }
-    async with tca.InferenceServerClient(served.address) as admin:
-        await admin.load_model("lookup", config=json.dumps(config))
-        before = await admin.get_inference_statistics("lookup", "1")
 
     def tensor(index: int) -> tca.InferInput:
         t = tca.InferInput("index", [1, 1], "INT64")
@@ -418,16 +444,50 @@ async def test_a_poisoned_request_batched_with_a_good_one_fails_alone(
         return t
 
     async with tca.InferenceServerClient(served.address) as good, tca.InferenceServerClient(served.address) as bad:
-        for _ in range(3):
-            results = await asyncio.gather(
+        await good.load_model("lookup", config=json.dumps(BATCHING_CONFIG))
+
+        async def pair() -> None:
+            ok, failed = await asyncio.gather(
                 good.infer("lookup", [tensor(3)]), bad.infer("lookup", [tensor(99)]), return_exceptions=True
             )
-            ok, failed = results
             assert not isinstance(ok, BaseException), ok
             assert np.array_equal(ok.as_numpy("embedding"), served.table[[[3]]])
             assert isinstance(failed, InferenceServerException)
             assert code_of(failed) == "StatusCode.INVALID_ARGUMENT"
-        after = await good.get_inference_statistics("lookup", "1")
-    batches = {b.batch_size: b.compute_infer.count for b in after.model_stats[0].batch_stats}
-    earlier = {b.batch_size: b.compute_infer.count for b in before.model_stats[0].batch_stats}
-    assert batches.get(2, 0) > earlier.get(2, 0), "the good and the bad request were never batched together"
+
+        await pairs_until_stacked(good, "lookup", pair)
+
+
+@pytest.mark.parametrize("arch", [support.MLP_ARCH, support.LENET_ARCH], ids=["mlp", "cnn"])
+async def test_a_torch_request_stacked_with_a_poisoned_one_is_exactly_what_it_gets_alone(
+    served: Served, registry: BlockingRegistryClient, arch: dict[str, Any]
+) -> None:
+    """A real stacked batch of a torch model: NaN and infinity in the neighbour change no bit of the good row."""
+    name = f"stacked-{arch['name']}"
+    _, module = support.register_torch(registry, name, arch, seed=21)
+    shape = [1, *arch["input_shape"]]
+    x = np.random.default_rng(8).standard_normal(shape).astype(np.float32) * 3
+    poison = np.full(shape, np.nan, dtype=np.float32)
+    poison.reshape(-1)[::2] = np.inf
+
+    def tensor(values: np.ndarray) -> tca.InferInput:
+        t = tca.InferInput("input", shape, "FP32")
+        t.set_data_from_numpy(values)
+        return t
+
+    async with tca.InferenceServerClient(served.address) as good, tca.InferenceServerClient(served.address) as bad:
+        await good.load_model(name, config=json.dumps(BATCHING_CONFIG))
+        config = (await good.get_model_config(name)).config
+        assert config.parameters["stack_requests"].string_value == "true"
+        min_rows = int(config.parameters["min_execution_rows"].string_value)
+        alone = (await good.infer(name, [tensor(x)])).as_numpy("logits")
+
+        async def pair() -> None:
+            ok, poisoned = await asyncio.gather(good.infer(name, [tensor(x)]), bad.infer(name, [tensor(poison)]))
+            assert ok.as_numpy("logits").tobytes() == alone.tobytes()
+            assert not np.isfinite(poisoned.as_numpy("logits")).all()
+
+        await pairs_until_stacked(good, name, pair)
+        assert (await good.infer(name, [tensor(x)])).as_numpy("logits").tobytes() == alone.tobytes()
+        await good.unload_model(name)
+    assert np.array_equal(alone, support.expected(module, x, min_rows))

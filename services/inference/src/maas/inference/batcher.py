@@ -13,12 +13,14 @@ Requests are queued on the event loop; a scheduler hands groups of them to
   before compute. Past max_queue_size queued requests, submit raises
   ResourceExhausted at once.
 - Stacking (concatenating along dim 0, one forward pass, splitting back) is
-  used only when the runtime was found batch-invariant at warm-up (see
-  runtimes.probe_batch_invariance). Otherwise every request of a group is
-  computed on its own rows, exactly as if it had come alone: the group still
-  shares one hand-off to the executor, but no request's numbers depend on its
-  neighbours'. If a stacked pass fails, its requests are retried one by one so
-  a bad request fails alone.
+  used when warm-up found a minimum execution size `min_rows` from which each
+  row's result is bit-identical whatever its batch (runtimes.probe_min_rows).
+  Every execution - a lone request too - is then padded with zero rows up to
+  `min_rows`, so a response never depends on what it was batched with and
+  equals the same request sent alone. A runtime without such a size computes
+  every request of a group on its own rows: the group still shares one
+  hand-off to the executor. If a stacked pass fails, its requests are retried
+  one by one so a bad request fails alone.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class BatchPolicy:
     instances: int = 1
     stack: bool = False
     """Concatenate requests into one forward pass (only for batch-invariant runtimes)."""
+    min_rows: int = 1
+    """When stacking: every execution is padded with zero rows up to this size."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Execution:
     """One model execution, for the batch statistics."""
 
     rows: int
+    """Rows of the requests it answered (zero padding not counted)."""
     requests: int
     input_ns: int
     infer_ns: int
@@ -289,17 +294,27 @@ class Batcher:
     def _execute(self, group: list[_Work]) -> _Done:
         """Runs on an executor thread; statistics are recorded back on the loop."""
         executions: list[Execution] = []
-        if self.policy.stack and len(group) > 1:
+        if not self.policy.stack:
+            return [self._alone(work, executions) for work in group], executions
+        try:
+            return list[Outcome | BaseException](self._stacked(group, executions)), executions
+        except Exception as exc:
+            if len(group) == 1:
+                return [exc], executions
+            log.debug("stacked execution failed; running the group's requests one by one", exc_info=True)
+        results: list[Outcome | BaseException] = []
+        for work in group:
             try:
-                return self._stacked(group, executions), executions
-            except Exception:
-                log.debug("stacked execution failed; running the group's requests one by one", exc_info=True)
-        return [self._alone(work, executions) for work in group], executions
+                results.extend(self._stacked([work], executions))
+            except Exception as exc:  # noqa: BLE001 - the caller gets it
+                results.append(exc)
+        return results, executions
 
-    def _stacked(self, group: list[_Work], executions: list[Execution]) -> list[Outcome | BaseException]:
+    def _stacked(self, group: list[_Work], executions: list[Execution]) -> list[Outcome]:
         t0 = time.perf_counter_ns()
-        inputs = [np.concatenate([w.arrays[i] for w in group]) for i in range(len(group[0].arrays))]
         rows = sum(w.rows for w in group)
+        padded = max(rows, self.policy.min_rows)
+        inputs = [_concatenate([w.arrays[i] for w in group], padded) for i in range(len(group[0].arrays))]
         t1 = time.perf_counter_ns()
         try:
             outputs = self._run(inputs)
@@ -308,20 +323,18 @@ class Batcher:
             executions.append(Execution(rows, len(group), t1 - t0, time.perf_counter_ns() - t1, 0))
             raise
         t2 = time.perf_counter_ns()
-        results: list[Outcome | BaseException] = []
+        parts_of: list[list[np.ndarray]] = []
         start = 0
         for work in group:
             end = start + work.rows
-            parts = [out[start:end] for out in outputs]
+            parts_of.append([out[start:end] for out in outputs])
             start = end
-            results.append(Outcome(parts, work.dispatched - work.enqueued, t1 - t0, t2 - t1, 0, rows))
         t3 = time.perf_counter_ns()
-        results = [
-            Outcome(r.outputs, r.queue_ns, r.input_ns, r.infer_ns, t3 - t2, rows) if isinstance(r, Outcome) else r
-            for r in results
-        ]
         executions.append(Execution(rows, len(group), t1 - t0, t2 - t1, t3 - t2))
-        return results
+        return [
+            Outcome(parts, work.dispatched - work.enqueued, t1 - t0, t2 - t1, t3 - t2, rows)
+            for work, parts in zip(group, parts_of, strict=True)
+        ]
 
     def _alone(self, work: _Work, executions: list[Execution]) -> Outcome | BaseException:
         try:
@@ -334,3 +347,17 @@ class Batcher:
             return exc
         executions.append(Execution(work.rows, 1, t1 - t0, t2 - t1, 0))
         return Outcome(outputs, work.dispatched - work.enqueued, t1 - t0, t2 - t1, 0, work.rows)
+
+
+def _concatenate(arrays: list[np.ndarray], rows: int) -> np.ndarray:
+    """Stack along dim 0 into a fresh writable array of `rows` rows, zeros after the given ones."""
+    first = arrays[0]
+    if len(arrays) == 1 and first.shape[0] == rows and first.flags.writeable:
+        return first
+    out = np.empty((rows, *first.shape[1:]), dtype=first.dtype)
+    start = 0
+    for a in arrays:
+        out[start : start + a.shape[0]] = a
+        start += a.shape[0]
+    out[start:] = 0
+    return out

@@ -148,7 +148,11 @@ def to_model_config(served: ServedVersion) -> pb.ModelConfigResponse:
                 else mc.ModelInstanceGroup.KIND_CPU,
             )
         ],
-        parameters={"stack_requests": mc.ModelParameter(string_value="true" if policy.stack else "false")},
+        parameters={
+            "stack_requests": mc.ModelParameter(string_value="true" if policy.stack else "false"),
+            # Executions are padded to at least this many rows (the batch-invariance probe's finding).
+            "min_execution_rows": mc.ModelParameter(string_value=str(policy.min_rows if policy.stack else 1)),
+        },
     )
     if policy.max_batch_size > 1:
         config.dynamic_batching.CopyFrom(

@@ -306,7 +306,7 @@ class ModelManager:
         )
         declared = signature_from_registry(version.signature)
 
-        def build() -> tuple[runtimes.Runtime, Signature, bool]:
+        def build() -> tuple[runtimes.Runtime, Signature, int | None]:
             try:
                 runtime: runtimes.Runtime
                 if version.format == rpb.MODEL_FORMAT_SAFETENSORS:
@@ -320,15 +320,14 @@ class ModelManager:
                     raise errors.FailedPrecondition(str(exc)) from None
                 rows = max_rows if signature.batched else 1
                 runtimes.warm_up(runtime, signature, rows)
-                invariant = runtimes.probe_batch_invariance(runtime, signature, rows, preferred)
-                return runtime, signature, invariant
+                return runtime, signature, runtimes.probe_min_rows(runtime, signature, rows)
             except errors.MaasError as exc:
                 raise errors.FailedPrecondition(f"{ref} cannot be served: {exc.message}") from None
             except Exception as exc:
                 log.exception("%s: build failed", ref)
                 raise errors.FailedPrecondition(f"{ref} cannot be served: {runtimes._short(exc)}") from None
 
-        runtime, signature, invariant = await asyncio.to_thread(build)
+        runtime, signature, min_rows = await asyncio.to_thread(build)
         batched = signature.batched
         policy = BatchPolicy(
             max_batch_size=max_rows if (batched and settings.dynamic_batching) else 1,
@@ -338,7 +337,8 @@ class ModelManager:
             preferred_batch_sizes=tuple(p for p in preferred if p <= max_rows),
             max_queue_size=opts.max_queue_size or settings.max_queue_size,
             instances=opts.instances or settings.instances,
-            stack=invariant,
+            stack=min_rows is not None,
+            min_rows=min_rows or 1,
         )
         limits = Limits(max_batch_size=max_rows if batched else 0, max_elements=settings.max_request_elements)
         stats = self.statistics.for_version(entry.name, version.version)
@@ -348,7 +348,9 @@ class ModelManager:
             ref,
             runtime.device,
             runtime.platform,
-            "stacks requests" if invariant else "computes each request on its own rows (not batch-invariant)",
+            f"stacks requests, executions padded to {min_rows}+ rows"
+            if min_rows is not None
+            else "computes each request on its own rows (not batch-invariant)",
         )
         return ServedVersion(
             entry.name, version.version, runtime, signature, policy, limits, Recorder(stats, observer), opts

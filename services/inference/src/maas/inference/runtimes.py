@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,13 +75,21 @@ class TorchRuntime:
     platform = "pytorch"
     backend = "pytorch"
 
-    def __init__(self, module: Any, device: str) -> None:
+    def __init__(self, module: Any, device: str, threads: int = 1) -> None:
         self.module = module
         self.device = device
+        self.threads = threads
+        self._thread = threading.local()
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         import torch
 
+        if not getattr(self._thread, "ready", False):
+            # A thread's first GEMM otherwise uses OpenMP's default (every core), not
+            # the process's torch.set_num_threads: measured here, executor threads ran
+            # MKL on 2 threads (and gave other bits) while the main thread used 1.
+            torch.set_num_threads(self.threads)
+            self._thread.ready = True
         with torch.inference_mode():
             x = torch.from_numpy(inputs[0])
             if self.device != "cpu":
@@ -118,7 +127,7 @@ def load_torch(architecture: dict[str, Any], weights: Path, options: RuntimeOpti
         tuple(TensorSpec(t["name"], t["datatype"], tuple(t["shape"])) for t in sig["inputs"]),
         tuple(TensorSpec(t["name"], t["datatype"], tuple(t["shape"])) for t in sig["outputs"]),
     )
-    return TorchRuntime(module, device), signature
+    return TorchRuntime(module, device, options.intra_op_threads), signature
 
 
 # -------------------------------------------------------------------- onnx
@@ -236,38 +245,66 @@ def warm_up(runtime: Runtime, signature: Signature, max_rows: int) -> None:
                 raise errors.FailedPrecondition(f"output '{spec.name}' does not keep the batch dimension")
 
 
-def probe_sizes(max_rows: int, preferred: tuple[int, ...] = ()) -> list[int]:
-    candidates = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, max_rows - 1, max_rows, *preferred}
-    return sorted(s for s in candidates if 1 <= s <= max_rows)
+def probe_sizes(max_rows: int) -> list[int]:
+    """Execution sizes the probe tries: every size up to 64, then a sample that includes the max."""
+    sizes = set(range(1, min(max_rows, 64) + 1))
+    power = 64
+    while power < max_rows:
+        sizes.update((power - 1, power, power + 1))
+        power *= 2
+    sizes.update(range(max(1, max_rows - 2), max_rows + 1))
+    return sorted(s for s in sizes if 1 <= s <= max_rows)
 
 
-def probe_batch_invariance(
-    runtime: Runtime, signature: Signature, max_rows: int, preferred: tuple[int, ...] = ()
-) -> bool:
-    """Whether each row's result is bit-identical whatever the batch it is computed in.
+def probe_min_rows(runtime: Runtime, signature: Signature, max_rows: int, rounds: int = 2) -> int | None:
+    """The smallest execution size from which each row's result no longer depends on its batch.
 
-    Math libraries choose kernels by matrix shape, so a row computed in a batch
-    of 8 may differ in the last bits from the same row computed alone (measured
-    here: torch on CPU differs for every batch size above 1, for MLP and CNN
-    alike). Each probe size's rows are compared with the rows computed one at
-    a time; any difference (or any failure) means the batcher must not stack.
+    Math libraries choose kernels by matrix shape: measured here, torch on CPU
+    gives a row different last bits at 1 row, at 2-3 rows and at 4 or more (and
+    with two intra-op threads also by position below 12 rows), while every
+    execution of 4+ rows (16+ with two threads) agrees, whatever the row's
+    position and neighbours. So an execution padded to at least that size
+    answers each row exactly as if it had come alone.
+
+    Each round computes `max_rows` random rows in one execution (the reference),
+    then every probed size M once, with rows of that pool in a shuffled order:
+    in the first round beside other random rows, in the second beside zeros
+    (the padding the batcher adds). The answer is the smallest M0 in 1, 2, 4,
+    8, ... (<= max_rows) such that every probed size >= M0 reproduced the
+    reference bit for bit; None when none does (or the probe fails) - then
+    the batcher computes each request on its own rows.
     """
-    if not signature.batched or max_rows <= 1:
-        return False
+    if not signature.batched:
+        return None
+    if max_rows <= 1:
+        return 1
+    sizes = probe_sizes(max_rows)
+    agrees = dict.fromkeys(sizes, True)
     try:
-        sizes = probe_sizes(max_rows, preferred)
-        inputs = example_inputs(signature, max(sizes), seed=1)
-        alone = [runtime.run([a[i : i + 1] for a in inputs]) for i in range(max(sizes))]
-        for size in sizes[1:]:
-            together = runtime.run([np.ascontiguousarray(a[:size]) for a in inputs])
-            for i in range(size):
-                for out_alone, out_together in zip(alone[i], together, strict=True):
-                    if out_alone.tobytes() != out_together[i : i + 1].tobytes():
-                        return False
-        return True
+        for round_ in range(rounds):
+            pool = example_inputs(signature, max_rows, seed=100 + round_)
+            reference = runtime.run(pool)
+            rng = np.random.default_rng(round_)
+            for size in sizes:
+                order = rng.permutation(max_rows)[:size]
+                real = size if round_ == 0 else max(1, size // 2)
+                batch = [a[order] for a in pool]
+                if real < size:
+                    for b in batch:
+                        b[real:] = 0
+                outputs = runtime.run(batch)
+                for ref, out in zip(reference, outputs, strict=True):
+                    if ref[order[:real]].tobytes() != out[:real].tobytes():
+                        agrees[size] = False
     except Exception:
         log.debug("batch-invariance probe failed", exc_info=True)
-        return False
+        return None
+    candidate = 1
+    while candidate <= max_rows:
+        if all(ok for size, ok in agrees.items() if size >= candidate):
+            return candidate
+        candidate *= 2
+    return None
 
 
 def _short(exc: BaseException) -> str:
