@@ -12,13 +12,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from maas.registry.db import migrate
 from maas.registry.db.database import Database
 from maas.registry.db.schema import Base
+from maas.v1 import common_pb2
+from maas.v1 import registry_pb2 as pb
 from tests.conftest import BACKENDS, PG_ADMIN_URL
+from tests.registry.conftest import serving
 
 
 @contextlib.contextmanager
@@ -121,17 +124,21 @@ def check_replicas_migrating_at_once(fresh_url: str, tmp_path: Path) -> None:
         db.dispose()
 
 
-def test_0002_fills_version_metrics_model_id(fresh_url: str) -> None:
-    """Upgrading a database that holds data: metrics of existing versions get their model."""
+def _alembic(db: Database, action: str, revision: str) -> None:
     from alembic import command
 
+    config = migrate._config()
+    with db.engine.connect() as conn:
+        config.attributes["connection"] = conn
+        getattr(command, action)(config, revision)
+        conn.commit()
+
+
+def test_0002_fills_version_metrics_model_id(fresh_url: str) -> None:
+    """Upgrading a database that holds data: metrics of existing versions get their model."""
     db = Database(fresh_url)
     try:
-        config = migrate._config()
-        with db.engine.connect() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, "0001")
-            conn.commit()
+        _alembic(db, "upgrade", "0001")
         with db.engine.begin() as conn:
             for model_id, name in ((1, "a"), (2, "b")):
                 conn.exec_driver_sql(
@@ -152,5 +159,51 @@ def test_0002_fills_version_metrics_model_id(fresh_url: str) -> None:
         with db.engine.connect() as conn:
             rows = conn.exec_driver_sql("SELECT version_id, model_id FROM version_metrics ORDER BY version_id").all()
         assert [tuple(r) for r in rows] == [(11, 1), (12, 2)]
+    finally:
+        db.dispose()
+
+
+async def test_0003_moves_metric_points_into_chunks(fresh_url: str, tmp_path: Path) -> None:
+    """Points stored a row each (before 0003) read back the same, in order, after the move."""
+    db = Database(fresh_url)
+    try:
+        _alembic(db, "upgrade", "0002")
+        loss = [(step, 1000 + step % 7, step / 3) for step in range(20_000)]  # more than one chunk
+        loss += [(5, 1005, 9.0), (5, 1005, 9.0), (3, 999, 1.0)]  # duplicates, late points
+        acc = [(step, 2000, 0.5) for step in range(0, 100, 10)]
+        with db.engine.begin() as conn:
+            for pk, run_id in ((1, "a" * 32), (2, "b" * 32)):
+                conn.exec_driver_sql(
+                    "INSERT INTO runs (id, run_id, name, job_id, status, started_at_ms, finished_at_ms)"
+                    f" VALUES ({pk}, '{run_id}', '', '', 'RUNNING', 0, 0)"
+                )
+            conn.execute(
+                text("INSERT INTO metric_points VALUES (:r, :k, :s, :t, :v)"),
+                [{"r": 1, "k": "loss", "s": s, "t": t, "v": v} for s, t, v in loss]
+                + [{"r": 2, "k": "acc", "s": s, "t": t, "v": v} for s, t, v in acc],
+            )
+        assert migrate.upgrade(db) == migrate.head()
+        assert migrate.drift(db) == []
+        async with serving(fresh_url, tmp_path / "artifacts") as (_, stub):
+            for run_id, key, points in (("a" * 32, "loss", loss), ("b" * 32, "acc", acc)):
+                got: list[tuple[int, int, float]] = []
+                token = ""
+                while True:
+                    resp = await stub.GetMetricHistory(
+                        pb.GetMetricHistoryRequest(
+                            run_id=run_id, key=key, page=common_pb2.PageRequest(page_size=7000, page_token=token)
+                        )
+                    )
+                    s = resp.series
+                    got += zip(s.steps, s.timestamps_ms, s.values, strict=True)
+                    token = resp.next_page_token
+                    if not token:
+                        break
+                assert got == sorted(points)
+        # And back: the downgrade restores a row per point.
+        _alembic(db, "downgrade", "0002")
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM metric_points").scalar_one() == len(loss) + len(acc)
+        assert migrate.upgrade(db) == migrate.head()
     finally:
         db.dispose()

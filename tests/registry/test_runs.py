@@ -126,6 +126,16 @@ async def test_log_metrics_in_batches(stub) -> None:
     assert await history_pages(stub, run.run_id, "absent", 100) == []
 
 
+async def test_an_empty_series_beside_others(stub) -> None:
+    run = await stub.CreateRun(pb.CreateRunRequest())
+    resp = await stub.LogMetrics(
+        pb.LogMetricsRequest(run_id=run.run_id, series=[pb.MetricSeries(key="empty"), series("loss", [(0, 1, 2.0)])])
+    )
+    assert resp.points_written == 1
+    assert dict((await stub.GetRun(pb.GetRunRequest(run_id=run.run_id))).metrics) == {"loss": 2.0}
+    assert await history_pages(stub, run.run_id, "empty", 10) == []
+
+
 async def test_malformed_series_write_nothing(stub) -> None:
     run = await stub.CreateRun(pb.CreateRunRequest())
     bad = [

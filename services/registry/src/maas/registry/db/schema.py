@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -132,16 +133,22 @@ class LatestMetricRow(Base):
 
 
 # Metric points: append-only and the hottest table, so a plain Core table
-# (no ORM identity map, no surrogate key) read and written in bulk.
-metric_points = Table(
-    "metric_points",
+# read and written in bulk, column-wise: one row holds up to a few thousand
+# points of one (run, key), sorted, packed as little-endian int64 (steps,
+# timestamps) and float64 (values) arrays (see domain/metric_store.py).
+metric_chunks = Table(
+    "metric_chunks",
     Base.metadata,
+    Column("id", Id, primary_key=True),
     Column("run_pk", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
     Column("key", String(250), nullable=False),
-    Column("step", BigInteger, nullable=False),
-    Column("timestamp_ms", BigInteger, nullable=False),
-    Column("value", Double, nullable=False),
-    Index(None, "run_pk", "key", "step"),
+    Column("first_step", BigInteger, nullable=False),
+    Column("last_step", BigInteger, nullable=False),
+    Column("points", Integer, nullable=False),
+    Column("step_data", LargeBinary, nullable=False),
+    Column("timestamp_data", LargeBinary, nullable=False),
+    Column("value_data", LargeBinary, nullable=False),
+    Index(None, "run_pk", "key", "first_step"),
 )
 
 

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from maas.common import errors, names
 from maas.registry import entities
 from maas.registry.db.database import Database, now_ms
-from maas.registry.db.schema import LatestMetricRow, RunParamRow, RunRow, metric_points
-from maas.registry.domain import paging
+from maas.registry.db.schema import LatestMetricRow, RunParamRow, RunRow
+from maas.registry.domain import metric_store, paging
 
 MAX_POINTS_PER_CALL = 1_000_000
 HISTORY_DEFAULT_PAGE = 10_000
@@ -123,22 +123,27 @@ class RunService:
         if total == 0:
             return 0
         ts = now_ms()
-        rows: list[tuple[str, int, int, float]] = []
+        batches: list[tuple[str, metric_store.Points]] = []
         latest: dict[str, tuple[int, int, float]] = {}
         for s_ in series:
+            if not s_.values:
+                continue
             stamps = s_.timestamps_ms or [ts] * len(s_.values)
-            points = list(zip(s_.steps, stamps, s_.values, strict=True))
-            rows.extend((s_.key, step, stamp, value) for step, stamp, value in points)
-            best = max(points, key=lambda p: (p[0], p[1]))
+            points = metric_store.Points.sorted_from(list(s_.steps), list(stamps), list(s_.values))
+            batches.append((s_.key, points))
+            # The newest point: the last by (step, timestamp), as sorted.
+            best = (points.steps[-1], points.stamps[-1], points.values[-1])
             prior = latest.get(s_.key)
             if prior is None or (best[0], best[1]) >= (prior[0], prior[1]):
                 latest[s_.key] = best
 
         def tx(s: Session) -> int:
             run_pk = self._running(s, run_id, load=False)
-            self._insert_points(s, run_pk, rows)
+            conn = s.connection()
+            for key, points in batches:
+                metric_store.write(conn, run_pk, key, points)
             self._upsert_latest(s, run_pk, latest)
-            return len(rows)
+            return total
 
         return self._db.write(tx)
 
@@ -175,35 +180,32 @@ class RunService:
             run_pk = s.scalar(select(RunRow.id).where(RunRow.run_id == run_id))
             if run_pk is None:
                 raise errors.NotFound(f"run '{run_id}' not found")
-            c = metric_points.c
-            query = select(c.step, c.timestamp_ms, c.value).where(c.run_pk == run_pk, c.key == key)
-            # A bound of 0 is no bound: min_step alone means "from there on".
-            if min_step:
-                query = query.where(c.step >= min_step)
-            if max_step:
-                query = query.where(c.step <= max_step)
-            skip = 0
+            cursor = None
             if after:
-                last_step, last_ts, skip = (int(v) for v in after)
-                query = query.where(or_(c.step > last_step, and_(c.step == last_step, c.timestamp_ms >= last_ts)))
-            query = query.order_by(c.step, c.timestamp_ms, c.value).limit(limit + skip + 1)
-            points = s.execute(query).all()[skip:]
-            more = len(points) > limit
-            points = points[:limit]
-            if points:
-                steps, stamps, values = (list(col) for col in zip(*points, strict=True))
-            else:
-                steps, stamps, values = [], [], []
+                try:
+                    cursor = metric_store.Cursor(*(int(v) for v in after))
+                except (TypeError, ValueError) as exc:
+                    raise errors.InvalidArgument("page_token: invalid") from exc
+            page = metric_store.read(
+                s.connection(),
+                run_pk,
+                key,
+                min_step=min_step or None,
+                max_step=max_step or None,
+                after=cursor,
+                limit=limit,
+            )
+            steps, stamps, values = page.points.steps, page.points.stamps, page.points.values
             next_token = ""
-            if more:
+            if page.more:
                 last = (steps[-1], stamps[-1])
                 same = 0
                 for st, tm in zip(reversed(steps), reversed(stamps), strict=True):
                     if (st, tm) != last:
                         break
                     same += 1
-                if same == len(steps) and after and (int(after[0]), int(after[1])) == last:
-                    same += skip
+                if cursor is not None and same == len(steps) and (cursor.step, cursor.stamp) == last:
+                    same += cursor.skip
                 next_token = paging.encode([last[0], last[1], same], scope)
             return entities.Page([entities.MetricSeries(key, steps, values, stamps)], next_token)
 
@@ -224,21 +226,6 @@ class RunService:
         if status != entities.RunStatus.RUNNING.value:
             raise errors.FailedPrecondition(f"run '{run_id}' has ended ({status})")
         return result
-
-    def _insert_points(self, s: Session, run_pk: int, rows: list[tuple[str, int, int, float]]) -> None:
-        conn = s.connection()
-        if self._db.dialect == "postgresql":
-            # COPY is the bulk path PostgreSQL is built for: one round trip.
-            raw = conn.connection.driver_connection
-            sql = "COPY metric_points (run_pk, key, step, timestamp_ms, value) FROM STDIN"
-            with raw.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[union-attr]
-                for key, step, stamp, value in rows:
-                    copy.write_row((run_pk, key, step, stamp, value))
-        else:
-            conn.exec_driver_sql(
-                "INSERT INTO metric_points (run_pk, key, step, timestamp_ms, value) VALUES (?, ?, ?, ?, ?)",
-                [(run_pk, key, step, stamp, value) for key, step, stamp, value in rows],
-            )
 
     def _upsert_latest(self, s: Session, run_pk: int, latest: dict[str, tuple[int, int, float]]) -> None:
         values = [
