@@ -50,9 +50,12 @@ def _supervise(settings: InferenceSettings) -> int:
 
     running = {child.pid: child for child in children}
 
+    signalled: list[int] = []
+
     def forward(signum: int, _frame: object) -> None:
         # os.kill, not Popen.send_signal: that polls, and a poll reaps the child
         # behind os.wait's back (which then finds no child to wait for).
+        signalled.append(signum)
         for pid in list(running):
             try:
                 os.kill(pid, signum)
@@ -72,7 +75,8 @@ def _supervise(settings: InferenceSettings) -> int:
             continue
         child.returncode = os.waitstatus_to_exitcode(status)
         code = code or child.returncode
-        forward(signal.SIGTERM, None)
+        if not signalled:  # a worker ended on its own: stop the others (once; a second SIGTERM kills)
+            forward(signal.SIGTERM, None)
     return code
 
 
