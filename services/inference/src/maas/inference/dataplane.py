@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from maas.common import errors
 from maas.inference import validation
+from maas.inference.batcher import Outcome
 from maas.inference.converters import IndexEntry, InferResult
 from maas.inference.manager import ModelManager, ModelOptions, ServedVersion, State, Target
 from maas.inference.statistics import Statistics, VersionStats
+from maas.inference.validation import ParsedRequest
 
 log = logging.getLogger("maas.inference.dataplane")
 
@@ -46,28 +49,65 @@ class DataPlane:
     # ------------------------------------------------------------ inference
 
     async def infer(self, request: Any, time_remaining: float | None) -> InferResult:
+        served, parsed, future, start = self._submit(request, time_remaining)
+        try:
+            outcome = await future
+        except BaseException as exc:
+            _record_failure(served, start, exc)
+            raise
+        finally:
+            served.release()
+        return self._succeeded(served, parsed, outcome, start, request.id)
+
+    def infer_soon(self, request: Any, done: Callable[[InferResult | BaseException], None]) -> asyncio.Future[Any]:
+        """Start one request and call `done` with its result or error; no task per request.
+
+        Returns the queued work (cancel it to drop the request), or a finished
+        future when the request failed before it was queued (`done` was called).
+        """
+        try:
+            served, parsed, future, start = self._submit(request, None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through `done`
+            done(exc)
+            finished: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            finished.set_result(None)
+            return finished
+
+        def finish(f: asyncio.Future[Outcome]) -> None:
+            served.release()
+            if f.cancelled():
+                _record_failure(served, start, asyncio.CancelledError())
+                return
+            exc = f.exception()
+            if exc is not None:
+                _record_failure(served, start, exc)
+                done(exc)
+            else:
+                done(self._succeeded(served, parsed, f.result(), start, request.id))
+
+        future.add_done_callback(finish)
+        return future
+
+    def _submit(
+        self, request: Any, time_remaining: float | None
+    ) -> tuple[ServedVersion, ParsedRequest, asyncio.Future[Outcome], int]:
         start = time.perf_counter_ns()
         served = self.manager.lookup(request.model_name, request.model_version)
-        recorder = served.recorder
         try:
             parsed = validation.parse(request, served.signature, served.limits)
             deadline = time.monotonic() + time_remaining if time_remaining is not None else None
-            outcome = await served.infer(parsed, deadline)
-        except errors.ResourceExhausted:
-            recorder.failure(time.perf_counter_ns() - start, "REJECTED")
+            future = served.submit(parsed, deadline)
+        except BaseException as exc:
+            _record_failure(served, start, exc)
             raise
-        except (errors.DeadlineExceeded, asyncio.CancelledError):
-            recorder.failure(time.perf_counter_ns() - start, "CANCELED")
-            raise
-        except errors.InvalidArgument:
-            recorder.failure(time.perf_counter_ns() - start, "OTHER")
-            raise
-        except BaseException:
-            recorder.failure(time.perf_counter_ns() - start, "BACKEND")
-            raise
-        recorder.success(outcome, time.perf_counter_ns() - start, parsed.rows)
+        return served, parsed, future, start
+
+    def _succeeded(
+        self, served: ServedVersion, parsed: ParsedRequest, outcome: Outcome, start: int, request_id: str
+    ) -> InferResult:
+        served.recorder.success(outcome, time.perf_counter_ns() - start, parsed.rows)
         specs = served.signature.outputs
-        return InferResult(served, request.id, [(specs[i], outcome.outputs[i]) for i in parsed.outputs])
+        return InferResult(served, request_id, [(specs[i], outcome.outputs[i]) for i in parsed.outputs])
 
     # ----------------------------------------------------------- statistics
 
@@ -125,3 +165,15 @@ class DataPlane:
 
     async def unload(self, name: str) -> None:
         await self.manager.unload(name)
+
+
+def _record_failure(served: ServedVersion, start: int, exc: BaseException) -> None:
+    if isinstance(exc, errors.ResourceExhausted):
+        reason = "REJECTED"
+    elif isinstance(exc, errors.DeadlineExceeded | asyncio.CancelledError):
+        reason = "CANCELED"
+    elif isinstance(exc, errors.InvalidArgument):
+        reason = "OTHER"
+    else:
+        reason = "BACKEND"
+    served.recorder.failure(time.perf_counter_ns() - start, reason)

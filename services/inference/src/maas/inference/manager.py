@@ -102,15 +102,17 @@ class ServedVersion:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def infer(self, parsed: ParsedRequest, deadline: float | None) -> Outcome:
+    def submit(self, parsed: ParsedRequest, deadline: float | None) -> asyncio.Future[Outcome]:
+        """Queue one request; the caller calls `release` once the future is done."""
+        future = self.batcher.submit(parsed.arrays, parsed.rows, deadline)
         self.inflight += 1
         self._idle.clear()
-        try:
-            return await self.batcher.submit(parsed.arrays, parsed.rows, deadline)
-        finally:
-            self.inflight -= 1
-            if self.inflight == 0:
-                self._idle.set()
+        return future
+
+    def release(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0:
+            self._idle.set()
 
     async def drain(self, timeout: float) -> None:
         self.state = State.UNLOADING

@@ -3,19 +3,22 @@
 Domain errors propagate to the error-mapping interceptor (one table to status
 codes). In ModelStreamInfer a failed request is answered in-stream with its
 error_message and the stream goes on; requests of one stream run concurrently
-(up to STREAM_WINDOW at once) and are answered as they finish, carrying their
-request id.
+(up to STREAM_WINDOW at once, each a callback on its queued work rather than a
+task) and are answered as they finish, carrying their request id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
+from typing import Any
 
 from grpc import aio
 
 from maas.common import errors
 from maas.inference import converters
+from maas.inference.converters import InferResult
 from maas.inference.dataplane import EXTENSIONS, SERVER_NAME, SERVER_VERSION, DataPlane
 from maas.oip import grpc_service_pb2 as pb
 from maas.oip import grpc_service_pb2_grpc as pb_grpc
@@ -57,29 +60,34 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: aio.ServicerContext
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        window = asyncio.Semaphore(STREAM_WINDOW)
-        tasks: set[asyncio.Task[None]] = set()
+        pending: set[asyncio.Future[Any]] = set()
+        room = asyncio.Event()
 
-        async def answer(request: pb.ModelInferRequest) -> None:
-            try:
-                result = await self.plane.infer(request, None)
+        def answer(request: pb.ModelInferRequest, result: InferResult | BaseException) -> None:
+            if isinstance(result, InferResult):
                 answers.put_nowait(pb.ModelStreamInferResponse(infer_response=converters.to_infer_response(result)))
-            except errors.MaasError as exc:
-                answers.put_nowait(converters.to_stream_error(request, exc.message))
-            except Exception:  # noqa: BLE001 - one request's failure must not end the stream
+            elif isinstance(result, errors.MaasError):
+                answers.put_nowait(converters.to_stream_error(request, result.message))
+            else:  # one request's failure must not end the stream
                 answers.put_nowait(converters.to_stream_error(request, "internal error"))
-            finally:
-                window.release()
+
+        def settled(work: asyncio.Future[Any]) -> None:
+            pending.discard(work)
+            room.set()
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    await window.acquire()
-                    task = asyncio.create_task(answer(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                if tasks:
-                    await asyncio.gather(*tasks, return_exceptions=True)
+                    while len(pending) >= STREAM_WINDOW:
+                        room.clear()
+                        await room.wait()
+                    work = self.plane.infer_soon(request, functools.partial(answer, request))
+                    if not work.done():
+                        pending.add(work)
+                        work.add_done_callback(settled)
+                while pending:
+                    room.clear()
+                    await room.wait()
             finally:
                 answers.put_nowait(None)
 
@@ -90,8 +98,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await reader
         finally:
             reader.cancel()
-            for task in list(tasks):
-                task.cancel()
+            for work in list(pending):
+                work.cancel()
 
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: aio.ServicerContext

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class TensorSpec:
     datatype: str
     shape: tuple[int, ...]
 
-    @property
+    @cached_property
     def dtype(self) -> np.dtype:
         return NUMPY_DTYPE[self.datatype]
 
@@ -71,9 +72,17 @@ class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
-    @property
+    @cached_property
     def batched(self) -> bool:
         return all(t.shape and t.shape[0] == -1 for t in (*self.inputs, *self.outputs))
+
+    @cached_property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @cached_property
+    def all_outputs(self) -> tuple[int, ...]:
+        return tuple(range(len(self.outputs)))
 
     def check_servable(self) -> None:
         """Raise ValueError naming the first tensor the service cannot carry."""

@@ -48,46 +48,56 @@ def parse(request: Any, signature: Signature, limits: Limits) -> ParsedRequest:
     specs = signature.inputs
     inputs = request.inputs
     raw = request.raw_input_contents
-    if len(inputs) > len(specs):
+    given = len(inputs)
+    if given > len(specs):
         extra = [t.name for t in inputs if t.name not in {s.name for s in specs}][:1]
         which = f"'{_name(extra[0])}'" if extra else "duplicated"
         raise InvalidArgument(f"input {which}: not an input of this model (it takes {len(specs)})")
-    if raw and len(raw) != len(inputs):
+    if raw and len(raw) != given:
         raise InvalidArgument(
-            f"raw_input_contents: {len(raw)} entries for {len(inputs)} inputs (give one per input, or none)"
+            f"raw_input_contents: {len(raw)} entries for {given} inputs (give one per input, or none)"
         )
-    by_name = {t.name: i for i, t in enumerate(inputs)}
-    if len(by_name) != len(inputs):
-        raise InvalidArgument("inputs: an input is given twice")
-    for name in by_name:
-        if all(s.name != name for s in specs):
-            raise InvalidArgument(f"input '{_name(name)}': not an input of this model")
+    tensors = list(inputs)
+    names = [t.name for t in tensors]
+    if names != signature.input_names:
+        by_name = {name: i for i, name in enumerate(names)}
+        if len(by_name) != given:
+            raise InvalidArgument("inputs: an input is given twice")
+        for name in names:
+            if all(s.name != name for s in specs):
+                raise InvalidArgument(f"input '{_name(name)}': not an input of this model")
+        for spec in specs:
+            if spec.name not in by_name:
+                raise InvalidArgument(f"input '{spec.name}': missing")
+        order = [by_name[spec.name] for spec in specs]
+    else:
+        order = list(range(given))
+    batched = signature.batched
+    max_elements = limits.max_elements
     arrays: list[np.ndarray] = []
     rows = 0
-    for spec in specs:
-        index = by_name.get(spec.name)
-        if index is None:
-            raise InvalidArgument(f"input '{spec.name}': missing")
-        tensor = inputs[index]
+    for spec, index in zip(specs, order, strict=True):
+        tensor = tensors[index]
         if tensor.datatype != spec.datatype:
             raise InvalidArgument(
                 f"input '{spec.name}': datatype {_name(tensor.datatype) or 'unset'}, expected {spec.datatype}"
             )
         shape = tuple(tensor.shape)
-        if len(shape) != len(spec.shape):
+        want_shape = spec.shape
+        if len(shape) != len(want_shape):
             raise InvalidArgument(
-                f"input '{spec.name}': rank {len(shape)} (shape {list(shape)[:8]}), expected shape {list(spec.shape)}"
+                f"input '{spec.name}': rank {len(shape)} (shape {list(shape)[:8]}), expected shape {list(want_shape)}"
             )
         count = 1
-        for dim, want in zip(shape, spec.shape, strict=True):
+        for dim, want in zip(shape, want_shape, strict=True):
             if dim < 0:
                 raise InvalidArgument(f"input '{spec.name}': negative dimension in shape {list(shape)}")
             if want != -1 and dim != want:
-                raise InvalidArgument(f"input '{spec.name}': shape {list(shape)}, expected {list(spec.shape)}")
+                raise InvalidArgument(f"input '{spec.name}': shape {list(shape)}, expected {list(want_shape)}")
             count *= dim
-            if count > limits.max_elements:
-                raise InvalidArgument(f"input '{spec.name}': more than {limits.max_elements} elements")
-        if signature.batched:
+            if count > max_elements:
+                raise InvalidArgument(f"input '{spec.name}': more than {max_elements} elements")
+        if batched:
             if shape[0] == 0:
                 raise InvalidArgument(f"input '{spec.name}': empty batch")
             if rows and shape[0] != rows:
@@ -117,7 +127,8 @@ def parse(request: Any, signature: Signature, limits: Limits) -> ParsedRequest:
                 raise InvalidArgument(f"input '{spec.name}': {len(values)} values in {field}, expected {count}")
             array = _typed(values, dtype, spec.name).reshape(shape)
         arrays.append(array)
-    return ParsedRequest(arrays, rows or 1, _requested_outputs(request, signature))
+    outputs = _requested_outputs(request, signature) if request.outputs else signature.all_outputs
+    return ParsedRequest(arrays, rows or 1, outputs)
 
 
 def _typed(values: Any, dtype: np.dtype, name: str) -> np.ndarray:
