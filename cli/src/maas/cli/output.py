@@ -1,0 +1,122 @@
+"""How the CLI prints: tables for people, JSON for scripts, one line for errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from maas.common import errors
+
+INT64_TYPES = {
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED64,
+}
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    """A message as JSON-ready data: proto field names, defaults included, 64-bit integers as numbers."""
+    doc = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return _numbers(message.DESCRIPTOR, doc)
+
+
+def _integral(value: Any) -> Any:
+    """Struct numbers are doubles; whole ones read better (and parse) as integers."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def _numbers(descriptor: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    for field in descriptor.fields:
+        if field.name not in doc:
+            continue
+        value = doc[field.name]
+        if field.message_type is not None and field.message_type.full_name == "google.protobuf.Struct":
+            doc[field.name] = _integral(value)
+        elif field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            if value_field.type in INT64_TYPES:
+                doc[field.name] = {k: int(v) for k, v in value.items()}
+            elif value_field.message_type is not None and not _is_wkt(value_field.message_type):
+                doc[field.name] = {k: _numbers(value_field.message_type, v) for k, v in value.items()}
+        elif field.type in INT64_TYPES:
+            doc[field.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
+        elif field.message_type is not None and not _is_wkt(field.message_type):
+            if isinstance(value, list):
+                doc[field.name] = [_numbers(field.message_type, v) for v in value]
+            elif isinstance(value, dict):
+                doc[field.name] = _numbers(field.message_type, value)
+    return doc
+
+
+def _is_wkt(descriptor: Any) -> bool:
+    return str(descriptor.full_name).startswith("google.protobuf.")
+
+
+def print_json(data: Any, stream: TextIO | None = None) -> None:
+    out = stream or sys.stdout
+    out.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def print_json_line(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, separators=(",", ":"), default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], empty: str = "(none)") -> None:
+    cells = [[str(c) for c in row] for row in rows]
+    if not cells:
+        print(empty)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def fields(pairs: Iterable[tuple[str, Any]]) -> None:
+    items = [(k, v) for k, v in pairs if v not in (None, "")]
+    width = max((len(k) for k, _ in items), default=0)
+    for key, value in items:
+        print(f"{key + ':':<{width + 1}} {value}")
+
+
+def when(ts: Any) -> str:
+    """A protobuf Timestamp as local 'YYYY-MM-DD HH:MM:SS' ('' when unset)."""
+    if ts is None or (ts.seconds == 0 and ts.nanos == 0):
+        return ""
+    return datetime.fromtimestamp(ts.seconds, UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def metrics_text(metrics: dict[str, float], keys: Sequence[str] = ()) -> str:
+    chosen = [k for k in keys if k in metrics] if keys else sorted(metrics)
+    return "  ".join(f"{k} {metrics[k]:.4g}" for k in chosen)
+
+
+def kind_of(exc: errors.MaasError) -> str:
+    """'NotFound' -> 'not found'."""
+    name = type(exc).__name__
+    return "".join(f" {c.lower()}" if c.isupper() else c for c in name).strip()
+
+
+def error_line(exc: errors.MaasError) -> str:
+    message = " ".join(str(exc.message).split())
+    if isinstance(exc, errors.Unavailable):
+        return f"unavailable: {message} (is the suite running? `maas up` starts it)"
+    return f"{kind_of(exc)}: {message}"

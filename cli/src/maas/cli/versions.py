@@ -1,0 +1,185 @@
+"""`maas versions ls|show|download` and `maas alias set|rm`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from maas.cli import refs
+from maas.cli.context import Context
+from maas.cli.output import fields, metrics_text, print_json, table, to_dict, when
+from maas.client.registry import VERSION_STATUSES
+from maas.common.errors import InvalidArgument
+from maas.v1 import common_pb2
+from maas.v1 import registry_pb2 as rpb
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
+def ls(args: argparse.Namespace, ctx: Context) -> int:
+    statuses = []
+    for name in args.status or []:
+        if name.lower() not in VERSION_STATUSES:
+            raise InvalidArgument(f"--status: one of {', '.join(VERSION_STATUSES)}")
+        statuses.append(VERSION_STATUSES[name.lower()])
+    order = rpb.VERSION_ORDER_NEWEST
+    if args.order_by:
+        order = rpb.VERSION_ORDER_METRIC_ASC if args.ascending else rpb.VERSION_ORDER_METRIC_DESC
+    versions = ctx.registry.versions(
+        args.model,
+        statuses=statuses,
+        order=order,
+        order_metric=args.order_by or "",
+        include_archived=args.archived,
+        limit=args.limit,
+    )
+    if ctx.json:
+        print_json([to_dict(v) for v in versions])
+        return 0
+    metric = args.order_by or "val_accuracy"
+    rows = [
+        (
+            v.version,
+            refs.status_name(v.status) + (" (archived)" if v.archived else ""),
+            refs.format_name(v.format),
+            f"{v.metrics[metric]:.4f}" if metric in v.metrics else "",
+            ", ".join(v.aliases),
+            _human_bytes(v.size_bytes) if v.size_bytes else "",
+            when(v.created_at),
+        )
+        for v in versions
+    ]
+    table(["VERSION", "STATUS", "FORMAT", metric.upper(), "ALIASES", "SIZE", "CREATED"], rows, "no versions")
+    return 0
+
+
+def show(args: argparse.Namespace, ctx: Context) -> int:
+    version = refs.resolve(ctx.registry, refs.join(args.model, args.version or ""))
+    if ctx.json:
+        print_json(to_dict(version))
+        return 0
+    arch = to_dict(version)["architecture"]
+    signature = "; ".join(
+        f"{kind} {t.name} {common_pb2.DataType.Name(t.datatype).removeprefix('DATA_TYPE_')} {list(t.shape)}"
+        for kind, items in (("in", version.signature.inputs), ("out", version.signature.outputs))
+        for t in items
+    )
+    labels = arch.get("labels") or []
+    fields(
+        [
+            ("version", f"{version.model}/{version.version}"),
+            ("status", refs.status_name(version.status) + (" (archived)" if version.archived else "")),
+            ("reason", version.status_reason),
+            ("aliases", ", ".join(version.aliases)),
+            ("format", refs.format_name(version.format)),
+            ("architecture", json.dumps({k: v for k, v in arch.items() if k != "labels"}) if arch else ""),
+            ("labels", ", ".join(map(str, labels[:20])) + (" ..." if len(labels) > 20 else "")),
+            ("signature", signature),
+            ("metrics", metrics_text(dict(version.metrics))),
+            ("run", version.run_id),
+            ("size", _human_bytes(version.size_bytes) if version.size_bytes else ""),
+            ("sha256", version.sha256),
+            ("description", version.description),
+            ("tags", ", ".join(f"{k}={v}" for k, v in sorted(version.tags.items()))),
+            ("created", when(version.created_at)),
+            ("ready", when(version.ready_at)),
+        ]
+    )
+    return 0
+
+
+def download(args: argparse.Namespace, ctx: Context) -> int:
+    version = refs.resolve(ctx.registry, refs.join(args.model, args.version or ""))
+    suffix = ".onnx" if version.format == rpb.MODEL_FORMAT_ONNX else ".safetensors"
+    dest = Path(args.output) if args.output else Path(f"{version.model}-{version.version}{suffix}")
+    if dest.is_dir():
+        dest = dest / f"{version.model}-{version.version}{suffix}"
+    info = ctx.registry.download(version.model, version.version, dest)
+    if args.architecture and version.format == rpb.MODEL_FORMAT_SAFETENSORS:
+        arch_path = dest.with_suffix(".json")
+        arch_path.write_text(json.dumps(to_dict(version)["architecture"], indent=2) + "\n")
+    if ctx.json:
+        print_json(
+            {
+                "path": str(dest),
+                "size_bytes": info.size_bytes,
+                "sha256": info.sha256,
+                "model": version.model,
+                "version": version.version,
+            }
+        )
+    else:
+        print(f"{dest}  {_human_bytes(info.size_bytes)}  sha256 {info.sha256}")
+    return 0
+
+
+def alias_set(args: argparse.Namespace, ctx: Context) -> int:
+    if not str(args.version).isdigit():
+        raise InvalidArgument(f"version: expected a number, got '{str(args.version)[:40]}'")
+    alias = ctx.registry.set_alias(args.model, args.alias, int(args.version))
+    if ctx.json:
+        print_json(to_dict(alias))
+    else:
+        was = f" (was {alias.previous_version})" if alias.previous_version else ""
+        print(f"{alias.model}@{alias.alias} -> {alias.version}{was}")
+    return 0
+
+
+def alias_rm(args: argparse.Namespace, ctx: Context) -> int:
+    ctx.registry.delete_alias(args.model, args.alias)
+    if not ctx.json:
+        print(f"{args.model}@{args.alias} removed")
+    else:
+        print_json({"model": args.model, "alias": args.alias, "deleted": True})
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("versions", help="model versions")
+    versions = p.add_subparsers(dest="action", required=True, metavar="{ls,show,download}")
+    c = versions.add_parser("ls", parents=[common], help="versions of a model, newest first")
+    c.add_argument("model")
+    c.add_argument("--status", action="append", metavar="STATUS", help="pending, ready or failed")
+    c.add_argument("--order-by", metavar="METRIC", help="best first by this metric (e.g. val_accuracy)")
+    c.add_argument("--ascending", action="store_true", help="with --order-by: lowest first (losses)")
+    c.add_argument("--archived", action="store_true", help="include archived versions")
+    c.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=ls)
+    for name, func, text in (("show", show, "one version"), ("download", download, "a version's artifact")):
+        c = versions.add_parser(
+            name,
+            parents=[common],
+            help=text,
+            description="REF is MODEL, MODEL@ALIAS or MODEL/VERSION; "
+            "or give MODEL and VERSION (a number or an alias) apart.",
+        )
+        c.add_argument("model", metavar="REF")
+        c.add_argument("version", nargs="?", help="a number or an alias")
+        c.add_argument("--json", action="store_true")
+        c.set_defaults(func=func)
+    c.add_argument("-o", "--output", metavar="PATH", help="file or folder (default MODEL-VERSION.safetensors)")
+    c.add_argument("--architecture", action="store_true", help="also write the architecture as PATH.json")
+
+    p = sub.add_parser("alias", help="point aliases (production, staging, ...) at versions")
+    aliases = p.add_subparsers(dest="action", required=True, metavar="{set,rm}")
+    c = aliases.add_parser("set", parents=[common], help="create or move an alias (the version must be READY)")
+    c.add_argument("model")
+    c.add_argument("alias")
+    c.add_argument("version")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=alias_set)
+    c = aliases.add_parser("rm", parents=[common], help="delete an alias")
+    c.add_argument("model")
+    c.add_argument("alias")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=alias_rm)

@@ -1,0 +1,220 @@
+"""The registry: models, versions, aliases, runs and artifacts.
+
+`AsyncRegistry` extends the services' own typed client with what a user needs
+on top (paged iteration, updates, archive); `Registry` is its blocking twin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping
+from pathlib import Path
+
+from maas.client.config import Endpoints
+from maas.client.runner import LoopThread, shared
+from maas.common.clients.base import ChannelConfig, RetryPolicy
+from maas.common.clients.registry import RegistryClient
+from maas.v1 import common_pb2
+from maas.v1 import registry_pb2 as pb
+
+VERSION_STATUSES = {
+    "pending": pb.VERSION_STATUS_PENDING,
+    "ready": pb.VERSION_STATUS_READY,
+    "failed": pb.VERSION_STATUS_FAILED,
+}
+
+
+def _tags(tags: Mapping[str, str] | None) -> list[common_pb2.TagFilter]:
+    return [common_pb2.TagFilter(key=k, value=v) for k, v in (tags or {}).items()]
+
+
+class AsyncRegistry(RegistryClient):
+    async def __aenter__(self) -> AsyncRegistry:
+        return self
+
+    async def iter_models(
+        self, name_prefix: str = "", tags: Mapping[str, str] | None = None, page_size: int = 100
+    ) -> AsyncIterator[pb.Model]:
+        token = ""
+        while True:
+            req = pb.ListModelsRequest(
+                name_prefix=name_prefix,
+                tags=_tags(tags),
+                page=common_pb2.PageRequest(page_size=page_size, page_token=token),
+            )
+            resp: pb.ListModelsResponse = await self.call(self.stub.ListModels, req, idempotent=True)
+            for model in resp.models:
+                yield model
+            token = resp.next_page_token
+            if not token:
+                return
+
+    async def iter_versions(
+        self,
+        model: str,
+        *,
+        statuses: Iterable[int] = (),
+        tags: Mapping[str, str] | None = None,
+        order: int = pb.VERSION_ORDER_NEWEST,
+        order_metric: str = "",
+        include_archived: bool = False,
+        page_size: int = 100,
+    ) -> AsyncIterator[pb.ModelVersion]:
+        token = ""
+        while True:
+            req = pb.ListVersionsRequest(
+                model=model,
+                statuses=list(statuses),  # type: ignore[arg-type]
+                tags=_tags(tags),
+                order=order,  # type: ignore[arg-type]
+                order_metric=order_metric,
+                include_archived=include_archived,
+                page=common_pb2.PageRequest(page_size=page_size, page_token=token),
+            )
+            resp = await self.list_versions(req)
+            for version in resp.versions:
+                yield version
+            token = resp.next_page_token
+            if not token:
+                return
+
+    async def update_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        set_tags: Mapping[str, str] | None = None,
+        delete_tags: Iterable[str] = (),
+    ) -> pb.Model:
+        req = pb.UpdateModelRequest(name=name, set_tags=dict(set_tags or {}), delete_tags=list(delete_tags))
+        if description is not None:
+            req.description = description
+        return await self.call(self.stub.UpdateModel, req, idempotent=True)
+
+    async def archive_version(self, model: str, version: int, archived: bool = True) -> pb.ModelVersion:
+        req = pb.ArchiveVersionRequest(model=model, version=version, archived=archived)
+        return await self.call(self.stub.ArchiveVersion, req, idempotent=True)
+
+    async def delete_version(self, model: str, version: int, force: bool = False) -> None:
+        req = pb.DeleteVersionRequest(model=model, version=version, force=force)
+        await self.call(self.stub.DeleteVersion, req, idempotent=False)
+
+    async def list_runs(self, job_id: str = "", page_size: int = 0, page_token: str = "") -> pb.ListRunsResponse:
+        req = pb.ListRunsRequest(job_id=job_id, page=common_pb2.PageRequest(page_size=page_size, page_token=page_token))
+        return await self.call(self.stub.ListRuns, req, idempotent=True)
+
+
+async def _collect(stream: AsyncIterator[pb.ModelVersion], limit: int) -> list[pb.ModelVersion]:
+    out = []
+    async for item in stream:
+        out.append(item)
+        if limit and len(out) >= limit:
+            break
+    return out
+
+
+class Registry:
+    """Blocking client of the registry, for scripts and notebooks.
+
+    >>> reg = Registry()                 # MAAS_REGISTRY_ADDRESS or 127.0.0.1:50051
+    >>> reg.resolve("digits@production").version
+    """
+
+    def __init__(
+        self,
+        config: ChannelConfig | str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        runner: LoopThread | None = None,
+    ) -> None:
+        if config is None or isinstance(config, str):
+            config = Endpoints.from_env(registry=config).channel("registry")
+        self._runner = runner or shared()
+        self.aio: AsyncRegistry = self._runner.run(_make(config, retry))
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._runner.run(self.aio.close())
+
+    # models
+    def create_model(self, name: str, description: str = "", tags: Mapping[str, str] | None = None) -> pb.Model:
+        return self._runner.run(self.aio.create_model(name, description, tags))
+
+    def get_model(self, name: str) -> pb.Model:
+        return self._runner.run(self.aio.get_model(name))
+
+    def models(self, name_prefix: str = "", tags: Mapping[str, str] | None = None) -> Generator[pb.Model, None, None]:
+        return self._runner.iterate(self.aio.iter_models(name_prefix, tags))
+
+    def update_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        set_tags: Mapping[str, str] | None = None,
+        delete_tags: Iterable[str] = (),
+    ) -> pb.Model:
+        coro = self.aio.update_model(name, description=description, set_tags=set_tags, delete_tags=delete_tags)
+        return self._runner.run(coro)
+
+    def delete_model(self, name: str, force: bool = False) -> None:
+        self._runner.run(self.aio.delete_model(name, force))
+
+    # versions
+    def get_version(self, model: str, version: int) -> pb.ModelVersion:
+        return self._runner.run(self.aio.get_version(model, version))
+
+    def resolve(self, ref: str) -> pb.ModelVersion:
+        """'name@alias', 'name/3' or 'name' (its latest READY version)."""
+        return self._runner.run(self.aio.resolve(ref))
+
+    def versions(
+        self,
+        model: str,
+        *,
+        statuses: Iterable[int] = (),
+        tags: Mapping[str, str] | None = None,
+        order: int = pb.VERSION_ORDER_NEWEST,
+        order_metric: str = "",
+        include_archived: bool = False,
+        limit: int = 0,
+    ) -> list[pb.ModelVersion]:
+        """Versions of a model, newest first unless `order` says otherwise; `limit` 0 means all."""
+        stream = self.aio.iter_versions(
+            model,
+            statuses=statuses,
+            tags=tags,
+            order=order,
+            order_metric=order_metric,
+            include_archived=include_archived,
+            page_size=min(limit, 100) if limit else 100,
+        )
+        return self._runner.run(_collect(stream, limit))
+
+    def set_alias(self, model: str, alias: str, version: int) -> pb.Alias:
+        return self._runner.run(self.aio.set_alias(model, alias, version))
+
+    def delete_alias(self, model: str, alias: str) -> None:
+        self._runner.run(self.aio.delete_alias(model, alias))
+
+    def archive_version(self, model: str, version: int, archived: bool = True) -> pb.ModelVersion:
+        return self._runner.run(self.aio.archive_version(model, version, archived))
+
+    def download(self, model: str, version: int, dest: Path | str) -> pb.ArtifactInfo:
+        """The version's artifact into `dest` (sha256 checked before the file appears)."""
+        return self._runner.run(self.aio.download_artifact(model, version, Path(dest)))
+
+    # runs and metrics
+    def get_run(self, run_id: str) -> pb.Run:
+        return self._runner.run(self.aio.get_run(run_id))
+
+    def metric_history(self, run_id: str, key: str, *, min_step: int = 0, max_step: int = 0) -> pb.MetricSeries:
+        return self._runner.run(self.aio.metric_history(run_id, key, min_step=min_step, max_step=max_step))
+
+
+async def _make(config: ChannelConfig, retry: RetryPolicy | None) -> AsyncRegistry:
+    return AsyncRegistry(config, retry)

@@ -1,0 +1,67 @@
+"""A private event loop on a daemon thread: how the blocking clients run the async ones.
+
+Scripts and notebooks (which may already run a loop of their own) call plain
+methods; each one submits the async client's coroutine to this loop and waits.
+One implementation of every call, whichever style the caller uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class LoopThread:
+    def __init__(self, name: str = "maas-client") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def iterate(self, stream: AsyncIterator[T]) -> Generator[T, None, None]:
+        """Drive an async iterator from this thread; closing the generator closes the stream."""
+
+        async def step() -> Any:
+            try:
+                return await stream.__anext__()
+            except StopAsyncIteration:
+                return _DONE
+
+        try:
+            while (item := self.run(step())) is not _DONE:
+                yield item
+        finally:
+            closer = getattr(stream, "aclose", None)
+            if closer is not None and self.loop.is_running():
+                self.run(_await(closer()))
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+_shared: LoopThread | None = None
+_lock = threading.Lock()
+
+
+def shared() -> LoopThread:
+    """The process's one client loop, started on first use."""
+    global _shared
+    with _lock:
+        if _shared is None or _shared.loop.is_closed():
+            _shared = LoopThread()
+        return _shared
