@@ -78,7 +78,7 @@ def versions_of(conn: Connection, rows: Sequence[Any]) -> list[entities.Version]
     tags: dict[int, dict[str, str]] = defaultdict(dict)
     metrics: dict[int, dict[str, float]] = defaultdict(dict)
     held: dict[int, list[str]] = defaultdict(list)
-    for kind, vid, key, text, number in conn.execute(_VERSION_CHILDREN, {"ids": [r[0] for r in rows]}):
+    for kind, vid, key, text, number in conn.execute(_VERSION_CHILDREN, {"ids": [r[0] for r in rows]}).all():
         if kind == "t":
             tags[vid][key] = text
         elif kind == "m":
@@ -139,7 +139,7 @@ def models_of(conn: Connection, rows: Sequence[Any]) -> list[entities.Model]:
         return []
     tags: dict[int, dict[str, str]] = defaultdict(dict)
     held: dict[int, dict[str, int]] = defaultdict(dict)
-    for kind, mid, key, text, number in conn.execute(_MODEL_CHILDREN, {"ids": [r[0] for r in rows]}):
+    for kind, mid, key, text, number in conn.execute(_MODEL_CHILDREN, {"ids": [r[0] for r in rows]}).all():
         if kind == "t":
             tags[mid][key] = text
         else:

@@ -118,7 +118,7 @@ def read(
     )
     if max_step is not None:
         query = query.where(_c.first_step <= max_step)
-    chunks = list(conn.execute(query))
+    chunks = list(conn.execute(query).all())
     wanted = limit + 1 + (after.skip if after else 0)
     loaded: list[tuple[int, int, Points]] = []  # first_step, last_step, points
     taken = 0
@@ -130,7 +130,7 @@ def read(
             budget += chunks[taken][3]
             taken += 1
         if batch:
-            data = {row[0]: row[1:] for row in conn.execute(_DATA, {"ids": [c[0] for c in batch]})}
+            data = {row[0]: row[1:] for row in conn.execute(_DATA, {"ids": [c[0] for c in batch]}).all()}
             for chunk_id, first, last, _ in batch:
                 raw_steps, raw_stamps, raw_values = data[chunk_id]
                 loaded.append(

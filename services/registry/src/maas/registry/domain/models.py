@@ -85,7 +85,7 @@ class ModelService:
             if after:
                 query = query.where(ModelRow.name > str(after[0]))
             conn = s.connection()
-            rows = list(conn.execute(query))
+            rows = list(conn.execute(query).all())
             more = len(rows) > limit
             items = reads.models_of(conn, rows[:limit])
             next_token = paging.encode([items[-1].name], scope) if more else ""

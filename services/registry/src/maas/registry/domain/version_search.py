@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, null, or_
+from sqlalchemy import ColumnElement, exists, null, or_
 from sqlalchemy.engine import Connection
 
 from maas.common import errors
@@ -35,10 +35,10 @@ def page(
     scope: str,
 ) -> entities.Page[entities.Version]:
     v = st.versions.c
-    # The model's id as a scalar subquery, so the planner can walk the
-    # (model_id, number) index in order instead of sorting the model's versions.
+    # The model's id as a scalar subquery, so the planner can walk an index
+    # in order instead of sorting the model's versions.
     model_id = reads.MODEL_ID.params(name=model).scalar_subquery()
-    filters: list[ColumnElement[bool]] = [v.model_id == model_id]
+    filters: list[ColumnElement[bool]] = []
     if statuses:
         filters.append(v.status.in_([status.value for status in statuses]))
     if not include_archived:
@@ -50,7 +50,9 @@ def page(
         desc = order == entities.VersionOrder.METRIC_DESC
         rows = _by_metric(conn, model_id, filters, order_metric, desc, after, limit + 1)
     else:
-        rows = _by_number(conn, filters, order == entities.VersionOrder.OLDEST, after, limit + 1)
+        rows = _by_number(
+            conn, [v.model_id == model_id, *filters], order == entities.VersionOrder.OLDEST, after, limit + 1
+        )
     if not rows and conn.execute(reads.MODEL_ID, {"name": model}).scalar() is None:
         raise errors.NotFound(f"model '{model}' not found")
     more = len(rows) > limit
@@ -76,7 +78,7 @@ def _by_number(
         query = query.order_by(v.number.desc())
         if after:
             query = query.where(v.number < _int(after, 0))
-    return list(conn.execute(query))
+    return list(conn.execute(query).all())
 
 
 def _by_metric(
@@ -90,7 +92,9 @@ def _by_metric(
 ) -> list[Any]:
     """ORDER BY (metric missing), metric DESC|ASC, number DESC: those with it, then those without.
 
-    Rows end with the metric's value (None for the ones without it).
+    Rows end with the metric's value (None for the ones without it). The model
+    is named through version_metrics.model_id only, which leaves the planners
+    one way in: the (model_id, key, value) index, walked in order.
     """
     v, m = st.versions.c, st.version_metrics.c
     rows: list[Any] = []
@@ -105,16 +109,24 @@ def _by_metric(
         )
         if after:
             last_value, last_number = _float(after, 1), _int(after, 2)
-            beyond = m.value < last_value if desc else m.value > last_value
-            query = query.where(or_(beyond, and_(m.value == last_value, v.number < last_number)))
-        rows = list(conn.execute(query))
+            # Written as a range on the value (then the tie-break), so the index seeks to it.
+            if desc:
+                query = query.where(m.value <= last_value, or_(m.value < last_value, v.number < last_number))
+            else:
+                query = query.where(m.value >= last_value, or_(m.value > last_value, v.number < last_number))
+        rows = list(conn.execute(query).all())
         if len(rows) == n:
             return rows
     lacking = ~exists().where(m.version_id == v.id, m.key == key)
-    query = reads.select_versions(null()).where(lacking, *filters).order_by(v.number.desc()).limit(n - len(rows))
+    query = (
+        reads.select_versions(null())
+        .where(v.model_id == model_id, lacking, *filters)
+        .order_by(v.number.desc())
+        .limit(n - len(rows))
+    )
     if was_missing:
         query = query.where(v.number < _int(after, 2))
-    return rows + list(conn.execute(query))
+    return rows + list(conn.execute(query).all())
 
 
 def _int(after: list[Any] | None, i: int) -> int:
