@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,7 +133,14 @@ class Batcher:
         self.policy = policy
         self._run = run
         self._on_execution = on_execution
-        self._executor = ThreadPoolExecutor(max_workers=max(1, policy.instances), thread_name_prefix=f"infer-{name}")
+        # One thread per instance, fed through a SimpleQueue and answering with one
+        # call_soon_threadsafe: a lighter hand-off than run_in_executor's chained futures.
+        self._jobs: queue.SimpleQueue[list[_Work] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"infer-{name}-{i}", daemon=True)
+            for i in range(max(1, policy.instances))
+        ]
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: deque[_Work] = deque()
         self._queued_rows = 0
         self._busy = 0
@@ -177,7 +185,8 @@ class Batcher:
                 work.future.set_exception(errors.Unavailable("the model version was unloaded; retry"))
         self._queued_rows = 0
         await self._idle.wait()
-        self._executor.shutdown(wait=False)
+        for _ in self._threads:
+            self._jobs.put(None)
 
     # ------------------------------------------------------------ scheduling
 
@@ -261,20 +270,37 @@ class Batcher:
         now = time.perf_counter_ns()
         for work in group:
             work.dispatched = now
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._execute, group)
-        future.add_done_callback(lambda f: self._finished(group, f))
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            for thread in self._threads:
+                thread.start()
+        self._jobs.put(group)
 
-    def _finished(self, group: list[_Work], future: asyncio.Future[_Done]) -> None:
+    def _serve(self) -> None:
+        """An instance's thread: execute groups until close() sends None."""
+        while (group := self._jobs.get()) is not None:
+            done: _Done | BaseException
+            try:
+                done = self._execute(group)
+            except BaseException as exc:  # noqa: BLE001 - delivered to every caller of the group
+                done = exc
+            assert self._loop is not None
+            try:
+                self._loop.call_soon_threadsafe(self._finished, group, done)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                return
+
+    def _finished(self, group: list[_Work], done: _Done | BaseException) -> None:
         self._busy -= 1
         self._executing -= len(group)
         if self._busy == 0:
             self._idle.set()
         results: Sequence[Outcome | BaseException]
-        try:
-            results, executions = future.result()
-        except Exception as exc:  # noqa: BLE001 - delivered to every caller of the group
-            results, executions = [exc] * len(group), []
+        executions: list[Execution]
+        if isinstance(done, BaseException):
+            results, executions = [done] * len(group), []
+        else:
+            results, executions = done
         if self._on_execution is not None:
             for execution in executions:
                 self._on_execution(execution)
