@@ -202,3 +202,13 @@ async def test_resolve_references(stub) -> None:
     for bad in ["m/../1", "m@", "m/x", "m@Prod", "../m", "m/1/2", "file:///m"]:
         async with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
             await stub.ResolveVersion(pb.ResolveVersionRequest(ref=bad))
+
+
+async def test_architecture_numbers_must_be_finite(stub) -> None:
+    await stub.CreateModel(pb.CreateModelRequest(name="m"))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        req = version_request("m")
+        req.architecture.update({"args": {"dropout": bad}})
+        async with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
+            await stub.CreateVersion(req)
+    assert (await stub.CreateVersion(version_request("m"))).version == 1

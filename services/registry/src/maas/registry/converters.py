@@ -14,6 +14,14 @@ from maas.v1 import common_pb2, registry_pb2
 
 # --------------------------------------------------------------- scalars ---
 
+# Known enum numbers, computed once (EnumTypeWrapper.values() builds a list per call).
+_DATATYPES = frozenset(common_pb2.DataType.values())
+_STATUSES = frozenset(registry_pb2.VersionStatus.values())
+_FORMATS = frozenset(registry_pb2.ModelFormat.values())
+_ORDERS = frozenset(registry_pb2.VersionOrder.values())
+_RUN_STATUSES = frozenset(registry_pb2.RunStatus.values())
+_EVENT_TYPES = frozenset(registry_pb2.EventType.values())
+
 
 def to_timestamp(ms: int) -> timestamp_pb2.Timestamp | None:
     if not ms:
@@ -24,7 +32,7 @@ def to_timestamp(ms: int) -> timestamp_pb2.Timestamp | None:
 
 
 def from_datatype(value: int) -> str:
-    if value == common_pb2.DATA_TYPE_UNSPECIFIED or value not in common_pb2.DataType.values():
+    if value == common_pb2.DATA_TYPE_UNSPECIFIED or value not in _DATATYPES:
         raise errors.InvalidArgument("datatype: must be set to a known type")
     return common_pb2.DataType.Name(value).removeprefix("DATA_TYPE_")
 
@@ -34,7 +42,7 @@ def to_datatype(name: str) -> int:
 
 
 def from_status(value: int) -> entities.VersionStatus:
-    if value == registry_pb2.VERSION_STATUS_UNSPECIFIED or value not in registry_pb2.VersionStatus.values():
+    if value == registry_pb2.VERSION_STATUS_UNSPECIFIED or value not in _STATUSES:
         raise errors.InvalidArgument("statuses: unknown version status")
     return entities.VersionStatus(registry_pb2.VersionStatus.Name(value).removeprefix("VERSION_STATUS_"))
 
@@ -48,7 +56,7 @@ def from_format(value: int, *, required: bool = True) -> entities.ModelFormat | 
         if required:
             raise errors.InvalidArgument("format: must be set")
         return None
-    if value not in registry_pb2.ModelFormat.values():
+    if value not in _FORMATS:
         raise errors.InvalidArgument("format: unknown model format")
     return entities.ModelFormat(registry_pb2.ModelFormat.Name(value).removeprefix("MODEL_FORMAT_"))
 
@@ -58,13 +66,13 @@ def to_format(fmt: entities.ModelFormat) -> int:
 
 
 def from_order(value: int) -> entities.VersionOrder:
-    if value not in registry_pb2.VersionOrder.values():
+    if value not in _ORDERS:
         raise errors.InvalidArgument("order: unknown order")
     return entities.VersionOrder(registry_pb2.VersionOrder.Name(value).removeprefix("VERSION_ORDER_"))
 
 
 def from_run_status(value: int) -> entities.RunStatus:
-    if value == registry_pb2.RUN_STATUS_UNSPECIFIED or value not in registry_pb2.RunStatus.values():
+    if value == registry_pb2.RUN_STATUS_UNSPECIFIED or value not in _RUN_STATUSES:
         raise errors.InvalidArgument("status: unknown run status")
     return entities.RunStatus(registry_pb2.RunStatus.Name(value).removeprefix("RUN_STATUS_"))
 
@@ -74,7 +82,7 @@ def to_run_status(status: entities.RunStatus) -> int:
 
 
 def from_event_type(value: int) -> entities.EventType:
-    if value == registry_pb2.EVENT_TYPE_UNSPECIFIED or value not in registry_pb2.EventType.values():
+    if value == registry_pb2.EVENT_TYPE_UNSPECIFIED or value not in _EVENT_TYPES:
         raise errors.InvalidArgument("types: unknown event type")
     return entities.EventType(registry_pb2.EventType.Name(value).removeprefix("EVENT_TYPE_"))
 
@@ -85,7 +93,18 @@ def to_event_type(value: entities.EventType) -> int:
 
 def from_struct(value: struct_pb2.Struct) -> dict[str, Any]:
     """Struct numbers are doubles; integral ones come back as ints (num_classes: 10)."""
-    return _integral(json_format.MessageToDict(value))
+    try:
+        return json.loads(_struct_json(value.SerializeToString(deterministic=True)))
+    except ValueError as exc:  # NaN and Infinity have no JSON form
+        raise errors.InvalidArgument("architecture: numbers must be finite") from exc
+
+
+@functools.lru_cache(maxsize=4096)
+def _struct_json(raw: bytes) -> str:
+    """MessageToDict walks in Python; clients send the same few architectures again and again."""
+    doc = struct_pb2.Struct()
+    doc.ParseFromString(raw)
+    return json.dumps(_integral(json_format.MessageToDict(doc)))
 
 
 def _integral(value: Any) -> Any:
