@@ -10,6 +10,7 @@ root which must not escape it.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,6 +32,7 @@ FASHION_LABELS = (
 )
 DIGIT_LABELS = tuple(str(i) for i in range(10))
 NAMES = ("digits", "cifar10", "mnist", "fashion_mnist", "imagefolder", "fake")
+PATH_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
 
 
@@ -64,8 +66,8 @@ def safe_path(data_root: Path, relative: str) -> Path:
     if not relative or len(relative) > 1024 or "\x00" in relative or "\\" in relative or "%" in relative:
         raise InvalidArgument("dataset.path: must be a plain relative path under the data root")
     pure = PurePosixPath(relative)
-    if pure.is_absolute() or ".." in pure.parts or ":" in relative:
-        raise InvalidArgument("dataset.path: must be a plain relative path under the data root")
+    if pure.is_absolute() or not all(PATH_PART.fullmatch(part) for part in pure.parts):
+        raise InvalidArgument("dataset.path: folder names of letters, digits, '_', '.', '-' under the data root")
     root = data_root.resolve()
     target = (root / pure).resolve()
     if not target.is_relative_to(root):
@@ -198,7 +200,9 @@ def _load_imagefolder(info: DatasetInfo, data_root: Path) -> Loaded:
     images: list[Any] = []
     targets: list[int] = []
     for index, label in enumerate(info.labels):
-        class_dir = safe_path(data_root, f"{info.path}/{label}")
+        class_dir = folder / label  # a name read from the operator's own folder
+        if not class_dir.resolve().is_relative_to(folder):
+            continue
         for file in sorted(class_dir.iterdir()):
             if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
                 continue
