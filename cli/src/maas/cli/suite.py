@@ -1,8 +1,8 @@
 """`maas up`: the whole suite on one machine, one Ctrl-C to stop it.
 
-Each service runs as its own process (exactly what a container would run),
-started in dependency order once the one before it reports SERVING through
-grpc.health.v1. Their output is shown with a prefix per service. SIGINT or
+Each service runs as its own process (exactly what a container would run):
+the registry first, then - once it reports SERVING through grpc.health.v1 -
+the trainer and the inference service together. Their output is shown with a prefix per service. SIGINT or
 SIGTERM stops them in reverse order, each with its own graceful shutdown; if
 one dies on its own, the others are stopped and `maas up` fails.
 """
@@ -15,7 +15,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -87,24 +89,31 @@ async def run_suite(names: list[str]) -> int:
     relays: list[asyncio.Task[None]] = []
     code = 0
     try:
-        for svc in SERVICES:
-            if svc.name not in names:
+        # The registry first; the trainer and inference only need it, so they start together.
+        waves = [[svc for svc in SERVICES[:1] if svc.name in names], [svc for svc in SERVICES[1:] if svc.name in names]]
+        for wave in waves:
+            if not wave:
                 continue
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                svc.module,
-                "serve",
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
+            procs = []
+            for svc in wave:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    svc.module,
+                    "serve",
+                    env=env,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                assert proc.stdout is not None
+                relays.append(asyncio.create_task(_relay(svc.name, proc.stdout, color)))
+                started.append((svc, proc))
+                procs.append((svc, proc))
+            ready: asyncio.Future[Any] = asyncio.gather(
+                *(_named(svc, wait_serving(_address(svc), proc)) for svc, proc in procs)
             )
-            assert proc.stdout is not None
-            relays.append(asyncio.create_task(_relay(svc.name, proc.stdout, color)))
-            started.append((svc, proc))
-            ready = asyncio.create_task(wait_serving(_address(svc), proc))
-            stopping = asyncio.create_task(stop.wait())
+            stopping: asyncio.Future[Any] = asyncio.create_task(stop.wait())
             await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
                 ready.cancel()
@@ -120,8 +129,7 @@ async def run_suite(names: list[str]) -> int:
             print(f"maas up: {', '.join(dead)} stopped unexpectedly; stopping the suite", file=sys.stderr)
             code = 1
     except RuntimeError as exc:
-        failed = started[-1][0].name if started else "suite"
-        print(f"maas up: {failed} {exc}", file=sys.stderr)
+        print(f"maas up: {exc}", file=sys.stderr)
         code = 1
     finally:
         await _stop_all(started)
@@ -129,6 +137,13 @@ async def run_suite(names: list[str]) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(relay, 2)
     return code
+
+
+async def _named(svc: ServiceDef, waiting: Awaitable[None]) -> None:
+    try:
+        await waiting
+    except RuntimeError as exc:
+        raise RuntimeError(f"{svc.name} {exc}") from None
 
 
 def _summary(started: list[tuple[ServiceDef, asyncio.subprocess.Process]]) -> None:
