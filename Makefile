@@ -11,10 +11,11 @@ STAMP := $(VENV)/.maas-installed
 PACKAGES := services/common services/registry services/trainer services/inference cli
 EDITABLE := $(foreach p,$(PACKAGES),-e $(p))
 
-.PHONY: help install run test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference clean
+.PHONY: help install install-tools run demo test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference bench-report clean
 
 help:
 	@echo "make run           start the suite on embedded defaults (state in ./.maas)"
+	@echo "make demo          train, register, promote, serve and classify digits, end to end"
 	@echo "make test          check generated code and run every test (SQLite and PostgreSQL)"
 	@echo "make lint          ruff and mypy"
 	@echo "make protos        regenerate Python code from protos/"
@@ -30,8 +31,19 @@ $(STAMP): $(PY) requirements/dev.txt requirements/constraints.txt $(foreach p,$(
 
 install: $(STAMP)
 
+# System tools the tests use: Debian's docker-compose validates docker-compose.yml
+# (the Docker engine itself is not needed for that).
+install-tools:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+		echo "installing docker-compose (apt)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
+		|| echo "could not install docker-compose: its test will fail"; }
+
 run: install
 	$(VENV)/bin/maas up
+
+demo: install
+	$(PY) demo/digits.py
 
 protos: install
 	$(PY) tools/protos.py
@@ -39,7 +51,7 @@ protos: install
 check-protos: install
 	$(PY) tools/protos.py --check
 
-test: install check-protos
+test: install install-tools check-protos
 	$(PY) -m pytest
 
 test-fast: install
@@ -49,9 +61,14 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy services/common/src/maas/common services/registry/src/maas/registry \
-		services/trainer/src/maas/trainer services/inference/src/maas/inference cli/src/maas/cli tools
+		services/trainer/src/maas/trainer services/inference/src/maas/inference cli/src/maas/cli cli/src/maas/client \
+		tools demo bench/report.py
 
 bench: bench-registry bench-trainer bench-inference
+	$(MAKE) bench-report
+
+bench-report: install
+	$(PY) bench/report.py
 
 bench-registry: install
 	$(PY) bench/registry_bench.py

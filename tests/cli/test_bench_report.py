@@ -1,0 +1,92 @@
+"""bench/report.py turns the benchmarks' JSON into one Markdown report with PNG charts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _inference() -> dict[str, object]:
+    rows = []
+    for model in ("mlp", "cnn"):
+        for scenario in ("served", "transport ceiling", "served (stream)"):
+            for c in (1, 8, 32):
+                rows.append(
+                    {
+                        "scenario": scenario,
+                        "model": model,
+                        "concurrency": c,
+                        "batching": "on",
+                        "infer_per_s": 100.0 * c,
+                        "p50_ms": 1.0 + c,
+                        "p99_ms": 2.0 + c,
+                        "extra": {},
+                    }
+                )
+        for batch in (1, 8, 32):
+            rows.append(
+                {
+                    "scenario": "torch in-process",
+                    "model": model,
+                    "concurrency": 0,
+                    "batching": f"batch {batch}",
+                    "infer_per_s": 1000.0 * batch,
+                    "p50_ms": 0.1,
+                    "p99_ms": 0.2,
+                    "extra": {"batch": batch},
+                }
+            )
+    return {"meta": {"when": "now", "machine": "x86_64", "cpus": 2, "loadgen": "ours", "server": "maas",
+                     "goals": ["mlp at concurrency 32: goal met"]}, "results": rows}  # fmt: skip
+
+
+def _registry() -> dict[str, object]:
+    lists = {"ListVersions newest, first page": {"p50_ms": 5.0, "p95_ms": 7.0, "items": 100}}
+    result = {"creates_per_s": 600.0, "points_per_s": 2e5, "history_100k_s": 0.2, "list_p50_ms": 5.0, "lists": lists}
+    return {
+        "goals": {"creates_per_s": [">=", 500.0], "points_per_s": [">=", 1e5], "history_100k_s": ["<=", 0.5],
+                  "list_p50_ms": ["<=", 20.0]},
+        "results": [{"backend": "sqlite", **result}, {"backend": "postgresql", **result}],
+    }  # fmt: skip
+
+
+def _trainer() -> dict[str, object]:
+    row = {"batch": 64, "dataloader": 2000.0, "memory": 4400.0, "service": 4300.0, "service_ddp2": None,
+           "service_vs_memory": 0.977, "memory_vs_dataloader": 2.2}  # fmt: skip
+    return {"meta": {"machine": "x86_64", "torch": "2", "samples": 900}, "rows": [row]}
+
+
+def test_report_from_every_benchmark(tmp_path: Path) -> None:
+    for name, doc in (("inference", _inference()), ("registry", _registry()), ("trainer", _trainer())):
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+    (tmp_path / "trainer.md").write_text("# Trainer benchmark\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/report.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = (tmp_path / "report.md").read_text()
+    images = [line[line.index("(") + 1 : -1] for line in report.splitlines() if line.startswith("![")]
+    assert len(images) == 5
+    for name in images:
+        with Image.open(tmp_path / name) as img:
+            assert img.format == "PNG" and min(img.size) > 100
+    assert "## Trainer benchmark" in report.splitlines()  # its own tables, one level down
+    assert "service / in-memory loop 0.98" in report
+
+
+def test_missing_results_are_reported_not_invented(tmp_path: Path) -> None:
+    (tmp_path / "trainer.json").write_text(json.dumps(_trainer()))
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/report.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = (tmp_path / "report.md").read_text()
+    assert "inference.json is missing" in report and "registry.json is missing" in report
+    (tmp_path / "trainer.json").unlink()
+    none = subprocess.run([sys.executable, str(ROOT / "bench/report.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert none.returncode == 1
