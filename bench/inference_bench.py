@@ -9,14 +9,15 @@ Measures, in one run on this machine:
 - the in-process torch ceiling: the same network and thread count called in a
   loop at batch 1, 8 and 32.
 
-The load generator is perf_analyzer when one is on the PATH; otherwise ours,
-built on tritonclient: each of several processes builds its ModelInferRequest
-once with tritonclient's request builder (as perf_analyzer prepares its inputs
-once), then sends it through tritonclient's generated gRPC stub from
-`concurrency` asyncio tasks, over several connections (local subchannel pools,
-so SO_REUSEPORT spreads them over the serving processes). It runs on the same
-cores as the server; its own CPU time is measured and reported next to the
-server's. Results go to bench/out/inference.md and bench/out/inference.json.
+The load generator is perf_analyzer when one is on the PATH; otherwise ours:
+several processes, each sending one ModelInferRequest serialized once (with
+tritonclient's generated message) as raw bytes through generic calls on a raw
+grpc.aio channel - no per-call serialization or parsing - from `concurrency`
+asyncio tasks spread over the processes, over several connections each (local
+subchannel pools, so SO_REUSEPORT spreads them over the serving processes).
+It runs on the same cores as the server; its CPU time, and the server's, are
+measured and reported per inference and as a share of the machine. Results go
+to bench/out/inference.md and bench/out/inference.json.
 """
 
 from __future__ import annotations
@@ -74,11 +75,24 @@ class Result:
 # ---------------------------------------------------------- load generator
 
 
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
+
+
+def request_bytes(model: str, input_name: str, shape: tuple[int, ...], seed: int) -> bytes:
+    """One ModelInferRequest with a raw FP32 row, serialized once (as perf_analyzer prepares its inputs once)."""
+    from tritonclient.grpc import service_pb2
+
+    x = np.random.default_rng(seed).standard_normal((1, *shape)).astype(np.float32)
+    request = service_pb2.ModelInferRequest(model_name=model)
+    request.inputs.add(name=input_name, datatype="FP32", shape=[1, *shape])
+    request.raw_input_contents.append(x.tobytes())
+    return request.SerializeToString()
+
+
 def _load_process(
     address: str,
-    model: str,
-    input_name: str,
-    shape: tuple[int, ...],
+    payload: bytes,
     tasks: int,
     channels: int,
     start_at: float,
@@ -86,74 +100,51 @@ def _load_process(
     streaming: bool,
     conn: Any,
 ) -> None:
-    import grpc
-    import tritonclient.grpc as tc
-    from tritonclient.grpc import service_pb2_grpc
-    from tritonclient.grpc._utils import _get_inference_request
+    """Send `payload` from `tasks` asyncio tasks over `channels` connections; report latencies and CPU.
 
-    x = np.random.default_rng(os.getpid()).standard_normal((1, *shape)).astype(np.float32)
-    tensor = tc.InferInput(input_name, [1, *shape], "FP32")
-    tensor.set_data_from_numpy(x)
-    request = _get_inference_request(
-        model_name=model,
-        inputs=[tensor],
-        model_version="",
-        request_id="",
-        outputs=None,
-        sequence_id=0,
-        sequence_start=False,
-        sequence_end=False,
-        priority=0,
-        timeout=None,
-        parameters=None,
-    )
+    Generic calls on a raw grpc.aio channel: the request goes out as the bytes
+    serialized once, and the response is not parsed (a unary call succeeded
+    or raised; a stream answer whose first field is error_message - tag 0x0a -
+    is an error). That is the least CPU a Python client can spend per call.
+    """
+    import grpc
 
     async def main() -> tuple[list[float], int, float]:
         options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 64 << 20)]
         chans = [grpc.aio.insecure_channel(address, options=options) for _ in range(channels)]
-        stubs = [service_pb2_grpc.GRPCInferenceServiceStub(c) for c in chans]
-        for stub in stubs:  # connect and warm every connection before the clock starts
-            await stub.ModelInfer(request)
+        unary = [c.unary_unary(MODEL_INFER) for c in chans]
+        stream = [c.stream_stream(MODEL_STREAM_INFER) for c in chans]
+        for call in unary:  # connect and warm every connection before the clock starts
+            await call(payload)
         latencies: list[float] = []
         errors = 0
         end = start_at + duration
+        now = time.time
 
-        async def run(k: int) -> None:
-            if streaming:
-                await run_stream(k)
-                return
+        async def run_unary(k: int) -> None:
             nonlocal errors
-            stub = stubs[k % len(stubs)]
-            while True:
-                t0 = time.time()
-                if t0 >= end:
-                    return
+            call = unary[k % channels]
+            while (t0 := now()) < end:
                 try:
-                    await stub.ModelInfer(request)
+                    await call(payload)
                 except grpc.RpcError:
-                    if t0 >= start_at:
-                        errors += 1
+                    errors += t0 >= start_at
                     continue
                 if t0 >= start_at:
-                    latencies.append(time.time() - t0)
+                    latencies.append(now() - t0)
 
         async def run_stream(k: int) -> None:
             """One bidirectional stream per task, one request in flight on it (as perf_analyzer --streaming)."""
             nonlocal errors
-            call = stubs[k % len(stubs)].ModelStreamInfer()
+            call = stream[k % channels]()
             try:
-                while True:
-                    t0 = time.time()
-                    if t0 >= end:
-                        return
-                    await call.write(request)
+                while (t0 := now()) < end:
+                    await call.write(payload)
                     answer = await call.read()
-                    if answer.error_message:
-                        if t0 >= start_at:
-                            errors += 1
-                        continue
-                    if t0 >= start_at:
-                        latencies.append(time.time() - t0)
+                    if answer[:1] == b"\x0a":
+                        errors += t0 >= start_at
+                    elif t0 >= start_at:
+                        latencies.append(now() - t0)
             finally:
                 await call.done_writing()
 
@@ -165,6 +156,7 @@ def _load_process(
             await asyncio.sleep(max(0.0, end - time.time()))
             cpu.append(time.process_time())
 
+        run = run_stream if streaming else run_unary
         await asyncio.gather(cpu_window(), *(run(k) for k in range(tasks)))
         for c in chans:
             await c.close()
@@ -207,10 +199,12 @@ def measure(
     duration: float,
     warmup: float,
     loadgen_processes: int,
+    channels: int = 2,
     streaming: bool = False,
 ) -> Result:
     _, input_name, shape, _ = MODELS[model_key]
     procs = max(1, min(loadgen_processes, concurrency))
+    payload = request_bytes(model, input_name, shape, seed=concurrency)
     ctx = mp.get_context("spawn")
     start_at = time.time() + warmup + 2.0  # spawning and importing take a moment
     workers = []
@@ -221,11 +215,9 @@ def measure(
             target=_load_process,
             args=(
                 proc.address,
-                model,
-                input_name,
-                shape,
+                payload,
                 tasks,
-                max(1, min(tasks, 2)),
+                max(1, min(tasks, channels)),
                 start_at,
                 duration,
                 streaming,
@@ -349,22 +341,31 @@ def _per(cpu_s: float, r: Result) -> str:
     return f"{cpu_s / r.requests * 1e6:,.0f}"
 
 
+def _share(cpu_s: float, r: Result) -> str:
+    """CPU time as a share of the whole machine (all cores) over the window."""
+    if not r.requests or cpu_s != cpu_s:  # nan
+        return ""
+    return f"{cpu_s / r.seconds / (os.cpu_count() or 1) * 100:.0f}"
+
+
 def report(results: list[Result], meta: dict[str, Any]) -> str:
     lines = [
         "# Inference benchmark",
         "",
-        f"Measured {meta['when']} on {meta['machine']} ({meta['cpus']} CPUs, shared with other work).",
+        f"Measured {meta['when']} on {meta['machine']} ({meta['cpus']} CPUs); load average (1/5/15 min) "
+        f"{meta['load_before']} before, {meta['load_after']} after.",
         f"Load generator: {meta['loadgen']}. Server: {meta['server']}.",
         f"Each gRPC figure is a {meta['duration']:.0f} s window after a {meta['warmup']:.0f} s warm-up.",
         "",
         "| scenario | model | concurrency | batching | infer/s | p50 ms | p99 ms | errors "
-        "| server CPU us/infer | loadgen CPU us/infer |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| server CPU us/infer | loadgen CPU us/infer | server CPU % | loadgen CPU % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.scenario} | {r.model} | {r.concurrency or ''} | {r.batching} | {r.infer_per_s:,.0f} | "
-            f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {_per(r.server_cpu_s, r)} | {_per(r.loadgen_cpu_s, r)} |"
+            f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {_per(r.server_cpu_s, r)} | {_per(r.loadgen_cpu_s, r)} | "
+            f"{_share(r.server_cpu_s, r)} | {_share(r.loadgen_cpu_s, r)} |"
         )
     lines += ["", "## Goals", ""]
     lines += [f"- {g}" for g in meta["goals"]]
@@ -409,6 +410,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per point")
     parser.add_argument("--workers", type=int, default=2, help="serving processes sharing the port")
     parser.add_argument("--loadgen-processes", type=int, default=2, help="load generator processes")
+    parser.add_argument("--channels", type=int, default=2, help="connections per load generator process")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per execution")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--models", default="mlp,cnn")
@@ -416,6 +418,7 @@ def main() -> int:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     models = args.models.split(",")
     use_pa = shutil.which("perf_analyzer") is not None
+    load_before = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     work = Path(tempfile.mkdtemp(prefix="maas-bench-inference-"))
     results: list[Result] = []
     registry = support.start_registry(work / "registry")
@@ -438,7 +441,7 @@ def main() -> int:
             r = measure(
                 proc, scenario, key, model, c, batching,
                 duration=args.duration, warmup=args.warmup, loadgen_processes=args.loadgen_processes,
-                streaming=streaming,
+                channels=args.channels, streaming=streaming,
             )  # fmt: skip
         print(
             f"{scenario:18s} {key:4s} c={c:<3d} batching={batching:3s} {r.infer_per_s:8.0f}/s "
@@ -486,12 +489,15 @@ def main() -> int:
         "loadgen": "perf_analyzer"
         if use_pa
         else (
-            f"ours on tritonclient ({args.loadgen_processes} processes, request prepared once with tritonclient, "
-            "sent through tritonclient's generated stub; not perf_analyzer: none on the PATH)"
+            f"ours ({args.loadgen_processes} processes, {args.channels} connections each, request serialized once "
+            "with tritonclient's message and sent as bytes through generic calls on a raw grpc.aio channel; "
+            "not perf_analyzer: none on the PATH)"
         ),
         "server": f"python -m maas.inference, {args.workers} worker process(es), {args.threads} intra-op thread(s)",
         "duration": args.duration,
         "warmup": args.warmup,
+        "load_before": load_before,
+        "load_after": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
     meta["goals"] = goals(results)
     OUT.mkdir(parents=True, exist_ok=True)
