@@ -16,7 +16,7 @@ from maas.client.trainer import state_name
 from maas.v1 import trainer_pb2 as pb
 
 REDRAW_SECONDS = 0.1
-KEY_METRICS = ("train_loss", "val_loss", "val_accuracy", "train_accuracy")
+KEY_METRICS = ("val_accuracy", "val_loss", "train_loss", "train_accuracy")
 
 
 def duration(seconds: float) -> str:
@@ -103,9 +103,13 @@ class JobProgress:
         out = [head[:width], epoch_line[:width], step_line[:width]]
         if self.epoch_metrics:
             shown = [k for k in KEY_METRICS if k in self.epoch_metrics] or sorted(self.epoch_metrics)
-            text = "  ".join(f"{k} {self.epoch_metrics[k]:.4f}" for k in shown)
+            parts = [f"{k} {self.epoch_metrics[k]:.4f}" for k in shown]
             if self.best is not None:
-                text += f"  (best val_accuracy {self.best[0]:.4f} @ {self.best[1]})"
+                parts.insert(1, f"(best {self.best[0]:.4f} at epoch {self.best[1]})")
+            text = "  ".join(parts)
+            while len(text) > width and len(parts) > 1:  # drop the least important first
+                parts.pop()
+                text = "  ".join(parts)
             out.append(text[:width])
         return out
 
