@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,17 @@ def test_watch_exits_non_zero_when_the_job_is_cancelled(suite: Suite) -> None:
             job_id = json.loads(line)["job_id"]
             break
     assert job_id, watcher.stderr.read() if watcher.stderr else ""
+    # Ctrl-C stops watching, not the job: exit 130 and one line saying so.
+    interrupted = subprocess.Popen([MAAS, "jobs", "watch", job_id], env={**os.environ, **suite.env},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert interrupted.stdout is not None
+    assert interrupted.stdout.readline()  # it is watching
+    interrupted.send_signal(signal.SIGINT)
+    _, interrupted_err = interrupted.communicate(timeout=60)
+    assert interrupted.returncode == 130
+    assert len(interrupted_err.strip().splitlines()) == 1 and "Traceback" not in interrupted_err
+    assert json.loads(suite.maas("jobs", "show", job_id, "--json").stdout)["state"] == "JOB_STATE_RUNNING"
+
     cancelled = suite.maas("jobs", "cancel", job_id, "--json")
     assert cancelled.rc == 0, cancelled.stderr
     out, err = watcher.communicate(timeout=120)

@@ -8,6 +8,8 @@ One implementation of every call, whichever style the caller uses.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator
 from typing import Any, TypeVar
@@ -26,7 +28,11 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def iterate(self, stream: AsyncIterator[T]) -> Generator[T, None, None]:
-        """Drive an async iterator from this thread; closing the generator closes the stream."""
+        """Drive an async iterator from this thread; closing the generator closes the stream.
+
+        An exception in the waiting thread (Ctrl-C) cancels the pending step first, so the
+        stream is never closed while it is still running.
+        """
 
         async def step() -> Any:
             try:
@@ -34,13 +40,23 @@ class LoopThread:
             except StopAsyncIteration:
                 return _DONE
 
+        pending: concurrent.futures.Future[Any] | None = None
         try:
-            while (item := self.run(step())) is not _DONE:
+            while True:
+                pending = asyncio.run_coroutine_threadsafe(step(), self.loop)
+                item = pending.result()
+                pending = None
+                if item is _DONE:
+                    return
                 yield item
         finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                concurrent.futures.wait([pending], timeout=5)
             closer = getattr(stream, "aclose", None)
             if closer is not None and self.loop.is_running():
-                self.run(_await(closer()))
+                with contextlib.suppress(RuntimeError, StopAsyncIteration, asyncio.CancelledError):
+                    self.run(_await(closer()))
 
     def stop(self) -> None:
         if self.loop.is_running():
