@@ -29,10 +29,7 @@ def _classes() -> list[tuple[str, type[BaseSettings]]]:
 
 
 def _default(field: Any) -> str:
-    if field.default_factory is not None:
-        value = field.default_factory()
-    else:
-        value = field.default
+    value = field.default_factory() if field.default_factory is not None else field.default
     if value is None:
         return "—"
     if isinstance(value, list):

@@ -37,7 +37,20 @@ def _leaf(directory: Path, name: str, ca: Pair, san: str, usage: str) -> Pair:
     csr = directory / f"{name}.csr"
     ext = directory / f"{name}.ext"
     ext.write_text(f"subjectAltName={san}\nextendedKeyUsage={usage}\n")
-    _run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", f"/CN={name}", "-keyout", str(pair.key), "-out", str(csr))
+    _run(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        f"/CN={name}",
+        "-keyout",
+        str(pair.key),
+        "-out",
+        str(csr),
+    )
     _run("x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey", str(ca.key), "-CAcreateserial",
          "-days", "2", "-extfile", str(ext), "-out", str(pair.cert))  # fmt: skip
     return pair
