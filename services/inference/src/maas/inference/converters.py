@@ -79,23 +79,29 @@ def signature_from_registry(sig: common_pb2.Signature) -> Signature | None:
 
 def to_infer_response(result: InferResult) -> pb.ModelInferResponse:
     """Outputs always travel as raw_output_contents, as Triton answers and tritonclient expects."""
+    response = pb.ModelInferResponse()
+    _fill_infer_response(response, result)
+    return response
+
+
+def to_stream_response(result: InferResult) -> pb.ModelStreamInferResponse:
+    message = pb.ModelStreamInferResponse()
+    _fill_infer_response(message.infer_response, result)  # built in place: no copy of a finished message
+    return message
+
+
+def _fill_infer_response(response: pb.ModelInferResponse, result: InferResult) -> None:
     served = result.served
-    tensors = []
-    raw = []
+    response.model_name = served.model
+    response.model_version = served.version_str
+    response.id = result.request_id
+    outputs = response.outputs
+    raw = response.raw_output_contents
     for spec, array in result.outputs:
         if array.dtype.byteorder == ">":
             array = array.astype(array.dtype.newbyteorder("<"))
-        tensors.append(
-            pb.ModelInferResponse.InferOutputTensor(name=spec.name, datatype=spec.datatype, shape=array.shape)
-        )
+        outputs.add(name=spec.name, datatype=spec.datatype, shape=array.shape)
         raw.append(array.tobytes())
-    return pb.ModelInferResponse(
-        model_name=served.model,
-        model_version=served.version_str,
-        id=result.request_id,
-        outputs=tensors,
-        raw_output_contents=raw,
-    )
 
 
 def to_stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:

@@ -65,7 +65,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         def answer(request: pb.ModelInferRequest, result: InferResult | BaseException) -> None:
             if isinstance(result, InferResult):
-                answers.put_nowait(pb.ModelStreamInferResponse(infer_response=converters.to_infer_response(result)))
+                answers.put_nowait(converters.to_stream_response(result))
             elif isinstance(result, errors.MaasError):
                 answers.put_nowait(converters.to_stream_error(request, result.message))
             else:  # one request's failure must not end the stream
