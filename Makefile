@@ -11,7 +11,7 @@ STAMP := $(VENV)/.maas-installed
 PACKAGES := services/common services/registry services/trainer services/inference cli
 EDITABLE := $(foreach p,$(PACKAGES),-e $(p))
 
-.PHONY: help install install-tools run demo test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference bench-report clean
+.PHONY: help install install-tools run demo soak test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference bench-report clean
 
 help:
 	@echo "make run           start the suite on embedded defaults (state in ./.maas)"
@@ -21,6 +21,7 @@ help:
 	@echo "make protos        regenerate Python code from protos/"
 	@echo "make check-protos  fail if the committed generated code is stale"
 	@echo "make bench         run every benchmark and write bench/out/report.md"
+	@echo "make soak          ten minutes of mixed load on the whole suite"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,10 @@ run: install
 
 demo: install
 	$(PY) demo/digits.py
+
+# Ten minutes of mixed load on the whole suite (CI runs the same test for 60 s).
+soak: install
+	MAAS_SOAK_SECONDS=600 $(PY) -m pytest tests/soak -q -p no:cacheprovider
 
 protos: install
 	$(PY) tools/protos.py
