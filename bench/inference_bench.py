@@ -13,8 +13,10 @@ The load generator is perf_analyzer when one is on the PATH; otherwise ours:
 several processes, each sending one ModelInferRequest serialized once (with
 tritonclient's generated message) as raw bytes through generic calls on a raw
 grpc.aio channel - no per-call serialization or parsing - from `concurrency`
-asyncio tasks spread over the processes, over several connections each (local
-subchannel pools, so SO_REUSEPORT spreads them over the serving processes).
+asyncio tasks spread over the processes, by default one connection per task (local
+subchannel pools): the kernel spreads connections over the serving processes
+(SO_REUSEPORT) at random, and with only a few connections one process could
+get most of the load.
 It runs on the same cores as the server; its CPU time, and the server's, are
 measured and reported per inference and as a share of the machine. Results go
 to bench/out/inference.md and bench/out/inference.json.
@@ -199,7 +201,7 @@ def measure(
     duration: float,
     warmup: float,
     loadgen_processes: int,
-    channels: int = 2,
+    channels: int = 0,
     streaming: bool = False,
 ) -> Result:
     _, input_name, shape, _ = MODELS[model_key]
@@ -217,7 +219,7 @@ def measure(
                 proc.address,
                 payload,
                 tasks,
-                max(1, min(tasks, channels)),
+                max(1, min(tasks, channels or tasks)),
                 start_at,
                 duration,
                 streaming,
@@ -410,7 +412,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per point")
     parser.add_argument("--workers", type=int, default=2, help="serving processes sharing the port")
     parser.add_argument("--loadgen-processes", type=int, default=2, help="load generator processes")
-    parser.add_argument("--channels", type=int, default=2, help="connections per load generator process")
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=0,
+        help="connections per load generator process (0: one per task, so SO_REUSEPORT spreads the load evenly "
+        "over the serving processes)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per execution")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--models", default="mlp,cnn")
@@ -489,7 +497,8 @@ def main() -> int:
         "loadgen": "perf_analyzer"
         if use_pa
         else (
-            f"ours ({args.loadgen_processes} processes, {args.channels} connections each, request serialized once "
+            f"ours ({args.loadgen_processes} processes, {args.channels or 'one connection per task,'} "
+            f"{'connections each, ' if args.channels else ''}request serialized once "
             "with tritonclient's message and sent as bytes through generic calls on a raw grpc.aio channel; "
             "not perf_analyzer: none on the PATH)"
         ),
