@@ -50,7 +50,18 @@ class WrappingInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        # grpc asks the chain for a handler on every call; the wrapped handler of a
+        # method is built once and reused while the inner handler is the same object.
         method = handler_call_details.method
+        cache: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = self.__dict__.setdefault("_wrapped", {})
+        hit = cache.get(method)
+        if hit is not None and hit[0] is handler:
+            return hit[1]
+        wrapped = self._wrap(method, handler)
+        cache[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
