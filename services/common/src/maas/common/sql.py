@@ -1,11 +1,14 @@
 """The session boundary: engines, one transaction per call, error translation.
 
-Every domain operation runs as `db.write(fn)` or `db.read(fn)`: one explicit
-transaction, retried a bounded number of times on transient conflicts (with a
-rollback in between), and database errors leave here as domain errors - a
-lost connection is Unavailable, a unique violation AlreadyExists. SQLite write
-transactions start with BEGIN IMMEDIATE so concurrent writers serialize on the
-database lock instead of failing at commit; PostgreSQL reads are READ ONLY.
+Every domain operation runs as `db.write(fn)` or `db.read(fn)` (fn gets an ORM
+Session), or as `db.write_conn(fn)` or `db.read_conn(fn)` (fn gets a Core
+Connection: no unit of work, for the hot paths, which pair it with
+`maas.common.prepared`). Either way: one explicit transaction, retried a
+bounded number of times on transient conflicts (with a rollback in between),
+and database errors leave here as domain errors - a lost connection is
+Unavailable, a unique violation AlreadyExists. SQLite write transactions start
+with BEGIN IMMEDIATE so concurrent writers serialize on the database lock
+instead of failing at commit; PostgreSQL reads are READ ONLY.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from maas.common import errors
+from maas.common.prepared import Prepared
 
 log = logging.getLogger("maas.sql")
 
@@ -33,6 +37,9 @@ T = TypeVar("T")
 _WRITE = "maas_write"
 _IDLE_PING_S = 5.0
 _PG_RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+# Issued on the driver by the "begin" hook (a Core execute would cost more than the BEGIN).
+_BEGIN = Prepared(text("BEGIN"))
+_BEGIN_IMMEDIATE = Prepared(text("BEGIN IMMEDIATE"))
 
 
 def normalize_url(url: str) -> URL:
@@ -79,6 +86,12 @@ class Database:
         else:
             raise errors.InvalidArgument(f"unsupported database '{self.dialect}' (sqlite or postgresql)")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        # Core transactions take their kind from the engine they come from, set up once:
+        # writes say so to the SQLite begin hook, PostgreSQL reads BEGIN READ ONLY.
+        self._writer = self.engine.execution_options(**{_WRITE: True})
+        self._reader = (
+            self.engine.execution_options(postgresql_readonly=True) if self.dialect == "postgresql" else self.engine
+        )
 
     def _sqlite_engine(self, pool_size: int, busy_timeout_ms: int) -> Engine:
         database = self.url.database
@@ -103,32 +116,48 @@ class Database:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def on_begin(conn: Any) -> None:
-            write = conn.get_execution_options().get(_WRITE, False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        def on_begin(conn: Connection) -> None:
+            (_BEGIN_IMMEDIATE if conn.get_execution_options().get(_WRITE, False) else _BEGIN).execute(conn)
 
         return engine
 
     # ------------------------------------------------------------ transactions
 
     def write(self, fn: Callable[[Session], T]) -> T:
-        return self._run(fn, write=True)
+        return self._retrying(lambda: self._in_session(fn, write=True))
 
     def read(self, fn: Callable[[Session], T]) -> T:
-        return self._run(fn, write=False)
+        return self._retrying(lambda: self._in_session(fn, write=False))
 
-    def _run(self, fn: Callable[[Session], T], *, write: bool) -> T:
+    def write_conn(self, fn: Callable[[Connection], T]) -> T:
+        """`fn` on a Core connection inside one write transaction (BEGIN IMMEDIATE on SQLite)."""
+        return self._retrying(lambda: self._in_transaction(self._writer, fn))
+
+    def read_conn(self, fn: Callable[[Connection], T]) -> T:
+        """`fn` on a Core connection inside one read transaction (READ ONLY on PostgreSQL)."""
+        return self._retrying(lambda: self._in_transaction(self._reader, fn))
+
+    def _in_session(self, fn: Callable[[Session], T], *, write: bool) -> T:
+        with self._sessions() as session:
+            # On PostgreSQL a read says so in its BEGIN (READ ONLY): no extra round trip.
+            readonly = not write and self.dialect == "postgresql"
+            session.connection(execution_options={_WRITE: write, "postgresql_readonly": readonly})
+            result = fn(session)
+            session.commit()
+            return result
+
+    @staticmethod
+    def _in_transaction(engine: Engine, fn: Callable[[Connection], T]) -> T:
+        with engine.connect() as conn, conn.begin():
+            return fn(conn)
+
+    def _retrying(self, attempt_once: Callable[[], T]) -> T:
+        """Run one transaction; again, after a rollback and a short pause, on a transient conflict."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                with self._sessions() as session:
-                    # On PostgreSQL a read says so in its BEGIN (READ ONLY): no extra round trip.
-                    readonly = not write and self.dialect == "postgresql"
-                    session.connection(execution_options={_WRITE: write, "postgresql_readonly": readonly})
-                    result = fn(session)
-                    session.commit()
-                    return result
+                return attempt_once()
             except sa_exc.DBAPIError as exc:
                 if attempt <= self.max_retries and self._retryable(exc):
                     delay = min(0.5, 0.005 * 2**attempt) * (0.5 + random.random())
