@@ -26,9 +26,12 @@ _EVENT_TYPES = frozenset(registry_pb2.EventType.values())
 def to_timestamp(ms: int) -> timestamp_pb2.Timestamp | None:
     if not ms:
         return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromMilliseconds(ms)
-    return ts
+    return timestamp_pb2.Timestamp(seconds=ms // 1000, nanos=ms % 1000 * 1_000_000)
+
+
+def _timestamp_fields(ms: int) -> dict[str, int] | None:
+    """A Timestamp as message-constructor fields (cheaper than building the message first)."""
+    return {"seconds": ms // 1000, "nanos": ms % 1000 * 1_000_000} if ms else None
 
 
 def from_datatype(value: int) -> str:
@@ -47,8 +50,11 @@ def from_status(value: int) -> entities.VersionStatus:
     return entities.VersionStatus(registry_pb2.VersionStatus.Name(value).removeprefix("VERSION_STATUS_"))
 
 
+_STATUS_NUMBERS = {s: registry_pb2.VersionStatus.Value(f"VERSION_STATUS_{s.value}") for s in entities.VersionStatus}
+
+
 def to_status(status: entities.VersionStatus) -> int:
-    return registry_pb2.VersionStatus.Value(f"VERSION_STATUS_{status.value}")
+    return _STATUS_NUMBERS[status]
 
 
 def from_format(value: int, *, required: bool = True) -> entities.ModelFormat | None:
@@ -61,8 +67,11 @@ def from_format(value: int, *, required: bool = True) -> entities.ModelFormat | 
     return entities.ModelFormat(registry_pb2.ModelFormat.Name(value).removeprefix("MODEL_FORMAT_"))
 
 
+_FORMAT_NUMBERS = {f: registry_pb2.ModelFormat.Value(f"MODEL_FORMAT_{f.value}") for f in entities.ModelFormat}
+
+
 def to_format(fmt: entities.ModelFormat) -> int:
-    return registry_pb2.ModelFormat.Value(f"MODEL_FORMAT_{fmt.value}")
+    return _FORMAT_NUMBERS[fmt]
 
 
 def from_order(value: int) -> entities.VersionOrder:
@@ -87,8 +96,11 @@ def from_event_type(value: int) -> entities.EventType:
     return entities.EventType(registry_pb2.EventType.Name(value).removeprefix("EVENT_TYPE_"))
 
 
+_EVENT_TYPE_NUMBERS = {t: registry_pb2.EventType.Value(f"EVENT_TYPE_{t.value}") for t in entities.EventType}
+
+
 def to_event_type(value: entities.EventType) -> int:
-    return registry_pb2.EventType.Value(f"EVENT_TYPE_{value.value}")
+    return _EVENT_TYPE_NUMBERS[value]
 
 
 def from_struct(value: struct_pb2.Struct) -> dict[str, Any]:
@@ -117,18 +129,17 @@ def _integral(value: Any) -> Any:
     return value
 
 
-def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    out.MergeFromString(_struct_bytes(json.dumps(value, sort_keys=True)))
-    return out
+def to_struct(doc: str) -> struct_pb2.Struct:
+    """A JSON object (as text) as a Struct. Shared: callers copy it into their message."""
+    return _struct_of(doc)
 
 
 @functools.lru_cache(maxsize=4096)
-def _struct_bytes(doc: str) -> bytes:
+def _struct_of(doc: str) -> struct_pb2.Struct:
     """Struct.update is a Python-level walk; versions of a model share few architectures."""
     out = struct_pb2.Struct()
     out.update(json.loads(doc))
-    return out.SerializeToString()
+    return out
 
 
 def from_tag_filters(values: Any) -> list[entities.TagFilter]:
@@ -139,6 +150,15 @@ def from_tag_filters(values: Any) -> list[entities.TagFilter]:
 
 
 def from_signature(sig: common_pb2.Signature) -> entities.Signature:
+    return _signature_from_bytes(sig.SerializeToString(deterministic=True))
+
+
+@functools.lru_cache(maxsize=4096)
+def _signature_from_bytes(raw: bytes) -> entities.Signature:
+    """Clients send the same few signatures again and again; the entity is immutable."""
+    sig = common_pb2.Signature()
+    sig.ParseFromString(raw)
+
     def specs(items: Any, side: str) -> tuple[entities.TensorSpec, ...]:
         out = []
         for spec in items:
@@ -153,15 +173,14 @@ def from_signature(sig: common_pb2.Signature) -> entities.Signature:
 
 
 def to_signature(sig: entities.Signature) -> common_pb2.Signature:
-    out = common_pb2.Signature()
-    out.MergeFromString(_signature_bytes(sig))
-    return out
+    """Shared: callers copy it into their message."""
+    return _signature_of(sig)
 
 
 @functools.lru_cache(maxsize=4096)
-def _signature_bytes(sig: entities.Signature) -> bytes:
+def _signature_of(sig: entities.Signature) -> common_pb2.Signature:
     """Signatures are immutable and shared by many versions: build each once."""
-    return _build_signature(sig).SerializeToString()
+    return _build_signature(sig)
 
 
 def _build_signature(sig: entities.Signature) -> common_pb2.Signature:
@@ -184,8 +203,8 @@ def to_model(model: entities.Model) -> registry_pb2.Model:
         tags=model.tags,
         aliases=model.aliases,
         latest_version=model.latest_version,
-        created_at=to_timestamp(model.created_at_ms),
-        updated_at=to_timestamp(model.updated_at_ms),
+        created_at=_timestamp_fields(model.created_at_ms),  # type: ignore[arg-type]
+        updated_at=_timestamp_fields(model.updated_at_ms),  # type: ignore[arg-type]
     )
 
 
@@ -205,14 +224,16 @@ def from_create_version(req: registry_pb2.CreateVersionRequest) -> entities.NewV
 
 
 def to_version(v: entities.Version) -> registry_pb2.ModelVersion:
+    # Lists build a hundred of these per call: shared sub-messages (copied in by
+    # the constructor), enum numbers from dicts, timestamps as plain fields.
     return registry_pb2.ModelVersion(
         model=v.model,
         version=v.version,
-        status=to_status(v.status),  # type: ignore[arg-type]
+        status=_STATUS_NUMBERS[v.status],  # type: ignore[arg-type]
         status_reason=v.status_reason,
-        format=to_format(v.format),  # type: ignore[arg-type]
-        architecture=to_struct(v.architecture),
-        signature=to_signature(v.signature),
+        format=_FORMAT_NUMBERS[v.format],  # type: ignore[arg-type]
+        architecture=_struct_of(v.architecture_json),
+        signature=_signature_of(v.signature),
         run_id=v.run_id,
         description=v.description,
         tags=v.tags,
@@ -221,8 +242,8 @@ def to_version(v: entities.Version) -> registry_pb2.ModelVersion:
         sha256=v.sha256,
         archived=v.archived,
         aliases=v.aliases,
-        created_at=to_timestamp(v.created_at_ms),
-        ready_at=to_timestamp(v.ready_at_ms),
+        created_at=_timestamp_fields(v.created_at_ms),  # type: ignore[arg-type]
+        ready_at=_timestamp_fields(v.ready_at_ms),  # type: ignore[arg-type]
     )
 
 

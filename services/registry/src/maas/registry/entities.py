@@ -1,12 +1,13 @@
 """Plain domain entities: what the domain returns and the converters read.
 
-ORM rows turn themselves into these (`to_entity()`); nothing above the db
-package sees a row or a session.
+The db package builds these from rows (`db/reads.py`, or an ORM row's
+`to_entity()`); nothing above it sees a row, a session or a connection.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -88,7 +89,9 @@ class Version:
     status: VersionStatus
     status_reason: str
     format: ModelFormat
-    architecture: dict[str, Any]
+    # The declarative architecture as stored: canonical JSON text (sorted keys).
+    # Kept as text so that a read never parses it; converters map it to a Struct.
+    architecture_json: str
     signature: Signature
     run_id: str
     description: str
@@ -100,6 +103,10 @@ class Version:
     aliases: tuple[str, ...]
     created_at_ms: int
     ready_at_ms: int
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        return dict(json.loads(self.architecture_json))
 
 
 @dataclass(frozen=True)

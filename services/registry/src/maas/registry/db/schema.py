@@ -1,6 +1,8 @@
-"""ORM rows of the registry and the metric point table.
+"""ORM rows of the registry (the tables' definition) and the metric point table.
 
-Times are integer milliseconds since the epoch (portable, cheap to sort and
+Only runs are read and written through the ORM; models, versions, aliases
+and events go through the prebuilt statements of `statements` and the row
+readers of `reads`. Times are integer milliseconds since the epoch (portable, cheap to sort and
 to convert). JSON documents (architecture, signature) are stored as text the
 registry never interprets beyond validation.
 """
@@ -55,20 +57,6 @@ class ModelRow(Base):
     last_version: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     updated_at_ms: Mapped[int] = mapped_column(BigInteger)
-
-    tags: Mapped[list[ModelTagRow]] = relationship(lazy="selectin", cascade="all, delete-orphan", passive_deletes=True)
-    aliases: Mapped[list[AliasRow]] = relationship(lazy="selectin", cascade="all, delete-orphan", passive_deletes=True)
-
-    def to_entity(self) -> entities.Model:
-        return entities.Model(
-            name=self.name,
-            description=self.description,
-            tags={t.key: t.value for t in self.tags},
-            aliases={a.name: a.version_number for a in self.aliases},
-            latest_version=self.last_version,
-            created_at_ms=self.created_at_ms,
-            updated_at_ms=self.updated_at_ms,
-        )
 
 
 class ModelTagRow(Base):
@@ -171,44 +159,11 @@ class VersionRow(Base):
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     ready_at_ms: Mapped[int] = mapped_column(BigInteger, default=0)
 
-    model: Mapped[ModelRow] = relationship(lazy="joined", innerjoin=True)
-    run: Mapped[RunRow | None] = relationship(lazy="joined")
-    tags: Mapped[list[VersionTagRow]] = relationship(
-        lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
-    )
-    metrics: Mapped[list[VersionMetricRow]] = relationship(
-        lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
-    )
-    aliases: Mapped[list[AliasRow]] = relationship(
-        lazy="selectin", viewonly=True, primaryjoin="AliasRow.version_id == VersionRow.id"
-    )
-
     __table_args__ = (
         UniqueConstraint("model_id", "number"),
         Index(None, "model_id", "status", "number"),
         Index(None, "sha256"),
     )
-
-    def to_entity(self) -> entities.Version:
-        return entities.Version(
-            model=self.model.name,
-            version=self.number,
-            status=entities.VersionStatus(self.status),
-            status_reason=self.status_reason,
-            format=entities.ModelFormat(self.format),
-            architecture=json.loads(self.architecture_json),
-            signature=signature_from_json(self.signature_json),
-            run_id=self.run.run_id if self.run is not None else "",
-            description=self.description,
-            tags={t.key: t.value for t in self.tags},
-            metrics={m.key: m.value for m in self.metrics},
-            size_bytes=self.size_bytes,
-            sha256=self.sha256,
-            archived=self.archived,
-            aliases=tuple(sorted(a.name for a in self.aliases)),
-            created_at_ms=self.created_at_ms,
-            ready_at_ms=self.ready_at_ms,
-        )
 
 
 class VersionTagRow(Base):
@@ -254,17 +209,6 @@ class EventRow(Base):
     alias: Mapped[str] = mapped_column(String(64), default="")
     previous_version: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
-
-    def to_entity(self) -> entities.Event:
-        return entities.Event(
-            id=self.id,
-            type=entities.EventType(self.type),
-            model=self.model,
-            version=self.version,
-            alias=self.alias,
-            previous_version=self.previous_version,
-            created_at_ms=self.created_at_ms,
-        )
 
 
 class CounterRow(Base):

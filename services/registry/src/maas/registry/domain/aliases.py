@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from maas.common import errors, names
 from maas.registry import entities
+from maas.registry.db import statements as st
 from maas.registry.db.database import Database, now_ms
-from maas.registry.db.schema import AliasRow
-from maas.registry.domain import events
-from maas.registry.domain.models import get_row as get_model_row
-from maas.registry.domain.versions import get_row as get_version_row
+from maas.registry.domain import events, models
 
 
 class AliasService:
@@ -26,37 +23,41 @@ class AliasService:
         names.alias_name(alias)
         names.version_number(number)
 
-        def tx(s: Session) -> entities.Alias:
-            model_row = get_model_row(s, model, lock=True)
-            target = get_version_row(s, model, number)
-            if target.status != entities.VersionStatus.READY.value:
+        def tx(conn: Connection, log: events.Log) -> entities.Alias:
+            # The model row (locked), the target version and the alias as it stands, in one read.
+            found = st.ALIAS_TARGET.first(conn, {"model": model, "number": number, "alias": alias})
+            if found is None:
+                raise errors.NotFound(f"model '{model}' not found")
+            model_id, version_id, status, archived, previous, updated_at_ms = found
+            if version_id is None:
+                raise errors.NotFound(f"version {model}/{number} not found")
+            if status != entities.VersionStatus.READY.value:
                 raise errors.FailedPrecondition(
-                    f"version {model}/{number} is {target.status}; an alias can only point at a READY version"
+                    f"version {model}/{number} is {status}; an alias can only point at a READY version"
                 )
-            if target.archived:
+            if archived:
                 raise errors.FailedPrecondition(f"version {model}/{number} is archived")
-            row = s.scalars(
-                select(AliasRow).where(AliasRow.model_id == model_row.id, AliasRow.name == alias)
-            ).one_or_none()
+            if previous == number:
+                return entities.Alias(model, alias, number, previous, updated_at_ms)
             ts = now_ms()
-            previous = 0
-            if row is None:
-                row = AliasRow(
-                    model_id=model_row.id, name=alias, version_id=target.id, version_number=number, updated_at_ms=ts
-                )
-                s.add(row)
+            moved = {
+                "model_id": model_id,
+                "alias": alias,
+                "name": alias,
+                "version_id": version_id,
+                "number": number,
+                "version_number": number,
+                "now_ms": ts,
+                "updated_at_ms": ts,
+            }
+            if previous is None:
+                st.INSERT_ALIAS.execute(conn, moved)
             else:
-                previous = row.version_number
-                if previous == number:
-                    return entities.Alias(model, alias, number, previous, row.updated_at_ms)
-                row.version_id = target.id
-                row.version_number = number
-                row.updated_at_ms = ts
-            s.flush()
-            events.append(
-                s, entities.EventType.ALIAS_MOVED, model, version=number, alias=alias, previous_version=previous
+                st.MOVE_ALIAS.execute(conn, moved)
+            log.append(
+                entities.EventType.ALIAS_MOVED, model, version=number, alias=alias, previous_version=previous or 0
             )
-            return entities.Alias(model, alias, number, previous, ts)
+            return entities.Alias(model, alias, number, previous or 0, ts)
 
         return events.write(self._db, tx, self._on_event)
 
@@ -64,16 +65,13 @@ class AliasService:
         names.model_name(model)
         names.alias_name(alias)
 
-        def tx(s: Session) -> None:
-            model_row = get_model_row(s, model, lock=True)
-            row = s.scalars(
-                select(AliasRow).where(AliasRow.model_id == model_row.id, AliasRow.name == alias)
-            ).one_or_none()
-            if row is None:
+        def tx(conn: Connection, log: events.Log) -> None:
+            model_id = models.lock(conn, model)
+            key = {"model_id": model_id, "alias": alias}
+            number = st.ALIAS_NUMBER.scalar(conn, key)
+            if number is None:
                 raise errors.NotFound(f"alias {model}@{alias} not found")
-            number = row.version_number
-            s.delete(row)
-            s.flush()
-            events.append(s, entities.EventType.ALIAS_DELETED, model, version=number, alias=alias)
+            st.DELETE_ALIAS.execute(conn, key)
+            log.append(entities.EventType.ALIAS_DELETED, model, version=number, alias=alias)
 
         events.write(self._db, tx, self._on_event)

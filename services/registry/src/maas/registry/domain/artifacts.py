@@ -15,15 +15,13 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from maas.common import errors, names
 from maas.registry import entities
+from maas.registry.db import statements as st
 from maas.registry.db.database import Database, now_ms
-from maas.registry.db.schema import VersionRow
-from maas.registry.domain import events
-from maas.registry.domain.versions import get_row as get_version_row
+from maas.registry.domain import events, versions
 from maas.registry.storage import formats
 from maas.registry.storage.store import SHA256_HEX, LocalArtifactStore, PendingBlob
 
@@ -104,44 +102,44 @@ class ArtifactService:
             raise errors.InvalidArgument("header.sha256: must be 64 lower-case hex digits")
 
     def _pending_format(self, header: UploadHeader) -> entities.ModelFormat:
-        def tx(s: Session) -> entities.ModelFormat:
-            row = get_version_row(s, header.model, header.version)
-            self._require_pending(row, header)
-            version_format = entities.ModelFormat(row.format)
+        def tx(conn: Connection) -> entities.ModelFormat:
+            row = st.VERSION_STATE.first(conn, {"model": header.model, "number": header.version})
+            if row is None:
+                raise errors.NotFound(f"version {header.model}/{header.version} not found")
+            self._require_pending(row[1], header)
+            version_format = entities.ModelFormat(row[2])
             if header.format is not None and header.format != version_format:
                 raise errors.InvalidArgument(
                     f"header.format: {header.format.value} differs from the version's {version_format.value}"
                 )
             return version_format
 
-        return self._db.read(tx)
+        return self._db.read_conn(tx)
 
     @staticmethod
-    def _require_pending(row: VersionRow, header: UploadHeader) -> None:
-        if row.status == entities.VersionStatus.READY.value:
+    def _require_pending(status: str, header: UploadHeader) -> None:
+        if status == entities.VersionStatus.READY.value:
             raise errors.FailedPrecondition(
                 f"version {header.model}/{header.version} already has its artifact (versions are immutable)"
             )
-        if row.status == entities.VersionStatus.FAILED.value:
+        if status == entities.VersionStatus.FAILED.value:
             raise errors.FailedPrecondition(f"version {header.model}/{header.version} has FAILED")
 
     def _mark_ready(self, header: UploadHeader, digest: str) -> entities.Version:
-        def tx(s: Session) -> entities.Version:
-            row = get_version_row(s, header.model, header.version, lock=True)
-            self._require_pending(row, header)
-            row.status = entities.VersionStatus.READY.value
-            row.sha256 = digest
-            row.size_bytes = header.size_bytes
-            row.ready_at_ms = now_ms()
-            s.flush()
-            events.append(s, entities.EventType.VERSION_READY, header.model, version=header.version)
-            return row.to_entity()
+        def tx(conn: Connection, log: events.Log) -> entities.Version:
+            version_id, status, *_ = versions.lock(conn, header.model, header.version)
+            self._require_pending(status, header)
+            st.MARK_READY.execute(
+                conn, {"version_id": version_id, "sha256": digest, "size_bytes": header.size_bytes, "now_ms": now_ms()}
+            )
+            log.append(entities.EventType.VERSION_READY, header.model, version=header.version)
+            return versions.get(conn, header.model, header.version)
 
         try:
             return events.write(self._db, tx, self._on_event)
         except errors.MaasError:
             # The blob may now belong to no version: drop it unless another uses it.
-            if not self._db.read(lambda s: s.scalar(select(VersionRow.id).where(VersionRow.sha256 == digest).limit(1))):
+            if self._db.read_conn(lambda conn: st.VERSION_WITH_BLOB.scalar(conn, {"sha256": digest})) is None:
                 self._store.delete(digest)
             raise
 
@@ -151,13 +149,13 @@ class ArtifactService:
         names.model_name(model)
         names.version_number(number)
 
-        def tx(s: Session) -> entities.ArtifactInfo:
-            row = get_version_row(s, model, number)
-            if row.status != entities.VersionStatus.READY.value:
-                raise errors.FailedPrecondition(f"version {model}/{number} is {row.status}, not READY")
-            return entities.ArtifactInfo(row.size_bytes, row.sha256, entities.ModelFormat(row.format))
+        def tx(conn: Connection) -> entities.ArtifactInfo:
+            version = versions.get(conn, model, number)
+            if version.status != entities.VersionStatus.READY:
+                raise errors.FailedPrecondition(f"version {model}/{number} is {version.status.value}, not READY")
+            return entities.ArtifactInfo(version.size_bytes, version.sha256, version.format)
 
-        info = await self._io(self._db.read, tx)
+        info = await self._io(self._db.read_conn, tx)
         return info, self._stream(info)
 
     async def _stream(self, info: entities.ArtifactInfo) -> AsyncIterator[bytes]:

@@ -1,8 +1,8 @@
 """The append-only event log and its live fan-out.
 
-`append` writes an event inside the caller's transaction; its id comes from
-the 'events' counter row, whose lock is held to commit, so ids are committed
-in order and `id > last` never skips one. `write` runs such a transaction and
+A write transaction appends events through its `Log`; an id comes from the
+'events' counter row, whose lock is held to commit, so ids are committed in
+order and `id > last` never skips one. `write` runs such a transaction and
 hands the committed events to `EventHub.publish`: this replica's own events
 are fanned out from memory when they follow the last one the hub has seen
 (no read of the log per write); otherwise, and for other replicas' events,
@@ -19,91 +19,96 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from maas.common.loops import LoopService
 from maas.registry import entities
-from maas.registry.db import statements
+from maas.registry.db import reads
+from maas.registry.db import statements as st
 from maas.registry.db.database import Database, now_ms
-from maas.registry.db.schema import EventRow
 
 log = logging.getLogger("maas.registry.events")
 
 PAGE = 500
 T = TypeVar("T")
 
-_APPENDED = "maas_events"  # session.info key: the events a transaction appended
 
+class Log:
+    """The events of one write transaction."""
 
-_APPENDED = "maas_events"  # session.info key: the events a transaction appended
+    __slots__ = ("_conn", "_one_statement", "events")
 
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        # On PostgreSQL an event is one statement (a round trip saved); SQLite runs two.
+        self._one_statement = conn.dialect.name == "postgresql"
+        self.events: list[entities.Event] = []
 
-def append(
-    session: Session,
-    type_: entities.EventType,
-    model: str,
-    *,
-    version: int = 0,
-    alias: str = "",
-    previous_version: int = 0,
-) -> int:
-    """Add an event to the caller's transaction. Call it last: it takes the counter lock."""
-    conn = session.connection()
-    event = entities.Event(
-        id=conn.execute(statements.NEXT_EVENT_ID).scalar_one(),
-        type=type_,
-        model=model,
-        version=version,
-        alias=alias,
-        previous_version=previous_version,
-        created_at_ms=now_ms(),
-    )
-    conn.execute(
-        statements.INSERT_EVENT,
-        {
-            "id": event.id,
+    def append(
+        self,
+        type_: entities.EventType,
+        model: str,
+        *,
+        version: int = 0,
+        alias: str = "",
+        previous_version: int = 0,
+    ) -> int:
+        """Add an event to the transaction. Call it last: it takes the counter lock."""
+        ts = now_ms()
+        row = {
             "type": type_.value,
             "model": model,
             "version": version,
             "alias": alias,
             "previous_version": previous_version,
-            "created_at_ms": event.created_at_ms,
-        },
-    )
-    session.info.setdefault(_APPENDED, []).append(event)
-    return event.id
+            "created_at_ms": ts,
+        }
+        if self._one_statement:
+            event_id = st.APPEND_EVENT_PG.scalar(self._conn, row)
+        else:
+            event_id = st.NEXT_EVENT_ID.scalar(self._conn)
+            st.INSERT_EVENT.execute(self._conn, {"id": event_id, **row})
+        return self.added(entities.Event(event_id, type_, model, version, alias, previous_version, ts))
+
+    def added(self, event: entities.Event) -> int:
+        """Record an event that a statement of the transaction wrote itself."""
+        self.events.append(event)
+        return event.id
 
 
-def write(db: Database, fn: Callable[[Session], T], publish: Callable[[list[entities.Event]], None]) -> T:
-    """`db.write(fn)`, then hand the events `fn` appended to `publish`, once committed."""
-    appended: list[entities.Event] = []
+def write(db: Database, fn: Callable[[Connection, Log], T], publish: Callable[[list[entities.Event]], None]) -> T:
+    """`db.write_conn(fn)` with a Log; the events `fn` appended go to `publish` once committed."""
+    committed: list[entities.Event] = []
 
-    def tx(session: Session) -> T:
-        appended.clear()  # a retried attempt starts afresh
-        session.info[_APPENDED] = appended
-        return fn(session)
+    def tx(conn: Connection) -> T:
+        events = Log(conn)
+        result = fn(conn, events)
+        committed[:] = events.events  # a retried attempt replaces what a failed one appended
+        return result
 
-    result = db.write(tx)
-    if appended:
-        publish(list(appended))
+    result = db.write_conn(tx)
+    if committed:
+        publish(committed)
     return result
 
 
-def read_after(session: Session, after_id: int, limit: int = PAGE, models: Iterable[str] = ()) -> list[entities.Event]:
-    query = select(EventRow).where(EventRow.id > after_id).order_by(EventRow.id).limit(limit)
+def read_after(conn: Connection, after_id: int, limit: int = PAGE, models: Iterable[str] = ()) -> list[entities.Event]:
     names = list(models)
     if names:
-        query = query.where(EventRow.model.in_(names))
-    return [row.to_entity() for row in session.scalars(query)]
+        rows: Iterable[Any] = conn.execute(
+            st.EVENTS_AFTER_FOR_MODELS, {"after": after_id, "limit": limit, "models": names}
+        )
+    else:
+        rows = st.EVENTS_AFTER.rows(conn, {"after": after_id, "limit": limit})
+    return [reads.event_of(r) for r in rows]
 
 
-def _read_after_session(after_id: int, limit: int, models: Iterable[str], session: Session) -> list[entities.Event]:
-    return read_after(session, after_id, limit, models)
+def _read_after_conn(after_id: int, limit: int, models: Iterable[str], conn: Connection) -> list[entities.Event]:
+    return read_after(conn, after_id, limit, models)
 
 
-def last_id(session: Session) -> int:
-    return int(session.execute(select(func.coalesce(func.max(EventRow.id), 0))).scalar_one())
+def last_id(conn: Connection) -> int:
+    return int(st.LAST_EVENT_ID.scalar(conn))
 
 
 @dataclass(eq=False)
@@ -135,7 +140,7 @@ class EventHub(LoopService):
     async def prime(self) -> None:
         """Start from the newest event: the hub only fans out what comes next."""
         self._loop = asyncio.get_running_loop()
-        self._last = await self._in_thread(lambda: self._db.read(last_id))
+        self._last = await self._in_thread(lambda: self._db.read_conn(last_id))
 
     def publish(self, events: list[entities.Event]) -> None:
         """Thread-safe: this process committed these events (in id order)."""
@@ -153,7 +158,7 @@ class EventHub(LoopService):
     async def run_once(self) -> None:
         while True:
             after = self._last
-            batch = await self._in_thread(partial(self._db.read, partial(_read_after_session, after, PAGE, ())))
+            batch = await self._in_thread(partial(self._db.read_conn, partial(_read_after_conn, after, PAGE, ())))
             # Events published from memory while the read was under way are out already.
             fresh = [event for event in batch if event.id > self._last]
             if fresh:
@@ -177,7 +182,7 @@ class EventHub(LoopService):
         self._subscribers.add(subscriber)
         try:
             if from_latest:
-                after_id = await self._in_thread(lambda: self._db.read(last_id))
+                after_id = await self._in_thread(lambda: self._db.read_conn(last_id))
             sent = after_id
             while True:
                 # Catch up from the log; the subscription already buffers what comes next.
@@ -204,7 +209,7 @@ class EventHub(LoopService):
         models = sorted(filt.models)
         while True:
             start = cursor
-            batch = await self._in_thread(partial(self._db.read, partial(_read_after_session, start, PAGE, models)))
+            batch = await self._in_thread(partial(self._db.read_conn, partial(_read_after_conn, start, PAGE, models)))
             for event in batch:
                 cursor = event.id
                 if filt.matches(event):

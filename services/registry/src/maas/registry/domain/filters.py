@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists
-from sqlalchemy.orm import InstrumentedAttribute
 
 from maas.registry import entities
 
 
 def has_tags(
-    owner_fk: InstrumentedAttribute[Any],
-    key_col: InstrumentedAttribute[str],
-    value_col: InstrumentedAttribute[str],
-    owner_pk: InstrumentedAttribute[int],
+    owner_fk: ColumnElement[Any],
+    key_col: ColumnElement[Any],
+    value_col: ColumnElement[Any],
+    owner_pk: ColumnElement[Any],
     filters: list[entities.TagFilter],
 ) -> list[ColumnElement[bool]]:
     """One EXISTS per filter: the owner must carry every tag asked for."""

@@ -5,25 +5,30 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from maas.common import errors, names
 from maas.registry import entities
 from maas.registry.db import reads
+from maas.registry.db import statements as st
 from maas.registry.db.database import Database, now_ms
-from maas.registry.db.schema import AliasRow, ModelRow, ModelTagRow, VersionRow
 from maas.registry.domain import events, paging
 from maas.registry.domain.filters import has_tags
 
 
-def get_row(session: Session, name: str, *, lock: bool = False) -> ModelRow:
-    query = select(ModelRow).where(ModelRow.name == name)
-    if lock:
-        query = query.with_for_update()
-    row = session.scalars(query).one_or_none()
-    if row is None:
+def get(conn: Connection, name: str) -> entities.Model:
+    model = reads.model_from_rows(st.MODEL_WITH_CHILDREN.rows(conn, {"name": name}))
+    if model is None:
         raise errors.NotFound(f"model '{name}' not found")
-    return row
+    return model
+
+
+def lock(conn: Connection, name: str) -> int:
+    """The model's id, its row locked to the end of the transaction."""
+    model_id = st.LOCK_MODEL.scalar(conn, {"name": name})
+    if model_id is None:
+        raise errors.NotFound(f"model '{name}' not found")
+    return int(model_id)
 
 
 class ModelService:
@@ -42,28 +47,27 @@ class ModelService:
         names.text_value(description, "description")
         names.tags(tags)
 
-        def tx(s: Session) -> entities.Model:
-            if s.scalar(select(ModelRow.id).where(ModelRow.name == name)) is not None:
-                raise errors.AlreadyExists(f"model '{name}' already exists")
+        def tx(conn: Connection, log: events.Log) -> entities.Model:
             ts = now_ms()
-            row = ModelRow(name=name, description=description, last_version=0, created_at_ms=ts, updated_at_ms=ts)
-            row.tags = [ModelTagRow(key=k, value=v) for k, v in tags.items()]
-            row.aliases = []
-            s.add(row)
-            s.flush()
-            events.append(s, entities.EventType.MODEL_CREATED, name)
-            return row.to_entity()
+            # The unique index on the name decides between racing creates (AlreadyExists).
+            model_id = st.INSERT_MODEL.scalar(
+                conn,
+                {"name": name, "description": description, "last_version": 0, "created_at_ms": ts, "updated_at_ms": ts},
+            )
+            st.INSERT_MODEL_TAG.executemany(
+                conn, [{"model_id": model_id, "key": k, "value": v} for k, v in tags.items()]
+            )
+            log.append(entities.EventType.MODEL_CREATED, name)
+            return entities.Model(name, description, dict(tags), {}, 0, ts, ts)
 
         try:
-            model = events.write(self._db, tx, self._on_event)
+            return events.write(self._db, tx, self._on_event)
         except errors.AlreadyExists as exc:
-            # Two creates raced past the check: the unique index decided.
             raise errors.AlreadyExists(f"model '{name}' already exists") from exc
-        return model
 
     def get(self, name: str) -> entities.Model:
         names.model_name(name, "name")
-        return self._db.read(lambda s: get_row(s, name).to_entity())
+        return self._db.read_conn(lambda conn: get(conn, name))
 
     def search(
         self, name_prefix: str, tags: list[entities.TagFilter], size: int, token: str
@@ -75,23 +79,23 @@ class ModelService:
         limit = paging.page_size(size)
         scope = paging.fingerprint("models", name_prefix, [(f.key, f.value) for f in tags])
         after = paging.decode(token, scope)
+        m = st.models.c
+        query = reads.select_models().order_by(m.name).limit(limit + 1)
+        if name_prefix:
+            query = query.where(m.name.startswith(name_prefix, autoescape=True))
+        for clause in has_tags(st.model_tags.c.model_id, st.model_tags.c.key, st.model_tags.c.value, m.id, tags):
+            query = query.where(clause)
+        if after:
+            query = query.where(m.name > str(after[0]))
 
-        def tx(s: Session) -> entities.Page[entities.Model]:
-            query = reads.select_models().order_by(ModelRow.name).limit(limit + 1)
-            if name_prefix:
-                query = query.where(ModelRow.name.startswith(name_prefix, autoescape=True))
-            for clause in has_tags(ModelTagRow.model_id, ModelTagRow.key, ModelTagRow.value, ModelRow.id, tags):
-                query = query.where(clause)
-            if after:
-                query = query.where(ModelRow.name > str(after[0]))
-            conn = s.connection()
+        def tx(conn: Connection) -> entities.Page[entities.Model]:
             rows = list(conn.execute(query).all())
             more = len(rows) > limit
             items = reads.models_of(conn, rows[:limit])
             next_token = paging.encode([items[-1].name], scope) if more else ""
             return entities.Page(items, next_token)
 
-        return self._db.read(tx)
+        return self._db.read_conn(tx)
 
     def update(
         self, name: str, description: str | None, set_tags: dict[str, str], delete_tags: list[str]
@@ -103,41 +107,38 @@ class ModelService:
         for key in delete_tags:
             names.tag_key(key, "delete_tags")
 
-        def tx(s: Session) -> entities.Model:
-            row = get_row(s, name, lock=True)
+        def tx(conn: Connection) -> entities.Model:
+            model_id = lock(conn, name)
             if description is not None:
-                row.description = description
-            current = {t.key: t for t in row.tags}
-            for key in delete_tags:
-                if key in current:
-                    row.tags.remove(current.pop(key))
-            for key, value in set_tags.items():
-                if key in current:
-                    current[key].value = value
-                else:
-                    row.tags.append(ModelTagRow(key=key, value=value))
-            row.updated_at_ms = now_ms()
-            s.flush()
-            return row.to_entity()
+                st.SET_MODEL_DESCRIPTION.execute(conn, {"model_id": model_id, "description": description})
+            replaced = {*delete_tags, *set_tags}
+            st.DELETE_MODEL_TAG.executemany(conn, [{"model_id": model_id, "key": k} for k in replaced])
+            st.INSERT_MODEL_TAG.executemany(
+                conn, [{"model_id": model_id, "key": k, "value": v} for k, v in set_tags.items()]
+            )
+            st.TOUCH_MODEL.execute(conn, {"model_id": model_id, "now_ms": now_ms()})
+            return get(conn, name)
 
-        return self._db.write(tx)
+        return self._db.write_conn(tx)
 
     def delete(self, name: str, force: bool) -> None:
         names.model_name(name, "name")
+        v, a = st.versions.c, st.aliases.c
 
-        def tx(s: Session) -> list[str]:
-            row = get_row(s, name, lock=True)
-            if row.aliases and not force:
-                held = ", ".join(sorted(f"{a.name}->{a.version_number}" for a in row.aliases))
-                raise errors.FailedPrecondition(f"model '{name}' has aliases ({held}); delete them first or pass force")
-            shas = set(
-                s.scalars(select(VersionRow.sha256).where(VersionRow.model_id == row.id, VersionRow.sha256 != ""))
-            )
-            s.execute(delete(AliasRow).where(AliasRow.model_id == row.id))
-            s.execute(delete(VersionRow).where(VersionRow.model_id == row.id))
-            s.execute(delete(ModelRow).where(ModelRow.id == row.id))
-            still_used = set(s.scalars(select(VersionRow.sha256).where(VersionRow.sha256.in_(shas)))) if shas else set()
-            events.append(s, entities.EventType.MODEL_DELETED, name)
+        def tx(conn: Connection, log: events.Log) -> list[str]:
+            model_id = lock(conn, name)
+            held = conn.execute(select(a.name, a.version_number).where(a.model_id == model_id)).all()
+            if held and not force:
+                listed = ", ".join(sorted(f"{alias}->{number}" for alias, number in held))
+                raise errors.FailedPrecondition(
+                    f"model '{name}' has aliases ({listed}); delete them first or pass force"
+                )
+            shas = set(conn.scalars(select(v.sha256).where(v.model_id == model_id, v.sha256 != "")))
+            conn.execute(delete(st.aliases).where(a.model_id == model_id))
+            conn.execute(delete(st.versions).where(v.model_id == model_id))
+            conn.execute(delete(st.models).where(st.models.c.id == model_id))
+            still_used = set(conn.scalars(select(v.sha256).where(v.sha256.in_(shas)))) if shas else set()
+            log.append(entities.EventType.MODEL_DELETED, name)
             return sorted(shas - still_used)
 
         released = events.write(self._db, tx, self._on_event)

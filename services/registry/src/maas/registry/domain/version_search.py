@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, null, or_
+from sqlalchemy import ColumnElement, exists, null, or_, select
 from sqlalchemy.engine import Connection
 
 from maas.common import errors
 from maas.registry import entities
 from maas.registry.db import reads
 from maas.registry.db import statements as st
-from maas.registry.db.schema import VersionRow, VersionTagRow
 from maas.registry.domain import paging
 from maas.registry.domain.filters import has_tags
 
@@ -37,13 +36,14 @@ def page(
     v = st.versions.c
     # The model's id as a scalar subquery, so the planner can walk an index
     # in order instead of sorting the model's versions.
-    model_id = reads.MODEL_ID.params(name=model).scalar_subquery()
+    model_id = select(st.models.c.id).where(st.models.c.name == model).scalar_subquery()
     filters: list[ColumnElement[bool]] = []
     if statuses:
         filters.append(v.status.in_([status.value for status in statuses]))
     if not include_archived:
         filters.append(v.archived.is_(False))
-    filters += has_tags(VersionTagRow.version_id, VersionTagRow.key, VersionTagRow.value, VersionRow.id, tags)
+    t = st.version_tags.c
+    filters += has_tags(t.version_id, t.key, t.value, v.id, tags)
 
     by_metric = order in (entities.VersionOrder.METRIC_DESC, entities.VersionOrder.METRIC_ASC)
     if by_metric:
@@ -53,7 +53,7 @@ def page(
         rows = _by_number(
             conn, [v.model_id == model_id, *filters], order == entities.VersionOrder.OLDEST, after, limit + 1
         )
-    if not rows and conn.execute(reads.MODEL_ID, {"name": model}).scalar() is None:
+    if not rows and st.MODEL_ID.scalar(conn, {"name": model}) is None:
         raise errors.NotFound(f"model '{model}' not found")
     more = len(rows) > limit
     rows = rows[:limit]

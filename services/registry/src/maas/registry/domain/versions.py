@@ -5,59 +5,111 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete
+from sqlalchemy.engine import Connection
 
 from maas.common import errors, names
 from maas.common.datatypes import DATATYPES
+from maas.common.prepared import Prepared
 from maas.registry import entities
+from maas.registry.db import reads
 from maas.registry.db import statements as st
 from maas.registry.db.database import Database, now_ms
-from maas.registry.db.schema import (
-    AliasRow,
-    ModelRow,
-    VersionRow,
-    VersionTagRow,
-    signature_to_json,
-)
-from maas.registry.domain import events, paging, version_search
-from maas.registry.domain.models import get_row as get_model_row
+from maas.registry.db.schema import signature_to_json
+from maas.registry.domain import events, models, paging, version_search
 
 MAX_ARCHITECTURE_BYTES = 64 * 1024
 MAX_TENSORS = 256
 
 
-def get_row(session: Session, model: str, number: int, *, lock: bool = False) -> VersionRow:
-    query = (
-        select(VersionRow)
-        .join(ModelRow, VersionRow.model_id == ModelRow.id)
-        .where(ModelRow.name == model, VersionRow.number == number)
+def _one(conn: Connection, statement: Prepared, params: dict[str, object]) -> entities.Version | None:
+    return reads.version_from_rows(statement.rows(conn, params))
+
+
+def get(conn: Connection, model: str, number: int) -> entities.Version:
+    version = _one(conn, st.VERSION_BY_NUMBER, {"model": model, "number": number})
+    if version is None:
+        raise errors.NotFound(f"version {model}/{number} not found")
+    return version
+
+
+def resolve(conn: Connection, ref: names.VersionRef) -> entities.Version:
+    if ref.version:
+        return get(conn, ref.model, ref.version)
+    if ref.alias == "latest":
+        version = _one(conn, st.LATEST_READY_VERSION, {"model": ref.model})
+        missing = f"model '{ref.model}' has no READY version"
+    else:
+        version = _one(conn, st.VERSION_BY_ALIAS, {"model": ref.model, "alias": ref.alias})
+        missing = f"alias {ref.model}@{ref.alias} not found"
+    if version is None:
+        if st.MODEL_ID.scalar(conn, {"name": ref.model}) is None:
+            raise errors.NotFound(f"model '{ref.model}' not found")
+        raise errors.NotFound(missing)
+    return version
+
+
+def _insert_in_one_statement(
+    conn: Connection, log: events.Log, row: dict[str, Any], tags: dict[str, str], metrics: dict[str, float]
+) -> int:
+    created = st.CREATE_VERSION_PG.first(
+        conn,
+        {
+            **row,
+            "tag_keys": list(tags),
+            "tag_values": list(tags.values()),
+            "metric_keys": list(metrics),
+            "metric_values": list(metrics.values()),
+        },
     )
-    if lock:
-        query = query.with_for_update(of=VersionRow)
-    row = session.scalars(query).one_or_none()
+    if created is None:
+        raise errors.NotFound(f"model '{row['model']}' not found")
+    number, event_id = created
+    log.added(entities.Event(event_id, entities.EventType.VERSION_CREATED, row["model"], number, "", 0, row["now_ms"]))
+    return int(number)
+
+
+def _insert_step_by_step(
+    conn: Connection, log: events.Log, row: dict[str, Any], tags: dict[str, str], metrics: dict[str, float]
+) -> int:
+    # The row lock this UPDATE takes (on SQLite: the database lock of BEGIN
+    # IMMEDIATE) serializes number allocation per model; the unique
+    # (model_id, number) index stands behind it.
+    allocated = st.ALLOCATE_VERSION.first(conn, {"model_name": row["model"], "now_ms": row["now_ms"]})
+    if allocated is None:
+        raise errors.NotFound(f"model '{row['model']}' not found")
+    model_id, number = allocated
+    version_id = st.INSERT_VERSION.scalar(
+        conn,
+        {
+            **row,
+            "model_id": model_id,
+            "number": number,
+            "status": entities.VersionStatus.PENDING.value,
+            "status_reason": "",
+            "archived": False,
+            "size_bytes": 0,
+            "sha256": "",
+            "created_at_ms": row["now_ms"],
+            "ready_at_ms": 0,
+        },
+    )
+    st.INSERT_VERSION_TAG.executemany(conn, [{"version_id": version_id, "key": k, "value": v} for k, v in tags.items()])
+    st.INSERT_VERSION_METRIC.executemany(
+        conn, [{"version_id": version_id, "model_id": model_id, "key": k, "value": v} for k, v in metrics.items()]
+    )
+    log.append(entities.EventType.VERSION_CREATED, row["model"], version=number)
+    return int(number)
+
+
+def lock(conn: Connection, model: str, number: int) -> tuple[int, str, str, bool, str]:
+    """(id, status, format, archived, sha256) of the version, its row locked to the end of the transaction."""
+    row = st.LOCK_VERSION.first(conn, {"model": model, "number": number})
     if row is None:
         raise errors.NotFound(f"version {model}/{number} not found")
-    return row
-
-
-def latest_ready(session: Session, model: str) -> VersionRow:
-    row = session.scalars(
-        select(VersionRow)
-        .join(ModelRow, VersionRow.model_id == ModelRow.id)
-        .where(
-            ModelRow.name == model,
-            VersionRow.status == entities.VersionStatus.READY.value,
-            VersionRow.archived.is_(False),
-        )
-        .order_by(VersionRow.number.desc())
-        .limit(1)
-    ).one_or_none()
-    if row is None:
-        get_model_row(session, model)
-        raise errors.NotFound(f"model '{model}' has no READY version")
-    return row
+    return int(row[0]), row[1], row[2], bool(row[3]), row[4]
 
 
 def validate_signature(signature: entities.Signature) -> None:
@@ -132,66 +184,41 @@ class VersionService:
         arch_json = validate_new(new, self._trusted)
         sig_json = signature_to_json(new.signature)
 
-        def tx(s: Session) -> entities.Version:
+        def tx(conn: Connection, log: events.Log) -> entities.Version:
             ts = now_ms()
-            conn = s.connection()
-            allocated = conn.execute(st.ALLOCATE_VERSION, {"model_name": new.model, "now_ms": ts}).one_or_none()
-            if allocated is None:
-                raise errors.NotFound(f"model '{new.model}' not found")
-            model_id, number = allocated
             run_pk = None
-            metrics = dict(new.metrics)
+            metrics = new.metrics
             if new.run_id:
-                run_pk = conn.execute(st.RUN_PK, {"run_id": new.run_id}).scalar()
+                run_pk = st.RUN_PK.scalar(conn, {"run_id": new.run_id})
                 if run_pk is None:
                     raise errors.NotFound(f"run '{new.run_id}' not found")
                 if not metrics:
-                    metrics = {key: value for key, value in conn.execute(st.RUN_LATEST_METRICS, {"run_pk": run_pk})}
-            version_id = conn.execute(
-                st.INSERT_VERSION,
-                {
-                    "model_id": model_id,
-                    "number": number,
-                    "status": entities.VersionStatus.PENDING.value,
-                    "status_reason": "",
-                    "format": new.format.value,
-                    "architecture_json": arch_json,
-                    "signature_json": sig_json,
-                    "run_pk": run_pk,
-                    "description": new.description,
-                    "archived": False,
-                    "size_bytes": 0,
-                    "sha256": "",
-                    "created_at_ms": ts,
-                    "ready_at_ms": 0,
-                },
-            ).scalar_one()
-            if new.tags:
-                conn.execute(
-                    st.INSERT_VERSION_TAG,
-                    [{"version_id": version_id, "key": k, "value": v} for k, v in new.tags.items()],
-                )
-            if metrics:
-                conn.execute(
-                    st.INSERT_VERSION_METRIC,
-                    [
-                        {"version_id": version_id, "model_id": model_id, "key": k, "value": v}
-                        for k, v in metrics.items()
-                    ],
-                )
-            events.append(s, entities.EventType.VERSION_CREATED, new.model, version=number)
+                    metrics = dict(st.RUN_LATEST_METRICS.rows(conn, {"run_pk": run_pk}))
+            row = {
+                "model": new.model,
+                "format": new.format.value,
+                "architecture_json": arch_json,
+                "signature_json": sig_json,
+                "run_pk": run_pk,
+                "description": new.description,
+                "now_ms": ts,
+            }
+            if conn.dialect.name == "postgresql":
+                number = _insert_in_one_statement(conn, log, row, new.tags, metrics)
+            else:
+                number = _insert_step_by_step(conn, log, row, new.tags, metrics)
             return entities.Version(
                 model=new.model,
                 version=number,
                 status=entities.VersionStatus.PENDING,
                 status_reason="",
                 format=new.format,
-                architecture=json.loads(arch_json),
+                architecture_json=arch_json,
                 signature=new.signature,
                 run_id=new.run_id,
                 description=new.description,
                 tags=dict(new.tags),
-                metrics=metrics,
+                metrics=dict(metrics),
                 size_bytes=0,
                 sha256="",
                 archived=False,
@@ -207,23 +234,11 @@ class VersionService:
     def get(self, model: str, number: int) -> entities.Version:
         names.model_name(model)
         names.version_number(number)
-        return self._db.read(lambda s: get_row(s, model, number).to_entity())
+        return self._db.read_conn(lambda conn: get(conn, model, number))
 
     def resolve(self, ref: str) -> entities.Version:
         parsed = names.parse_ref(ref)
-
-        def tx(s: Session) -> entities.Version:
-            if parsed.version:
-                return get_row(s, parsed.model, parsed.version).to_entity()
-            if parsed.alias == "latest":
-                return latest_ready(s, parsed.model).to_entity()
-            model = get_model_row(s, parsed.model)
-            alias = next((a for a in model.aliases if a.name == parsed.alias), None)
-            if alias is None:
-                raise errors.NotFound(f"alias {parsed.model}@{parsed.alias} not found")
-            return get_row(s, parsed.model, alias.version_number).to_entity()
-
-        return self._db.read(tx)
+        return self._db.read_conn(lambda conn: resolve(conn, parsed))
 
     def search(
         self,
@@ -251,9 +266,9 @@ class VersionService:
         )
         after = paging.decode(token, scope)
 
-        def tx(s: Session) -> entities.Page[entities.Version]:
+        def tx(conn: Connection) -> entities.Page[entities.Version]:
             return version_search.page(
-                s.connection(),
+                conn,
                 model,
                 statuses=statuses,
                 tags=tags,
@@ -265,7 +280,7 @@ class VersionService:
                 scope=scope,
             )
 
-        return self._db.read(tx)
+        return self._db.read_conn(tx)
 
     # ------------------------------------------------------------------ edits
 
@@ -280,39 +295,32 @@ class VersionService:
         for key in delete_tags:
             names.tag_key(key, "delete_tags")
 
-        def tx(s: Session) -> entities.Version:
-            row = get_row(s, model, number, lock=True)
+        def tx(conn: Connection) -> entities.Version:
+            version_id = lock(conn, model, number)[0]
             if description is not None:
-                row.description = description
-            current = {t.key: t for t in row.tags}
-            for key in delete_tags:
-                if key in current:
-                    row.tags.remove(current.pop(key))
-            for key, value in set_tags.items():
-                if key in current:
-                    current[key].value = value
-                else:
-                    row.tags.append(VersionTagRow(key=key, value=value))
-            s.flush()
-            return row.to_entity()
+                st.SET_VERSION_DESCRIPTION.execute(conn, {"version_id": version_id, "description": description})
+            replaced = {*delete_tags, *set_tags}
+            st.DELETE_VERSION_TAG.executemany(conn, [{"version_id": version_id, "key": k} for k in replaced])
+            st.INSERT_VERSION_TAG.executemany(
+                conn, [{"version_id": version_id, "key": k, "value": v} for k, v in set_tags.items()]
+            )
+            return get(conn, model, number)
 
-        return self._db.write(tx)
+        return self._db.write_conn(tx)
 
     def fail(self, model: str, number: int, reason: str) -> entities.Version:
         names.model_name(model)
         names.version_number(number)
         names.text_value(reason, "reason")
 
-        def tx(s: Session) -> entities.Version:
-            row = get_row(s, model, number, lock=True)
-            if row.status == entities.VersionStatus.READY.value:
+        def tx(conn: Connection, log: events.Log) -> entities.Version:
+            version_id, status, *_ = lock(conn, model, number)
+            if status == entities.VersionStatus.READY.value:
                 raise errors.FailedPrecondition(f"version {model}/{number} is READY and cannot fail")
-            if row.status == entities.VersionStatus.PENDING.value:
-                row.status = entities.VersionStatus.FAILED.value
-                row.status_reason = reason or "failed"
-                s.flush()
-                events.append(s, entities.EventType.VERSION_FAILED, model, version=number)
-            return row.to_entity()
+            if status == entities.VersionStatus.PENDING.value:
+                st.FAIL_VERSION.execute(conn, {"version_id": version_id, "reason": reason or "failed"})
+                log.append(entities.EventType.VERSION_FAILED, model, version=number)
+            return get(conn, model, number)
 
         return events.write(self._db, tx, self._on_event)
 
@@ -320,17 +328,17 @@ class VersionService:
         names.model_name(model)
         names.version_number(number)
 
-        def tx(s: Session) -> entities.Version:
-            row = get_row(s, model, number, lock=True)
-            if archived and row.aliases:
-                held = ", ".join(sorted(a.name for a in row.aliases))
-                raise errors.FailedPrecondition(f"version {model}/{number} is held by aliases ({held})")
-            if row.archived != archived:
-                row.archived = archived
-                s.flush()
+        def tx(conn: Connection, log: events.Log) -> entities.Version:
+            version_id, _, _, was_archived, _ = lock(conn, model, number)
+            if archived:
+                held = sorted(a for (a,) in st.VERSION_ALIASES.rows(conn, {"version_id": version_id}))
+                if held:
+                    raise errors.FailedPrecondition(f"version {model}/{number} is held by aliases ({', '.join(held)})")
+            if was_archived != archived:
+                st.ARCHIVE_VERSION.execute(conn, {"version_id": version_id, "archived": archived})
                 if archived:
-                    events.append(s, entities.EventType.VERSION_ARCHIVED, model, version=number)
-            return row.to_entity()
+                    log.append(entities.EventType.VERSION_ARCHIVED, model, version=number)
+            return get(conn, model, number)
 
         return events.write(self._db, tx, self._on_event)
 
@@ -338,23 +346,20 @@ class VersionService:
         names.model_name(model)
         names.version_number(number)
 
-        def tx(s: Session) -> list[str]:
-            get_model_row(s, model, lock=True)
-            row = get_row(s, model, number, lock=True)
-            held = sorted(a.name for a in row.aliases)
+        def tx(conn: Connection, log: events.Log) -> list[str]:
+            models.lock(conn, model)
+            version_id, _, _, _, sha = lock(conn, model, number)
+            held = sorted(a for (a,) in st.VERSION_ALIASES.rows(conn, {"version_id": version_id}))
             if held and not force:
                 raise errors.FailedPrecondition(
                     f"version {model}/{number} is held by aliases ({', '.join(held)}); move them or pass force"
                 )
-            sha = row.sha256
-            s.execute(delete(AliasRow).where(AliasRow.version_id == row.id))
-            s.execute(delete(VersionRow).where(VersionRow.id == row.id))
-            still_used = (
-                bool(sha) and s.scalar(select(VersionRow.id).where(VersionRow.sha256 == sha).limit(1)) is not None
-            )
+            conn.execute(delete(st.aliases).where(st.aliases.c.version_id == version_id))
+            conn.execute(delete(st.versions).where(st.versions.c.id == version_id))
+            still_used = bool(sha) and st.VERSION_WITH_BLOB.scalar(conn, {"sha256": sha}) is not None
             for alias in held:
-                events.append(s, entities.EventType.ALIAS_DELETED, model, version=number, alias=alias)
-            events.append(s, entities.EventType.VERSION_DELETED, model, version=number)
+                log.append(entities.EventType.ALIAS_DELETED, model, version=number, alias=alias)
+            log.append(entities.EventType.VERSION_DELETED, model, version=number)
             return [sha] if sha and not still_used else []
 
         released = events.write(self._db, tx, self._on_event)
