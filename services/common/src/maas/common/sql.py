@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,9 @@ T = TypeVar("T")
 
 _WRITE = "maas_write"
 _IDLE_PING_S = 5.0
+# SQLite's own WAL checkpoints only past this many pages (a safety net): the
+# checkpointer thread runs them long before.
+_WAL_SAFETY_PAGES = 16_384
 _PG_RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 # Issued on the driver by the "begin" hook (a Core execute would cost more than the BEGIN).
 _BEGIN = Prepared(text("BEGIN"))
@@ -72,6 +76,7 @@ class Database:
         self.url = normalize_url(url)
         self.dialect = self.url.get_backend_name()
         self.max_retries = max_retries
+        self._checkpointer: _Checkpointer | None = None
         if self.dialect == "sqlite":
             self.engine = self._sqlite_engine(pool_size, busy_timeout_ms)
         elif self.dialect == "postgresql":
@@ -95,8 +100,10 @@ class Database:
 
     def _sqlite_engine(self, pool_size: int, busy_timeout_ms: int) -> Engine:
         database = self.url.database
+        checkpointer = None
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+            checkpointer = self._checkpointer = _Checkpointer(database, busy_timeout_ms)
         engine = create_engine(
             self.url,
             pool_size=pool_size,
@@ -113,11 +120,18 @@ class Database:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            if checkpointer is not None:
+                cursor.execute(f"PRAGMA wal_autocheckpoint={_WAL_SAFETY_PAGES}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
         def on_begin(conn: Connection) -> None:
-            (_BEGIN_IMMEDIATE if conn.get_execution_options().get(_WRITE, False) else _BEGIN).execute(conn)
+            if conn.get_execution_options().get(_WRITE, False):
+                _BEGIN_IMMEDIATE.execute(conn)
+                if checkpointer is not None:
+                    checkpointer.wrote()
+            else:
+                _BEGIN.execute(conn)
 
         return engine
 
@@ -209,7 +223,61 @@ class Database:
             return False
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.engine.dispose()
+
+
+class _Checkpointer:
+    """SQLite WAL checkpoints on a thread of their own, off the request path.
+
+    A checkpoint copies the WAL back into the database file and fsyncs it.
+    Left to SQLite, it runs inside whichever commit crosses the threshold (1000
+    pages): on a slow disk that commit takes tens of milliseconds, and spread
+    over the commits in between it was most of the cost of a small write. Here
+    the request connections only checkpoint past a high safety threshold, and
+    this thread runs a PASSIVE checkpoint (never blocks readers or writers)
+    once per interval while there are writes. Durability is as before: with
+    synchronous=NORMAL a commit reaches the WAL, and checkpoints fsync.
+    """
+
+    def __init__(self, path: str, busy_timeout_ms: int, interval: float = 0.2) -> None:
+        self._path = path
+        self._busy_timeout_s = busy_timeout_ms / 1000
+        self._interval = interval
+        self._dirty = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def wrote(self) -> None:
+        """A write transaction began (called on its thread; cheap)."""
+        self._dirty = True
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._stop.is_set():
+                    self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+                    self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=10)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, timeout=self._busy_timeout_s, isolation_level=None)
+        try:
+            while not self._stop.wait(self._interval):
+                if self._dirty:
+                    self._dirty = False
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    except sqlite3.Error as exc:  # the next round tries again; SQLite's safety net stays
+                        log.debug("WAL checkpoint failed: %s", exc)
+        finally:
+            conn.close()
 
 
 def _ping_when_idle(engine: Engine) -> None:
