@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from maas.common.clients.base import ChannelConfig
@@ -70,6 +70,15 @@ class RegistryConnection(BaseSettings):
         None, description="PEM client certificate for mutual TLS with the registry."
     )
     registry_key_file: Path | None = Field(None, description="PEM private key of registry_cert_file.")
+
+    @model_validator(mode="after")
+    def _client_certificate_needs_tls(self) -> RegistryConnection:
+        # Without a CA file the channel is plaintext: a configured certificate would silently go unused.
+        if (self.registry_cert_file is None) != (self.registry_key_file is None):
+            raise ValueError("registry_cert_file and registry_key_file must be set together")
+        if self.registry_cert_file is not None and self.registry_ca_file is None:
+            raise ValueError("a client certificate for the registry needs registry_ca_file (TLS)")
+        return self
 
     def registry_channel(self) -> ChannelConfig:
         def read(path: Path | None) -> bytes | None:

@@ -11,7 +11,6 @@ from grpc import aio
 from prometheus_client import CollectorRegistry
 
 from maas.common import errors
-from maas.common.clients.base import ChannelConfig
 from maas.common.clients.registry import RegistryClient
 from maas.common.server import Health
 from maas.inference.dataplane import DataPlane
@@ -39,7 +38,7 @@ class InferenceApp:
         self.settings = settings
         torch.set_num_threads(settings.intra_op_threads)
         self.statistics = Statistics()
-        self.registry = RegistryClient(ChannelConfig(settings.registry_address, timeout=settings.registry_timeout))
+        self.registry = RegistryClient(settings.registry_channel())
         self.manager = ModelManager(settings, self.registry, self.statistics)
         if metrics_registry is not None:
             self.manager.metrics = InferenceMetrics(
@@ -59,7 +58,7 @@ class InferenceApp:
     async def start(self, health: Health) -> None:
         refs = [parse_model_ref(ref, self.settings.default_alias) for ref in self.settings.models]
         results = await asyncio.gather(
-            *(self.manager.load(name, target) for name, target in refs), return_exceptions=True
+            *(self.manager.configure(name, target) for name, target in refs), return_exceptions=True
         )
         for (name, target), result in zip(refs, results, strict=True):
             if isinstance(result, errors.MaasError):

@@ -5,8 +5,10 @@ the last event id it saw, with exponential backoff while the registry is
 unreachable; models keep being served meanwhile. On every (re)connect, and
 every `resync_seconds` while connected, each followed alias is resolved again,
 so a move that happened while disconnected (or raced the first subscription)
-is not missed. An event only says "look again": the manager resolves the alias
-itself, so replayed or reordered events cannot swap back to an older version.
+is not missed; a configured model the registry did not have yet is loaded the
+same way once it appears (its first VERSION_READY, or its alias being set). An
+event only says "look again": the manager resolves the alias itself, so
+replayed or reordered events cannot swap back to an older version.
 """
 
 from __future__ import annotations
@@ -72,15 +74,14 @@ class RegistryFollower(LoopService):
     def _handle(self, event: rpb.Event) -> None:
         if event.type not in RELEVANT:
             return
-        alias = self.manager.followed().get(event.model)
-        if alias is None:
+        if event.type == rpb.EVENT_TYPE_VERSION_READY:
+            # A new version only matters to a model still waiting for its first one
+            # (configured before it existed, or pinned to a version not uploaded yet).
+            if self.manager.awaiting_first_version(event.model):
+                self._sync_soon(event.model)
             return
-        if event.type != rpb.EVENT_TYPE_VERSION_READY and event.alias != alias:
-            return
-        entry = self.manager.models.get(event.model)
-        if event.type == rpb.EVENT_TYPE_VERSION_READY and entry is not None and entry.current is not None:
-            return  # a new version only matters to a model still waiting for its first one
-        self._sync_soon(event.model)
+        if self.manager.followed().get(event.model) == event.alias:
+            self._sync_soon(event.model)
 
     def _sync_soon(self, model: str) -> None:
         """One sync task per model; events arriving meanwhile make it run once more."""
@@ -94,6 +95,8 @@ class RegistryFollower(LoopService):
             self._dirty.discard(model)
             try:
                 await self.manager.sync(model)
+            except errors.NotFound as exc:
+                log.info("%s: nothing to serve yet: %s", model, exc.message)
             except errors.MaasError as exc:
                 log.warning("%s: could not follow its alias: %s", model, exc.message)
             except Exception:

@@ -8,6 +8,12 @@ request sees either the old version or the new one. The old version is then
 drained (its in-flight requests finish) and closed. A version that cannot be
 built is recorded as failed with its reason, and whatever was serving goes on
 serving.
+
+A model named in the configuration is kept even while the registry does not
+have it (or its alias, or its pinned version) yet: the follower syncs it when
+an event says it may have appeared, and on every resync. A model asked for by
+RepositoryModelLoad that the registry does not know is refused and not kept,
+so clients cannot make the service remember names.
 """
 
 from __future__ import annotations
@@ -138,6 +144,7 @@ class ModelEntry:
     current: ServedVersion | None = None
     loading: int = 0
     failure: Failure | None = None
+    waiting: str | None = None  # why the registry has nothing to serve yet (NotFound on resolve)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -180,7 +187,12 @@ class ModelManager:
             raise errors.NotFound(f"model '{_clip(name)}' is not loaded")
         served = entry.current
         if served is None:
-            reason = f": {entry.failure.reason}" if entry.failure else " (loading)"
+            if entry.failure:
+                reason = f": {entry.failure.reason}"
+            elif entry.waiting:
+                reason = f": waiting for it in the registry ({entry.waiting})"
+            else:
+                reason = " (loading)"
             raise errors.Unavailable(f"model '{name}' is not ready{reason}")
         if version and version != served.version_str:
             raise errors.NotFound(f"model '{name}' version '{_clip(version)}' is not loaded (serving {served.version})")
@@ -188,6 +200,11 @@ class ModelManager:
 
     def followed(self) -> dict[str, str]:
         return {name: e.target.alias for name, e in self.models.items() if e.target.alias}
+
+    def awaiting_first_version(self, name: str) -> bool:
+        """Whether `name` is kept but has nothing served yet (any new version may be the one)."""
+        entry = self.models.get(name)
+        return entry is not None and entry.current is None
 
     def pending(self) -> dict[tuple[str, int], int]:
         out = {}
@@ -231,6 +248,20 @@ class ModelManager:
         assert served is not None
         return served
 
+    async def configure(self, name: str, target: Target) -> ServedVersion:
+        """Serve a configured model, and keep it even when the registry does not have it yet.
+
+        Raises why it is not served now; the entry stays, so the follower loads
+        it when it appears.
+        """
+        names.model_name(name)
+        entry = self.models.get(name)
+        if entry is None:
+            entry = self.models[name] = ModelEntry(name, target)
+        served = await self._reconcile(entry, retry_failed=True)
+        assert served is not None
+        return served
+
     async def unload(self, name: str) -> None:
         entry = self.models.pop(name, None)
         if entry is None:
@@ -251,6 +282,8 @@ class ModelManager:
         for name in list(self.models):
             try:
                 await self.sync(name)
+            except errors.NotFound as exc:
+                log.info("%s: nothing to serve yet: %s", name, exc.message)
             except errors.MaasError as exc:
                 log.warning("sync of %s failed: %s", name, exc.message)
 
@@ -264,7 +297,12 @@ class ModelManager:
 
     async def _reconcile(self, entry: ModelEntry, *, retry_failed: bool) -> ServedVersion | None:
         async with entry.lock:
-            version = await self.registry.resolve(entry.target.ref(entry.name))
+            try:
+                version = await self.registry.resolve(entry.target.ref(entry.name))
+            except errors.NotFound as exc:
+                entry.waiting = exc.message
+                raise
+            entry.waiting = None
             current = entry.current
             if current is not None and current.version == version.version and current.options == entry.options:
                 return current

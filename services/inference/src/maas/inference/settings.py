@@ -1,4 +1,9 @@
-"""Settings of the inference service (env prefix MAAS_INFERENCE_)."""
+"""Settings of the inference service (env prefix MAAS_INFERENCE_).
+
+How it reaches the registry (address, deadline, token, TLS and mutual TLS) is the
+shared `RegistryConnection`, as in the trainer: `MAAS_INFERENCE_REGISTRY_TOKEN` needs
+the read scope.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from maas.common.settings import ServerSettings
+from maas.common.settings import RegistryConnection, ServerSettings
 
 
 def _split(value: Any) -> Any:
@@ -17,13 +22,12 @@ def _split(value: Any) -> Any:
     return value
 
 
-class InferenceSettings(ServerSettings):
+class InferenceSettings(ServerSettings, RegistryConnection):
     model_config = SettingsConfigDict(env_prefix="MAAS_INFERENCE_", extra="ignore")
 
     port: int = Field(8001, ge=0, le=65535, description="gRPC port (the Open Inference Protocol's usual 8001).")
     metrics_port: int = Field(8002, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it.")
-    registry_address: str = Field("127.0.0.1:50051", description="host:port of the registry service.")
-    registry_timeout: float = Field(10.0, gt=0, description="Deadline of each registry call, in seconds.")
+    registry_timeout: float = Field(10.0, gt=0, description="Deadline in seconds of each registry call.")
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Models to serve from the start, comma-separated: 'name@alias' follows an alias, "
