@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -237,6 +238,68 @@ def test_streaming_answers_a_bad_request_in_the_middle_and_lives_on(
     assert set(answered) == set(inputs)
     for request_id, x in inputs.items():
         assert np.array_equal(answered[request_id], served.expected("mlp", x))
+
+
+def test_a_stream_with_more_requests_in_flight_than_its_window_answers_each_once(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub, client: tc.InferenceServerClient, served: Served
+) -> None:
+    """All sent before any answer is read: the reader pauses at the window and resumes as answers go out."""
+
+    def successes() -> int:
+        return int(client.get_inference_statistics("mlp", "1").model_stats[0].inference_stats.success.count)
+
+    before = successes()
+    inputs: dict[str, np.ndarray] = {}
+    requests = []
+    for i in range(400):  # the server's stream window is 256
+        if i % 50 == 7:
+            data = np.ones((1, 63), np.float32).tobytes()
+            requests.append(raw_request("mlp", "input", "FP32", [1, 63], data, id=f"bad{i}"))
+            continue
+        rows = 1 + i % 3
+        x = np.random.default_rng(1000 + i).standard_normal((rows, 64)).astype(np.float32)
+        inputs[f"r{i}"] = x
+        requests.append(raw_request("mlp", "input", "FP32", [rows, 64], x.tobytes(), id=f"r{i}"))
+    answers = list(stub.ModelStreamInfer(iter(requests), timeout=120))
+    assert len(answers) == len(requests)
+    failed = {a.infer_response.id: a.error_message for a in answers if a.error_message}
+    assert set(failed) == {f"bad{i}" for i in range(400) if i % 50 == 7}
+    assert all("input" in message for message in failed.values())
+    got = {a.infer_response.id: a.infer_response for a in answers if not a.error_message}
+    assert set(got) == set(inputs)
+    for request_id, x in inputs.items():
+        response = got[request_id]
+        assert response.model_name == "mlp" and response.model_version == "1"
+        assert list(response.outputs[0].shape) == [x.shape[0], 10]
+        out = np.frombuffer(response.raw_output_contents[0], np.float32).reshape(x.shape[0], 10)
+        assert out.tobytes() == served.expected("mlp", x).tobytes(), request_id
+    assert successes() - before == len(inputs)
+
+
+def test_a_stream_cancelled_with_requests_in_flight_leaves_nothing_pending(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub, client: tc.InferenceServerClient, served: Served
+) -> None:
+    x = np.random.default_rng(5).standard_normal((1, 64)).astype(np.float32)
+    requests = [raw_request("mlp", "input", "FP32", [1, 64], x.tobytes(), id=str(i)) for i in range(300)]
+    call = stub.ModelStreamInfer(iter(requests), timeout=60)
+    next(call)  # the stream is running with requests in flight
+    call.cancel()
+
+    def pending() -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).read().decode()
+        line = next(
+            line for line in text.splitlines() if line.startswith('nv_inference_pending_request_count{model="mlp"')
+        )
+        return float(line.rsplit(" ", 1)[1])
+
+    # Every request of the cancelled stream is released (answered or dropped); the server serves on.
+    for _ in range(200):
+        if pending() == 0:
+            break
+        time.sleep(0.05)
+    assert pending() == 0
+    tensor, y = mlp_input(1, seed=6)
+    assert np.array_equal(client.infer("mlp", [tensor]).as_numpy("logits"), served.expected("mlp", y))
 
 
 # --------------------------------------------------------------- statistics

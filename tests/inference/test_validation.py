@@ -181,3 +181,77 @@ def test_fp16_only_raw() -> None:
     req.inputs.add(name="h", datatype="FP16", shape=[1, 2])
     req.raw_input_contents.append(np.array([[1.0, 2.0]], dtype=np.float16).tobytes())
     assert parse(req, sig, LIMITS).arrays[0].tolist() == [[1.0, 2.0]]
+
+
+# ------------------------------------------------- the plain raw fast path
+
+
+def _variants() -> list[tuple[str, pb.ModelInferRequest]]:
+    """Raw requests in signature order (the fast path's candidates): valid ones and broken ones."""
+    out: list[tuple[str, pb.ModelInferRequest]] = [("plain", request(2)), ("one row", request(1))]
+    r = request(8)
+    out.append(("max batch", r))
+    r = request(9)
+    out.append(("over max batch", r))
+    r = request(2)
+    r.inputs[1].shape[:] = [3, 2]
+    out.append(("inconsistent batch", r))
+    r = request(2)
+    r.inputs[0].shape[:] = [2, 3, 2]
+    out.append(("wrong dims", r))
+    r = request(2)
+    r.inputs[0].shape[:] = [2, 6]
+    out.append(("wrong rank", r))
+    r = request(2)
+    r.inputs[0].shape[:] = [0, 2, 3]
+    out.append(("empty batch", r))
+    r = request(2)
+    r.inputs[0].shape[:] = [-2, 2, 3]
+    out.append(("negative batch", r))
+    r = request(2)
+    r.inputs[1].datatype = "INT64"
+    out.append(("wrong datatype", r))
+    r = request(2)
+    r.inputs[0].name = "other"
+    out.append(("wrong name", r))
+    r = request(2)
+    r.raw_input_contents[0] = r.raw_input_contents[0][:-1]
+    out.append(("short raw", r))
+    r = request(2)
+    r.inputs[0].contents.fp32_contents.append(1.0)
+    out.append(("contents and raw", r))
+    r = request(2)
+    del r.raw_input_contents[1]
+    out.append(("raw for one input", r))
+    r = request(2)
+    r.outputs.add(name="probs")
+    out.append(("requested output", r))
+    return out
+
+
+@pytest.mark.parametrize("name,req", _variants(), ids=[n for n, _ in _variants()])
+def test_the_fast_path_answers_exactly_as_the_full_checks(name: str, req: pb.ModelInferRequest) -> None:
+    from maas.inference.validation import _parse
+
+    def outcome(fn: object) -> object:
+        try:
+            parsed = fn(req, SIG, LIMITS)  # type: ignore[operator]
+        except InvalidArgument as exc:
+            return ("error", exc.message)
+        return ("ok", parsed.rows, parsed.outputs, [(a.dtype, a.shape, a.tobytes()) for a in parsed.arrays])
+
+    assert outcome(parse) == outcome(_parse)
+
+
+def test_the_fast_path_takes_the_plain_request_and_nothing_unusual() -> None:
+    from maas.inference.validation import _parse_plain_raw
+
+    plan = SIG.raw_plan
+    assert plan is not None
+    for name, req in _variants():
+        taken = _parse_plain_raw(req.inputs, req.raw_input_contents, plan, LIMITS) is not None
+        # (parse itself sends requests that name outputs to the full checks before this)
+        assert taken == (name in ("plain", "one row", "max batch", "requested output")), name
+    # Signatures with another variable dimension, or without a batch dimension, always take the full checks.
+    assert Signature((TensorSpec("x", "FP32", (-1, -1)),), (TensorSpec("y", "FP32", (-1, 1)),)).raw_plan is None
+    assert Signature((TensorSpec("x", "FP32", (2, 3)),), (TensorSpec("y", "FP32", (2, 1)),)).raw_plan is None

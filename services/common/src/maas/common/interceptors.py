@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
@@ -116,12 +116,39 @@ def _as_async_generator(behavior: Callable[..., Any]) -> StreamBehavior:
     return gen
 
 
+MAPS_OWN_ERRORS = "__maas_maps_own_errors__"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def maps_own_errors(behavior: _F) -> _F:
+    """Mark a servicer method that turns every exception into a status itself (see `abort_mapped`).
+
+    The error-mapping interceptor hands such a method to gRPC unwrapped: no
+    wrapper coroutine or generator per call or streamed message on a hot path.
+    The method must still never let an exception out (gRPC would answer UNKNOWN).
+    """
+    setattr(behavior, MAPS_OWN_ERRORS, True)
+    return behavior
+
+
+def _maps_own_errors(handler: grpc.RpcMethodHandler) -> bool:
+    behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    return bool(getattr(behavior, MAPS_OWN_ERRORS, False))
+
+
 class ErrorMappingInterceptor(WrappingInterceptor):
     """Turns every exception into a deliberate status: never UNKNOWN.
 
     Domain errors map through the status table. Anything else is INTERNAL with
     a short reference id; the details go to the log, not to the client.
+    Methods marked with `maps_own_errors` do this themselves and are left unwrapped.
     """
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if _maps_own_errors(handler):
+            return handler
+        return super()._wrap(method, handler)
 
     async def around_unary(
         self, method: str, behavior: UnaryBehavior, request: Any, context: aio.ServicerContext
@@ -139,6 +166,11 @@ class ErrorMappingInterceptor(WrappingInterceptor):
                 yield item
         except Exception as exc:  # noqa: BLE001
             await _abort(method, exc, context)
+
+
+async def abort_mapped(method: str, exc: Exception, context: aio.ServicerContext) -> None:
+    """Abort the call with `exc`'s status, as the error-mapping interceptor would (always raises)."""
+    await _abort(method, exc, context)
 
 
 async def _abort(method: str, exc: Exception, context: aio.ServicerContext) -> None:

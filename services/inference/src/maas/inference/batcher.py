@@ -32,7 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,9 +57,13 @@ class BatchPolicy:
     """When stacking: every execution is padded with zero rows up to this size."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
-    """What one request got back, with its share of the timings (ns)."""
+    """What one request got back, with its share of the timings (ns).
+
+    Built once per request on the hot path: a slotted class (a frozen
+    dataclass's __init__ costs several times more).
+    """
 
     outputs: list[np.ndarray]
     queue_ns: int
@@ -69,7 +73,7 @@ class Outcome:
     batch_rows: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Execution:
     """One model execution, for the batch statistics."""
 
@@ -81,18 +85,22 @@ class Execution:
     output_ns: int
 
 
-@dataclass(eq=False)
 class _Work:
-    arrays: list[np.ndarray]
-    rows: int
-    deadline: float | None
-    future: asyncio.Future[Outcome]
-    enqueued: int = field(default_factory=time.perf_counter_ns)
-    dispatched: int = 0
+    """One queued request (a slotted class: one is built per request)."""
 
-    @property
-    def key(self) -> tuple[tuple[int, ...], ...]:
-        return tuple(a.shape[1:] for a in self.arrays)
+    __slots__ = ("arrays", "deadline", "dispatched", "enqueued", "future", "key", "rows")
+
+    def __init__(
+        self, arrays: list[np.ndarray], rows: int, deadline: float | None, future: asyncio.Future[Outcome]
+    ) -> None:
+        self.arrays = arrays
+        self.rows = rows
+        self.deadline = deadline
+        self.future = future
+        # Requests stack only with requests of the same row shapes.
+        self.key: object = arrays[0].shape[1:] if len(arrays) == 1 else tuple(a.shape[1:] for a in arrays)
+        self.enqueued = time.perf_counter_ns()
+        self.dispatched = 0
 
 
 _Done = tuple[list["Outcome | BaseException"], list["Execution"]]
@@ -153,6 +161,8 @@ class Batcher:
         self._idle.set()
         self._delay_ns = policy.max_queue_delay_us * 1000
         self._preferred = max(policy.preferred_batch_sizes, default=0)
+        self._max_queue_size = policy.max_queue_size
+        self._instances = max(1, policy.instances)
 
     @property
     def queued(self) -> int:
@@ -162,17 +172,27 @@ class Batcher:
         """Queue one request; the future resolves with its outputs or its error."""
         if self._closed:
             raise errors.Unavailable("the model version is being unloaded; retry")
-        if len(self._queue) >= self.policy.max_queue_size:
-            raise errors.ResourceExhausted(f"the model's queue is full ({self.policy.max_queue_size} requests waiting)")
-        loop = asyncio.get_running_loop()
-        work = _Work(arrays, rows, deadline, loop.create_future())
-        self._queue.append(work)
+        queue = self._queue
+        if len(queue) >= self._max_queue_size:
+            raise errors.ResourceExhausted(f"the model's queue is full ({self._max_queue_size} requests waiting)")
+        loop = self._loop
+        if loop is None:
+            loop = self._start()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        queue.append(_Work(arrays, rows, deadline, future))
         self._queued_rows += rows
-        self._peak.observe(len(self._queue) + self._executing)
+        self._peak.observe(len(queue) + self._executing)
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._schedule)
-        return work.future
+        return future
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        """On the first request: bind to the running loop and start the instance threads."""
+        self._loop = loop = asyncio.get_running_loop()
+        for thread in self._threads:
+            thread.start()
+        return loop
 
     async def close(self) -> None:
         """Refuse new work, fail what is still queued, wait for running executions."""
@@ -198,12 +218,12 @@ class Batcher:
 
     def _schedule(self) -> None:
         self._scheduled = False
-        while self._queue and self._busy < max(1, self.policy.instances):
+        while self._queue and self._busy < self._instances:
             wait_ns = self._wait_ns()
             if wait_ns > 0:
                 if self._timer is None:
-                    loop = asyncio.get_running_loop()
-                    self._timer = loop.call_later(wait_ns / 1e9, self._kick)
+                    assert self._loop is not None
+                    self._timer = self._loop.call_later(wait_ns / 1e9, self._kick)
                 return
             group = self._take()
             if group:
@@ -270,10 +290,6 @@ class Batcher:
         now = time.perf_counter_ns()
         for work in group:
             work.dispatched = now
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            for thread in self._threads:
-                thread.start()
         self._jobs.put(group)
 
     def _serve(self) -> None:
@@ -305,12 +321,13 @@ class Batcher:
             for execution in executions:
                 self._on_execution(execution)
         for work, result in zip(group, results, strict=True):
-            if work.future.done():
+            future = work.future
+            if future.done():
                 continue
-            if isinstance(result, BaseException):
-                work.future.set_exception(result)
+            if isinstance(result, Outcome):
+                future.set_result(result)
             else:
-                work.future.set_result(result)
+                future.set_exception(result)
         if self._queue and not self._scheduled:
             self._scheduled = True
             self._schedule()

@@ -44,8 +44,10 @@ CONFIG_TYPE: dict[str, Any] = {
 CONFIG_TYPE["BYTES"] = mc.TYPE_STRING
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InferResult:
+    """One request's answer (built per request: slotted, not frozen, which costs more to build)."""
+
     served: ServedVersion
     request_id: str
     outputs: list[tuple[TensorSpec, np.ndarray]]

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
+from time import monotonic, perf_counter_ns
 from typing import Any
 
 from maas.common import errors
@@ -47,67 +46,50 @@ class DataPlane:
         return self.manager.lookup(name, version)
 
     # ------------------------------------------------------------ inference
+    #
+    # The servicer drives one request as submit -> (await the future) -> release,
+    # then succeeded or failed: no coroutine, task or callback of its own here.
 
     async def infer(self, request: Any, time_remaining: float | None) -> InferResult:
-        served, parsed, future, start = self._submit(request, time_remaining)
+        """One request, start to finish (the servicer inlines the same steps)."""
+        served, parsed, future, start = self.submit(request, time_remaining)
         try:
             outcome = await future
         except BaseException as exc:
-            _record_failure(served, start, exc)
+            record_failure(served, start, exc)
             raise
         finally:
             served.release()
-        return self._succeeded(served, parsed, outcome, start, request.id)
+        return self.succeeded(served, parsed, outcome, start, request.id)
 
-    def infer_soon(self, request: Any, done: Callable[[InferResult | BaseException], None]) -> asyncio.Future[Any]:
-        """Start one request and call `done` with its result or error; no task per request.
-
-        Returns the queued work (cancel it to drop the request), or a finished
-        future when the request failed before it was queued (`done` was called).
-        """
-        try:
-            served, parsed, future, start = self._submit(request, None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller through `done`
-            done(exc)
-            finished: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            finished.set_result(None)
-            return finished
-
-        def finish(f: asyncio.Future[Outcome]) -> None:
-            served.release()
-            if f.cancelled():
-                _record_failure(served, start, asyncio.CancelledError())
-                return
-            exc = f.exception()
-            if exc is not None:
-                _record_failure(served, start, exc)
-                done(exc)
-            else:
-                done(self._succeeded(served, parsed, f.result(), start, request.id))
-
-        future.add_done_callback(finish)
-        return future
-
-    def _submit(
+    def submit(
         self, request: Any, time_remaining: float | None
     ) -> tuple[ServedVersion, ParsedRequest, asyncio.Future[Outcome], int]:
-        start = time.perf_counter_ns()
+        """Look up, validate and queue one request; the caller calls `served.release()` once the future is done.
+
+        Raises (and counts) what fails before the request is queued.
+        """
+        start = perf_counter_ns()
         served = self.manager.lookup(request.model_name, request.model_version)
         try:
             parsed = validation.parse(request, served.signature, served.limits)
-            deadline = time.monotonic() + time_remaining if time_remaining is not None else None
+            deadline = monotonic() + time_remaining if time_remaining is not None else None
             future = served.submit(parsed, deadline)
         except BaseException as exc:
-            _record_failure(served, start, exc)
+            record_failure(served, start, exc)
             raise
         return served, parsed, future, start
 
-    def _succeeded(
-        self, served: ServedVersion, parsed: ParsedRequest, outcome: Outcome, start: int, request_id: str
+    @staticmethod
+    def succeeded(
+        served: ServedVersion, parsed: ParsedRequest, outcome: Outcome, start: int, request_id: str
     ) -> InferResult:
-        served.recorder.success(outcome, time.perf_counter_ns() - start, parsed.rows)
+        served.recorder.success(outcome, perf_counter_ns() - start, parsed.rows)
+        outputs = outcome.outputs
         specs = served.signature.outputs
-        return InferResult(served, request_id, [(specs[i], outcome.outputs[i]) for i in parsed.outputs])
+        if parsed.outputs is served.signature.all_outputs:  # every output, in order (the usual request)
+            return InferResult(served, request_id, list(zip(specs, outputs, strict=True)))
+        return InferResult(served, request_id, [(specs[i], outputs[i]) for i in parsed.outputs])
 
     # ----------------------------------------------------------- statistics
 
@@ -167,7 +149,8 @@ class DataPlane:
         await self.manager.unload(name)
 
 
-def _record_failure(served: ServedVersion, start: int, exc: BaseException) -> None:
+def record_failure(served: ServedVersion, start: int, exc: BaseException) -> None:
+    """Count one failed request by Triton's failure reasons."""
     if isinstance(exc, errors.ResourceExhausted):
         reason = "REJECTED"
     elif isinstance(exc, errors.DeadlineExceeded | asyncio.CancelledError):
@@ -176,4 +159,4 @@ def _record_failure(served: ServedVersion, start: int, exc: BaseException) -> No
         reason = "OTHER"
     else:
         reason = "BACKEND"
-    served.recorder.failure(time.perf_counter_ns() - start, reason)
+    served.recorder.failure(perf_counter_ns() - start, reason)

@@ -1,29 +1,43 @@
 """inference.GRPCInferenceService: converts each request, calls the data plane, converts back.
 
-Domain errors propagate to the error-mapping interceptor (one table to status
-codes). In ModelStreamInfer a failed request is answered in-stream with its
-error_message and the stream goes on; requests of one stream run concurrently
-(up to STREAM_WINDOW at once, each a callback on its queued work rather than a
-task) and are answered as they finish, carrying their request id.
+Domain errors of most methods propagate to the error-mapping interceptor (one
+table to status codes). The two inference methods, the hot path, map their
+own errors through the same table (`maps_own_errors`, `abort_mapped`): no
+wrapper coroutine per call or generator layer per streamed message.
+
+ModelInfer runs one request inline: submit, await its batch, answer.
+ModelStreamInfer uses gRPC's reader/writer API: one reader task reads and
+submits requests as they come (up to STREAM_WINDOW at once), each finished
+request's answer is queued by a callback on its work, and the handler writes
+answers in completion order, each carrying its request id. A failed request
+is answered in-stream with its error_message and the stream goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import logging
+from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
 
 from grpc import aio
 
 from maas.common import errors
+from maas.common.interceptors import abort_mapped, maps_own_errors
 from maas.inference import converters
-from maas.inference.converters import InferResult
-from maas.inference.dataplane import EXTENSIONS, SERVER_NAME, SERVER_VERSION, DataPlane
+from maas.inference.batcher import Outcome
+from maas.inference.dataplane import EXTENSIONS, SERVER_NAME, SERVER_VERSION, DataPlane, record_failure
+from maas.inference.manager import ServedVersion
+from maas.inference.validation import ParsedRequest
 from maas.oip import grpc_service_pb2 as pb
 from maas.oip import grpc_service_pb2_grpc as pb_grpc
 
+log = logging.getLogger("maas.inference.servicer")
+
 STREAM_WINDOW = 256
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
+EOF_ = aio.EOF
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -52,54 +66,32 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: aio.ServicerContext) -> pb.ModelConfigResponse:
         return converters.to_model_config(self.plane.model(request.name, request.version))
 
+    @maps_own_errors
     async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
-        result = await self.plane.infer(request, context.time_remaining())
-        return converters.to_infer_response(result)
+        plane = self.plane
+        try:
+            served, parsed, future, start = plane.submit(request, context.time_remaining())
+            try:
+                outcome = await future
+            except BaseException as exc:
+                record_failure(served, start, exc)
+                raise
+            finally:
+                served.release()
+            return converters.to_infer_response(plane.succeeded(served, parsed, outcome, start, request.id))
+        except Exception as exc:
+            await abort_mapped(MODEL_INFER, exc, context)
+            raise  # not reached: abort_mapped raises
 
+    @maps_own_errors
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: aio.ServicerContext
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        pending: set[asyncio.Future[Any]] = set()
-        room = asyncio.Event()
-
-        def answer(request: pb.ModelInferRequest, result: InferResult | BaseException) -> None:
-            if isinstance(result, InferResult):
-                answers.put_nowait(converters.to_stream_response(result))
-            elif isinstance(result, errors.MaasError):
-                answers.put_nowait(converters.to_stream_error(request, result.message))
-            else:  # one request's failure must not end the stream
-                answers.put_nowait(converters.to_stream_error(request, "internal error"))
-
-        def settled(work: asyncio.Future[Any]) -> None:
-            pending.discard(work)
-            room.set()
-
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    while len(pending) >= STREAM_WINDOW:
-                        room.clear()
-                        await room.wait()
-                    work = self.plane.infer_soon(request, functools.partial(answer, request))
-                    if not work.done():
-                        pending.add(work)
-                        work.add_done_callback(settled)
-                while pending:
-                    room.clear()
-                    await room.wait()
-            finally:
-                answers.put_nowait(None)
-
-        reader = asyncio.create_task(read())
+    ) -> None:
+        stream = _Stream(self.plane, context)
         try:
-            while (item := await answers.get()) is not None:
-                yield item
-            await reader
-        finally:
-            reader.cancel()
-            for work in list(pending):
-                work.cancel()
+            await stream.run()
+        except Exception as exc:  # noqa: BLE001 - mapped to a deliberate status, never UNKNOWN
+            await abort_mapped(MODEL_STREAM_INFER, exc, context)
 
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: aio.ServicerContext
@@ -124,3 +116,118 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelUnloadResponse:
         await self.plane.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+
+class _Stream:
+    """One ModelStreamInfer call: a reader task submitting requests, and the writer (the handler itself)."""
+
+    __slots__ = ("answers", "context", "loop", "pending", "plane", "reading", "room", "wake")
+
+    def __init__(self, plane: DataPlane, context: aio.ServicerContext) -> None:
+        self.plane = plane
+        self.context = context
+        self.loop = asyncio.get_running_loop()
+        self.answers: deque[pb.ModelStreamInferResponse] = deque()
+        self.pending: set[asyncio.Future[Outcome]] = set()
+        self.reading = True
+        self.wake: asyncio.Future[None] | None = None  # set while the writer waits for an answer
+        self.room: asyncio.Future[None] | None = None  # set while the reader waits for the window
+
+    async def run(self) -> None:
+        reader = self.loop.create_task(self._read())
+        reader.add_done_callback(self._read_ended)
+        answers = self.answers
+        write = self.context.write
+        try:
+            while True:
+                while answers:
+                    await write(answers.popleft())
+                if not self.reading and not self.pending:
+                    break
+                self.wake = self.loop.create_future()
+                await self.wake
+            await reader  # its error, if it failed
+        finally:
+            reader.cancel()
+            for future in self.pending:  # the client went away: drop what is still queued
+                future.cancel()
+
+    async def _read(self) -> None:
+        read = self.context.read
+        while (request := await read()) is not EOF_:
+            if len(self.pending) >= STREAM_WINDOW:
+                self.room = self.loop.create_future()
+                await self.room
+            self._submit(request)
+
+    def _submit(self, request: pb.ModelInferRequest) -> None:
+        try:
+            served, parsed, future, start = self.plane.submit(request, None)
+        except Exception as exc:  # noqa: BLE001 - answered in-stream; the stream goes on
+            self._answer(_stream_error(request, exc))
+            return
+        self.pending.add(future)
+        future.add_done_callback(_Finish(self, request, served, parsed, start))
+
+    def _answer(self, answer: pb.ModelStreamInferResponse) -> None:
+        self.answers.append(answer)
+        wake = self.wake
+        if wake is not None:
+            self.wake = None
+            if not wake.done():
+                wake.set_result(None)
+
+    def _read_ended(self, _reader: asyncio.Task[None]) -> None:
+        self.reading = False
+        wake = self.wake
+        if wake is not None:
+            self.wake = None
+            if not wake.done():
+                wake.set_result(None)
+
+
+class _Finish:
+    """The done callback of one streamed request's work: account, then queue its answer."""
+
+    __slots__ = ("parsed", "request", "served", "start", "stream")
+
+    def __init__(
+        self, stream: _Stream, request: pb.ModelInferRequest, served: ServedVersion, parsed: ParsedRequest, start: int
+    ) -> None:
+        self.stream = stream
+        self.request = request
+        self.served = served
+        self.parsed = parsed
+        self.start = start
+
+    def __call__(self, future: asyncio.Future[Outcome]) -> None:
+        stream = self.stream
+        served = self.served
+        served.release()
+        stream.pending.discard(future)
+        room = stream.room
+        if room is not None:
+            stream.room = None
+            if not room.done():
+                room.set_result(None)
+        if future.cancelled():
+            record_failure(served, self.start, asyncio.CancelledError())
+            return
+        failure = future.exception()
+        if failure is not None:
+            record_failure(served, self.start, failure)
+            stream._answer(_stream_error(self.request, failure))
+            return
+        try:
+            result = stream.plane.succeeded(served, self.parsed, future.result(), self.start, self.request.id)
+            answer = converters.to_stream_response(result)
+        except Exception as exc:  # noqa: BLE001 - one request's failure must not end the stream
+            answer = _stream_error(self.request, exc)
+        stream._answer(answer)
+
+
+def _stream_error(request: pb.ModelInferRequest, exc: BaseException) -> pb.ModelStreamInferResponse:
+    if isinstance(exc, errors.MaasError):
+        return converters.to_stream_error(request, exc.message)
+    log.error("internal error in a streamed request", exc_info=exc)
+    return converters.to_stream_error(request, "internal error")

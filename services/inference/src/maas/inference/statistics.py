@@ -8,8 +8,8 @@ latency histograms) when one is given.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+from time import time_ns
 from typing import Protocol
 
 from maas.inference.batcher import Execution, Outcome
@@ -63,14 +63,25 @@ class Recorder:
         self.metrics = metrics
 
     def success(self, outcome: Outcome, total_ns: int, rows: int) -> None:
+        # Once per request: the additions inlined (no method call per counter).
         s = self.stats
-        s.success.add(total_ns)
-        s.queue.add(outcome.queue_ns)
-        s.compute_input.add(outcome.input_ns)
-        s.compute_infer.add(outcome.infer_ns)
-        s.compute_output.add(outcome.output_ns)
+        d = s.success
+        d.count += 1
+        d.ns += total_ns
+        d = s.queue
+        d.count += 1
+        d.ns += outcome.queue_ns
+        d = s.compute_input
+        d.count += 1
+        d.ns += outcome.input_ns
+        d = s.compute_infer
+        d.count += 1
+        d.ns += outcome.infer_ns
+        d = s.compute_output
+        d.count += 1
+        d.ns += outcome.output_ns
         s.inference_count += rows
-        s.last_inference_ms = int(time.time() * 1000)
+        s.last_inference_ms = time_ns() // 1_000_000
         if self.metrics is not None:
             self.metrics.success(outcome, total_ns, rows)
 
@@ -78,7 +89,7 @@ class Recorder:
         s = self.stats
         s.fail.add(total_ns)
         s.failures[reason] = s.failures.get(reason, 0) + 1
-        s.last_inference_ms = int(time.time() * 1000)
+        s.last_inference_ms = time_ns() // 1_000_000
 
     def execution(self, execution: Execution) -> None:
         s = self.stats

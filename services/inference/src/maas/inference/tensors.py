@@ -62,6 +62,18 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class RawPlan:
+    """What validation's fast path compares a raw request with, computed once per signature.
+
+    Per input: name, datatype, rank, the dimensions after the batch (all
+    fixed), elements per row and the numpy dtype.
+    """
+
+    inputs: tuple[tuple[str, str, int, tuple[int, ...], int, np.dtype], ...]
+    all_outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Signature:
     """What a served version takes and returns.
 
@@ -83,6 +95,19 @@ class Signature:
     @cached_property
     def all_outputs(self) -> tuple[int, ...]:
         return tuple(range(len(self.outputs)))
+
+    @cached_property
+    def raw_plan(self) -> RawPlan | None:
+        """For batched signatures whose only variable dimension is the batch (None otherwise)."""
+        if not self.batched:
+            return None
+        inputs = []
+        for t in self.inputs:
+            tail = t.shape[1:]
+            if any(d <= 0 for d in tail) or t.datatype not in NUMPY_DTYPE:
+                return None
+            inputs.append((t.name, t.datatype, len(t.shape), tail, math.prod(tail), t.dtype))
+        return RawPlan(tuple(inputs), self.all_outputs)
 
     def check_servable(self) -> None:
         """Raise ValueError naming the first tensor the service cannot carry."""

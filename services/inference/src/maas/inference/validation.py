@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from maas.common.errors import InvalidArgument
-from maas.inference.tensors import CONTENTS_FIELD, Signature
+from maas.inference.tensors import CONTENTS_FIELD, RawPlan, Signature
 
 MAX_NAME_CHARS = 64
 
@@ -30,9 +30,9 @@ class Limits:
     """Largest element count of one input tensor."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ParsedRequest:
-    """Inputs in signature order, the request's rows and the outputs to return."""
+    """Inputs in signature order, the request's rows and the outputs to return (built per request: slotted)."""
 
     arrays: list[np.ndarray]
     rows: int
@@ -45,6 +45,46 @@ def _name(value: str) -> str:
 
 
 def parse(request: Any, signature: Signature, limits: Limits) -> ParsedRequest:
+    """The request's inputs as arrays, or InvalidArgument naming the first thing wrong."""
+    raw = request.raw_input_contents
+    if raw and signature.raw_plan is not None and not request.outputs:
+        parsed = _parse_plain_raw(request.inputs, raw, signature.raw_plan, limits)
+        if parsed is not None:
+            return parsed
+    return _parse(request, signature, limits)
+
+
+def _parse_plain_raw(inputs: Any, raw: Any, plan: RawPlan, limits: Limits) -> ParsedRequest | None:
+    """The usual request, checked in a few comparisons; None for anything else.
+
+    Every input given once, in signature order, as raw bytes, with the batch
+    as the only variable dimension, and no requested outputs. Accepts exactly
+    what `_parse` accepts for such a request and returns the same; on anything
+    unusual it returns None and `_parse` decides (and words the error).
+    """
+    specs = plan.inputs
+    if len(inputs) != len(specs) or len(raw) != len(specs):
+        return None
+    arrays: list[np.ndarray] = []
+    rows = 0
+    for (name, datatype, rank, tail, row_elements, dtype), tensor, data in zip(specs, inputs, raw, strict=False):
+        if tensor.name != name or tensor.datatype != datatype:
+            return None
+        shape = tuple(tensor.shape)
+        if len(shape) != rank or shape[1:] != tail:
+            return None
+        batch = shape[0]
+        if batch <= 0 or (rows and batch != rows) or (limits.max_batch_size and batch > limits.max_batch_size):
+            return None
+        rows = batch
+        count = batch * row_elements
+        if count > limits.max_elements or len(data) != count * dtype.itemsize or tensor.HasField("contents"):
+            return None
+        arrays.append(np.frombuffer(data, dtype=dtype).reshape(shape))
+    return ParsedRequest(arrays, rows, plan.all_outputs)
+
+
+def _parse(request: Any, signature: Signature, limits: Limits) -> ParsedRequest:
     specs = signature.inputs
     inputs = request.inputs
     raw = request.raw_input_contents
