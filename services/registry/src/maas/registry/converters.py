@@ -197,15 +197,18 @@ def _build_signature(sig: entities.Signature) -> common_pb2.Signature:
 
 
 def to_model(model: entities.Model) -> registry_pb2.Model:
-    return registry_pb2.Model(
+    out = registry_pb2.Model(
         name=model.name,
         description=model.description,
-        tags=model.tags,
-        aliases=model.aliases,
         latest_version=model.latest_version,
         created_at=_timestamp_fields(model.created_at_ms),  # type: ignore[arg-type]
         updated_at=_timestamp_fields(model.updated_at_ms),  # type: ignore[arg-type]
     )
+    if model.tags:
+        _fill(out.tags, model.tags)
+    if model.aliases:
+        _fill(out.aliases, model.aliases)
+    return out
 
 
 def from_create_version(req: registry_pb2.CreateVersionRequest) -> entities.NewVersion:
@@ -223,10 +226,16 @@ def from_create_version(req: registry_pb2.CreateVersionRequest) -> entities.NewV
     )
 
 
+def _fill(field: Any, values: dict[str, Any]) -> None:
+    """Set a map field item by item (the constructor's map update walks in Python, slower)."""
+    for key, value in values.items():
+        field[key] = value
+
+
 def to_version(v: entities.Version) -> registry_pb2.ModelVersion:
     # Lists build a hundred of these per call: shared sub-messages (copied in by
     # the constructor), enum numbers from dicts, timestamps as plain fields.
-    return registry_pb2.ModelVersion(
+    out = registry_pb2.ModelVersion(
         model=v.model,
         version=v.version,
         status=_STATUS_NUMBERS[v.status],  # type: ignore[arg-type]
@@ -236,8 +245,6 @@ def to_version(v: entities.Version) -> registry_pb2.ModelVersion:
         signature=_signature_of(v.signature),
         run_id=v.run_id,
         description=v.description,
-        tags=v.tags,
-        metrics=v.metrics,
         size_bytes=v.size_bytes,
         sha256=v.sha256,
         archived=v.archived,
@@ -245,6 +252,11 @@ def to_version(v: entities.Version) -> registry_pb2.ModelVersion:
         created_at=_timestamp_fields(v.created_at_ms),  # type: ignore[arg-type]
         ready_at=_timestamp_fields(v.ready_at_ms),  # type: ignore[arg-type]
     )
+    if v.tags:
+        _fill(out.tags, v.tags)
+    if v.metrics:
+        _fill(out.metrics, v.metrics)
+    return out
 
 
 def to_alias(a: entities.Alias) -> registry_pb2.Alias:

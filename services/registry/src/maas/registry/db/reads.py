@@ -1,197 +1,109 @@
-"""Rows to entities, and the bulk reads of the list calls.
+"""Rows to entities.
 
-One object comes from one of the UNION ALL statements in `statements` (its
-row, then its children); a page of a list comes as its rows, then the
-children of all of them in one more query. Either way the entities are built
-straight from plain tuples, with the architecture kept as the stored JSON
-text and the signature parsed once per distinct text.
+Objects are read with their children in one statement (`statements.with_children`,
+`statements.models_with_children`): rows of the objects themselves and of
+their tags, metrics and aliases, interleaved. These functions sort them out
+and build the entities straight from the driver's tuples, with the
+architecture kept as the stored JSON text and the signature parsed once per
+distinct text.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
-
-from sqlalchemy import Float, Select, String, bindparam, literal, null, select, union_all
-from sqlalchemy.engine import Connection
 
 from maas.registry import entities
 from maas.registry.db.schema import signature_from_json
-from maas.registry.db.statements import (
-    VERSION_COLUMNS,
-    VERSIONS_FROM,
-    aliases,
-    model_tags,
-    models,
-    version_metrics,
-    version_tags,
-    versions,
-)
 
 _STATUSES = {s.value: s for s in entities.VersionStatus}
 _FORMATS = {f.value: f for f in entities.ModelFormat}
+_EVENT_TYPES = {t.value: t for t in entities.EventType}
+
+Row = Sequence[Any]
+
+# Positions in a version row of `statements.with_children` (after the kind).
+ID, NUMBER, SORT_VALUE = 1, 3, 16
 
 
-def _ids(column: Any) -> Any:
-    return column.in_(bindparam("ids", expanding=True))
-
-
-# ---------------------------------------------------------------- versions
-
-
-def version_of(
-    r: Sequence[Any], tags: dict[str, str], metrics: dict[str, float], held: Sequence[str]
-) -> entities.Version:
-    """The entity of a row of VERSION_COLUMNS (from index 0) and its children."""
+def version_of(r: Row, tags: dict[str, str], metrics: dict[str, float], held: Sequence[str]) -> entities.Version:
+    """The entity of a version row of `statements.with_children` and its children."""
     return entities.Version(
-        model=r[1],
-        version=r[2],
-        status=_STATUSES[r[3]],
-        status_reason=r[4],
-        format=_FORMATS[r[5]],
-        architecture_json=r[6],
-        signature=signature_from_json(r[7]),
-        run_id=r[8] or "",
-        description=r[9],
+        model=r[2],
+        version=r[3],
+        status=_STATUSES[r[4]],
+        status_reason=r[5],
+        format=_FORMATS[r[6]],
+        architecture_json=r[7],
+        signature=signature_from_json(r[8]),
+        run_id=r[9] or "",
+        description=r[10],
         tags=tags,
         metrics=metrics,
-        size_bytes=r[10],
-        sha256=r[11],
-        archived=bool(r[12]),
+        size_bytes=r[11],
+        sha256=r[12],
+        archived=bool(r[13]),
         aliases=tuple(sorted(held)),
-        created_at_ms=r[13],
-        ready_at_ms=r[14],
+        created_at_ms=r[14],
+        ready_at_ms=r[15],
     )
 
 
-def version_from_rows(rows: Sequence[Any]) -> entities.Version | None:
-    """The version in the rows of a `statements._with_children` statement, or None."""
-    main = None
-    tags: dict[str, str] = {}
-    metrics: dict[str, float] = {}
-    held: list[str] = []
+def versions_from_rows(
+    rows: Sequence[Row], key: Callable[[Row], Any] | None = None, *, reverse: bool = False
+) -> tuple[list[Row], list[entities.Version]]:
+    """The version rows (sorted by `key`) and their entities."""
+    mains: list[Row] = []
+    tags: dict[int, dict[str, str]] = {}
+    metrics: dict[int, dict[str, float]] = {}
+    held: dict[int, list[str]] = {}
     for row in rows:
         kind = row[0]
         if kind == "v":
-            main = row[1:]
+            mains.append(row)
         elif kind == "t":
-            tags[row[2]] = row[5]
+            tags.setdefault(row[1], {})[row[2]] = row[5]
         elif kind == "m":
-            metrics[row[2]] = row[-1]
+            metrics.setdefault(row[1], {})[row[2]] = row[SORT_VALUE]
         else:
-            held.append(row[2])
-    return None if main is None else version_of(main, tags, metrics, held)
+            held.setdefault(row[1], []).append(row[2])
+    if key is not None:
+        mains.sort(key=key, reverse=reverse)
+    return mains, [version_of(r, tags.get(r[ID], {}), metrics.get(r[ID], {}), held.get(r[ID], ())) for r in mains]
 
 
-_VERSION_CHILDREN = union_all(
-    select(literal("t"), version_tags.c.version_id, version_tags.c.key, version_tags.c.value, null().cast(Float)).where(
-        _ids(version_tags.c.version_id)
-    ),
-    select(
-        literal("m"), version_metrics.c.version_id, version_metrics.c.key, null().cast(String), version_metrics.c.value
-    ).where(_ids(version_metrics.c.version_id)),
-    select(literal("a"), aliases.c.version_id, aliases.c.name, null().cast(String), null().cast(Float)).where(
-        _ids(aliases.c.version_id)
-    ),
-)
+def version_from_rows(rows: Sequence[Row]) -> entities.Version | None:
+    """The one version in the rows of a `statements.with_children` statement, or None."""
+    found = versions_from_rows(rows)[1]
+    return found[0] if found else None
 
 
-def select_versions(*extra: Any) -> Select[Any]:
-    """The columns `versions_of` reads (then `extra`), ready for filters and an order."""
-    return select(*VERSION_COLUMNS, *extra).select_from(VERSIONS_FROM)
-
-
-def versions_of(conn: Connection, rows: Sequence[Any]) -> list[entities.Version]:
-    """Entities for rows of `select_versions()`, with their tags, metrics and aliases."""
-    if not rows:
-        return []
-    tags: dict[int, dict[str, str]] = defaultdict(dict)
-    metrics: dict[int, dict[str, float]] = defaultdict(dict)
-    held: dict[int, list[str]] = defaultdict(list)
-    for kind, vid, key, text, number in conn.execute(_VERSION_CHILDREN, {"ids": [r[0] for r in rows]}):
-        if kind == "t":
-            tags[vid][key] = text
-        elif kind == "m":
-            metrics[vid][key] = number
-        else:
-            held[vid].append(key)
-    return [version_of(r, tags.get(r[0], {}), metrics.get(r[0], {}), held.get(r[0], ())) for r in rows]
-
-
-# ------------------------------------------------------------------ models
-
-
-def model_from_rows(rows: Sequence[Any]) -> entities.Model | None:
-    """The model in the rows of `statements.MODEL_WITH_CHILDREN`, or None."""
-    main = None
-    tags: dict[str, str] = {}
-    held: dict[str, int] = {}
-    for kind, _id, key, text, number, created, updated in rows:
+def models_from_rows(
+    rows: Sequence[Row], key: Callable[[Row], Any] | None = None
+) -> tuple[list[Row], list[entities.Model]]:
+    """The model rows of a `statements.models_with_children` statement (sorted by `key`) and their entities."""
+    mains: list[Row] = []
+    tags: dict[int, dict[str, str]] = {}
+    held: dict[int, dict[str, int]] = {}
+    for row in rows:
+        kind = row[0]
         if kind == "m":
-            main = (key, text, number, created, updated)
+            mains.append(row)
         elif kind == "t":
-            tags[key] = text
+            tags.setdefault(row[1], {})[row[2]] = row[3]
         else:
-            held[key] = number
-    if main is None:
-        return None
-    name, description, latest, created, updated = main
-    return entities.Model(name, description, tags, held, latest, created, updated)
+            held.setdefault(row[1], {})[row[2]] = row[4]
+    if key is not None:
+        mains.sort(key=key)
+    return mains, [entities.Model(r[2], r[3], tags.get(r[1], {}), held.get(r[1], {}), r[4], r[5], r[6]) for r in mains]
 
 
-_MODEL_COLUMNS = (
-    models.c.id,
-    models.c.name,
-    models.c.description,
-    models.c.last_version,
-    models.c.created_at_ms,
-    models.c.updated_at_ms,
-)
-_MODEL_CHILDREN = union_all(
-    select(
-        literal("t"), model_tags.c.model_id, model_tags.c.key, model_tags.c.value, null().cast(versions.c.number.type)
-    ).where(_ids(model_tags.c.model_id)),
-    select(literal("a"), aliases.c.model_id, aliases.c.name, null().cast(String), aliases.c.version_number).where(
-        _ids(aliases.c.model_id)
-    ),
-)
+def model_from_rows(rows: Sequence[Row]) -> entities.Model | None:
+    """The one model in the rows of a `statements.models_with_children` statement, or None."""
+    found = models_from_rows(rows)[1]
+    return found[0] if found else None
 
 
-def select_models() -> Select[Any]:
-    return select(*_MODEL_COLUMNS)
-
-
-def models_of(conn: Connection, rows: Sequence[Any]) -> list[entities.Model]:
-    """Entities for rows of `select_models()`, with their tags and aliases."""
-    if not rows:
-        return []
-    tags: dict[int, dict[str, str]] = defaultdict(dict)
-    held: dict[int, dict[str, int]] = defaultdict(dict)
-    for kind, mid, key, text, number in conn.execute(_MODEL_CHILDREN, {"ids": [r[0] for r in rows]}):
-        if kind == "t":
-            tags[mid][key] = text
-        else:
-            held[mid][key] = number
-    return [
-        entities.Model(
-            name=r[1],
-            description=r[2],
-            tags=tags.get(r[0], {}),
-            aliases=held.get(r[0], {}),
-            latest_version=r[3],
-            created_at_ms=r[4],
-            updated_at_ms=r[5],
-        )
-        for r in rows
-    ]
-
-
-# ------------------------------------------------------------------ events
-
-_EVENT_TYPES = {t.value: t for t in entities.EventType}
-
-
-def event_of(r: Sequence[Any]) -> entities.Event:
+def event_of(r: Row) -> entities.Event:
     """The entity of a row of `statements.EVENTS_AFTER`."""
     return entities.Event(r[0], _EVENT_TYPES[r[1]], r[2], r[3], r[4], r[5], r[6])

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any, cast
 
 from sqlalchemy import (
-    ColumnElement,
     CompoundSelect,
     Double,
     Select,
@@ -94,34 +93,50 @@ TOUCH_MODEL = Prepared(
     update(models).where(models.c.id == bindparam("model_id")).values(updated_at_ms=bindparam("now_ms"))
 )
 
-# One model with its tags and aliases: rows (kind, id, name|key, description|value,
-# last_version|version_number, created_at_ms, updated_at_ms), kind 'm', 't' or 'a'.
-_M = models.c
-MODEL_WITH_CHILDREN = Prepared(
-    union_all(
-        select(_kind("m"), _M.id, _M.name, _M.description, _M.last_version, _M.created_at_ms, _M.updated_at_ms).where(
-            _M.name == bindparam("name")
-        ),
+# The columns of a model row, in the order `reads.models_from_rows` reads them.
+MODEL_COLUMNS = (
+    models.c.id,
+    models.c.name,
+    models.c.description,
+    models.c.last_version,
+    models.c.created_at_ms,
+    models.c.updated_at_ms,
+)
+
+
+def models_with_children(chosen: Select[Any]) -> CompoundSelect[Any]:
+    """The models `chosen` picks (a select of MODEL_COLUMNS), then their tags and aliases.
+
+    Rows come unordered: ('m', *MODEL_COLUMNS) for a model, ('t'|'a', model_id,
+    key|alias, value|NULL, NULL|version_number, NULL, NULL) for a child.
+    """
+    picked = chosen.cte("picked")
+    ids = select(picked.c.id)
+    number, stamp = models.c.last_version.type, models.c.created_at_ms.type
+    return union_all(
+        select(_kind("m"), *picked.c),
         select(
             _kind("t"),
             model_tags.c.model_id,
             model_tags.c.key,
             model_tags.c.value,
-            null().cast(_M.last_version.type),
-            null().cast(_M.created_at_ms.type),
-            null().cast(_M.updated_at_ms.type),
-        ).where(model_tags.c.model_id == _model_id("name")),
+            null().cast(number),
+            null().cast(stamp),
+            null().cast(stamp),
+        ).where(model_tags.c.model_id.in_(ids)),
         select(
             _kind("a"),
             aliases.c.model_id,
             aliases.c.name,
             null().cast(String),
             aliases.c.version_number,
-            null().cast(_M.created_at_ms.type),
-            null().cast(_M.updated_at_ms.type),
-        ).where(aliases.c.model_id == _model_id("name")),
+            null().cast(stamp),
+            null().cast(stamp),
+        ).where(aliases.c.model_id.in_(ids)),
     )
-)
+
+
+MODEL_WITH_CHILDREN = Prepared(models_with_children(select(*MODEL_COLUMNS).where(models.c.name == bindparam("name"))))
 
 # -------------------------------------------------------------- versions
 
@@ -149,17 +164,23 @@ VERSIONS_FROM = versions.join(models, versions.c.model_id == models.c.id).outerj
 _BY_NUMBER = (models.c.name == bindparam("model"), versions.c.number == bindparam("number"))
 
 
-def _with_children(*where: ColumnElement[bool], order: Any = None) -> CompoundSelect[Any]:
-    """The version `where` picks, then its tags, metrics and aliases, in one statement.
+def select_versions(sort_value: Any = None) -> Select[Any]:
+    """VERSION_COLUMNS and a sort value (a metric's value, or NULL), for `with_children`."""
+    return select(*VERSION_COLUMNS, null().cast(Double) if sort_value is None else sort_value).select_from(
+        VERSIONS_FROM
+    )
 
-    Rows are ('v', *VERSION_COLUMNS, NULL) for the version, and for each child
-    ('t'|'m'|'a', version_id, key, ...NULL..., text value in status_reason's
-    place, ...NULL..., float value in the last place).
+
+def with_children(chosen: Select[Any]) -> CompoundSelect[Any]:
+    """The versions `chosen` picks (a `select_versions()`), then their tags, metrics and aliases.
+
+    One statement, so one round trip on PostgreSQL, and no list of ids to
+    send back. Rows come unordered: ('v', *VERSION_COLUMNS, sort value) for a
+    version, and for each child ('t'|'m'|'a', version_id, key, ...NULL...,
+    the text value in status_reason's place, ...NULL..., the float value last).
     """
-    chosen = select(*VERSION_COLUMNS).select_from(VERSIONS_FROM).where(*where)
-    if order is not None:
-        chosen = chosen.order_by(order).limit(1)
     picked = chosen.cte("picked")
+    ids = select(picked.c.id)
     types = [c.type for c in VERSION_COLUMNS]
 
     def child(kind: str, table: Table, key: Any, text: Any, number: Any) -> Select[Any]:
@@ -168,31 +189,33 @@ def _with_children(*where: ColumnElement[bool], order: Any = None) -> CompoundSe
         cols.append(text)
         cols += [null().cast(t) for t in types[5:]]
         cols.append(number)
-        return select(*cols).where(table.c.version_id == select(picked.c.id).scalar_subquery())
+        return select(*cols).where(table.c.version_id.in_(ids))
 
     return union_all(
-        select(_kind("v"), *picked.c, null().cast(Double)),
+        select(_kind("v"), *picked.c),
         child("t", version_tags, version_tags.c.key, version_tags.c.value, null().cast(Double)),
         child("m", version_metrics, version_metrics.c.key, null().cast(String), version_metrics.c.value),
         child("a", aliases, aliases.c.name, null().cast(String), null().cast(Double)),
     )
 
 
-VERSION_BY_NUMBER = Prepared(_with_children(*_BY_NUMBER))
+VERSION_BY_NUMBER = Prepared(with_children(select_versions().where(*_BY_NUMBER)))
 VERSION_BY_ALIAS = Prepared(
-    _with_children(
-        versions.c.id
-        == select(aliases.c.version_id)
-        .where(aliases.c.model_id == _model_id(), aliases.c.name == bindparam("alias"))
-        .scalar_subquery()
+    with_children(
+        select_versions().where(
+            versions.c.id
+            == select(aliases.c.version_id)
+            .where(aliases.c.model_id == _model_id(), aliases.c.name == bindparam("alias"))
+            .scalar_subquery()
+        )
     )
 )
 LATEST_READY_VERSION = Prepared(
-    _with_children(
-        models.c.name == bindparam("model"),
-        versions.c.status == READY,
-        versions.c.archived.is_(False),
-        order=versions.c.number.desc(),
+    with_children(
+        select_versions()
+        .where(models.c.name == bindparam("model"), versions.c.status == READY, versions.c.archived.is_(False))
+        .order_by(versions.c.number.desc())
+        .limit(1)
     )
 )
 # (id, status, format, archived, sha256), locked for an update on PostgreSQL.

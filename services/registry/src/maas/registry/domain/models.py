@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.engine import Connection
 
 from maas.common import errors, names
+from maas.common.prepared import Prepared
 from maas.registry import entities
 from maas.registry.db import reads
 from maas.registry.db import statements as st
 from maas.registry.db.database import Database, now_ms
 from maas.registry.domain import events, paging
-from maas.registry.domain.filters import has_tags
+from maas.registry.domain.filters import has_tags, tag_params
 
 
 def get(conn: Connection, name: str) -> entities.Model:
@@ -29,6 +31,23 @@ def lock(conn: Connection, name: str) -> int:
     if model_id is None:
         raise errors.NotFound(f"model '{name}' not found")
     return int(model_id)
+
+
+def _name(row: reads.Row) -> str:
+    return str(row[2])
+
+
+@functools.lru_cache(maxsize=64)
+def _page_statement(prefix: bool, tags: tuple[bool, ...], after: bool) -> Prepared:
+    """A page of ListModels with its tags and aliases, by shape; values as parameters."""
+    m, t = st.models.c, st.model_tags.c
+    query = select(*st.MODEL_COLUMNS).order_by(m.name).limit(bindparam("limit"))
+    if prefix:
+        query = query.where(m.name.like(bindparam("name_like"), escape="/"))
+    query = query.where(*has_tags(t.model_id, t.key, t.value, m.id, tag_params(tags)))
+    if after:
+        query = query.where(m.name > bindparam("after_name"))
+    return Prepared(st.models_with_children(query))
 
 
 class ModelService:
@@ -79,21 +98,21 @@ class ModelService:
         limit = paging.page_size(size)
         scope = paging.fingerprint("models", name_prefix, [(f.key, f.value) for f in tags])
         after = paging.decode(token, scope)
-        m = st.models.c
-        query = reads.select_models().order_by(m.name).limit(limit + 1)
+        params: dict[str, object] = {"limit": limit + 1}
         if name_prefix:
-            query = query.where(m.name.startswith(name_prefix, autoescape=True))
-        for clause in has_tags(st.model_tags.c.model_id, st.model_tags.c.key, st.model_tags.c.value, m.id, tags):
-            query = query.where(clause)
+            escaped = name_prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
+            params["name_like"] = escaped + "%"
+        for i, f in enumerate(tags):
+            params[f"tag_key_{i}"] = f.key
+            params[f"tag_value_{i}"] = f.value
         if after:
-            query = query.where(m.name > str(after[0]))
+            params["after_name"] = str(after[0])
+        statement = _page_statement(bool(name_prefix), tuple(bool(f.value) for f in tags), bool(after))
 
         def tx(conn: Connection) -> entities.Page[entities.Model]:
-            rows = list(conn.execute(query).all())
-            more = len(rows) > limit
-            items = reads.models_of(conn, rows[:limit])
-            next_token = paging.encode([items[-1].name], scope) if more else ""
-            return entities.Page(items, next_token)
+            rows, items = reads.models_from_rows(statement.rows(conn, params), _name)
+            next_token = paging.encode([items[limit - 1].name], scope) if len(rows) > limit else ""
+            return entities.Page(items[:limit], next_token)
 
         return self._db.read_conn(tx)
 
