@@ -204,7 +204,7 @@ def _code_of(context: aio.ServicerContext, exc: BaseException | None) -> grpc.St
 class ObservingInterceptor(WrappingInterceptor):
     """Base for interceptors that only watch each call's method, code and time."""
 
-    def observe(self, method: str, code: grpc.StatusCode, seconds: float, peer: str) -> None:
+    def observe(self, method: str, code: grpc.StatusCode, seconds: float, context: aio.ServicerContext) -> None:
         raise NotImplementedError
 
     def started(self, method: str) -> None:
@@ -222,7 +222,7 @@ class ObservingInterceptor(WrappingInterceptor):
             failure = exc
             raise
         finally:
-            self.observe(method, _code_of(context, failure), time.perf_counter() - start, context.peer())
+            self.observe(method, _code_of(context, failure), time.perf_counter() - start, context)
 
     async def around_stream(  # type: ignore[override]
         self, method: str, behavior: StreamBehavior, request: Any, context: aio.ServicerContext
@@ -237,20 +237,32 @@ class ObservingInterceptor(WrappingInterceptor):
             failure = exc
             raise
         finally:
-            self.observe(method, _code_of(context, failure), time.perf_counter() - start, context.peer())
+            self.observe(method, _code_of(context, failure), time.perf_counter() - start, context)
 
 
 class AccessLogInterceptor(ObservingInterceptor):
     """One log line per call: method, status, duration, peer."""
 
-    def observe(self, method: str, code: grpc.StatusCode, seconds: float, peer: str) -> None:
-        access_log.info("%s %s %.2fms %s", method, code.name, seconds * 1000.0, peer)
+    def observe(self, method: str, code: grpc.StatusCode, seconds: float, context: aio.ServicerContext) -> None:
+        access_log.info("%s %s %.2fms %s", method, code.name, seconds * 1000.0, context.peer())
 
 
 def _split(method: str) -> tuple[str, str]:
     _, _, rest = method.partition("/")
     service, _, name = rest.partition("/")
     return service, name
+
+
+class _MethodMetrics:
+    """One method's labelled series, looked up once (labels() costs a lock and a tuple per call)."""
+
+    __slots__ = ("handled", "labels", "seconds", "started")
+
+    def __init__(self, interceptor: MetricsInterceptor, method: str) -> None:
+        self.labels = _split(method)
+        self.started = interceptor._started.labels(*self.labels)
+        self.seconds = interceptor._seconds.labels(*self.labels)
+        self.handled: dict[grpc.StatusCode, Any] = {}
 
 
 class MetricsInterceptor(ObservingInterceptor):
@@ -272,11 +284,21 @@ class MetricsInterceptor(ObservingInterceptor):
             registry=registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self._methods: dict[str, _MethodMetrics] = {}
+
+    def _of(self, method: str) -> _MethodMetrics:
+        found = self._methods.get(method)
+        if found is None:
+            found = self._methods[method] = _MethodMetrics(self, method)
+        return found
 
     def started(self, method: str) -> None:
-        self._started.labels(*_split(method)).inc()
+        self._of(method).started.inc()
 
-    def observe(self, method: str, code: grpc.StatusCode, seconds: float, peer: str) -> None:
-        service, name = _split(method)
-        self._handled.labels(service, name, code.name).inc()
-        self._seconds.labels(service, name).observe(seconds)
+    def observe(self, method: str, code: grpc.StatusCode, seconds: float, context: aio.ServicerContext) -> None:
+        series = self._of(method)
+        handled = series.handled.get(code)
+        if handled is None:
+            handled = series.handled[code] = self._handled.labels(*series.labels, code.name)
+        handled.inc()
+        series.seconds.observe(seconds)
