@@ -11,9 +11,10 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from safetensors.numpy import save as save_safetensors
+
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as pb
-from safetensors.numpy import save as save_safetensors
 
 MLP_ARCH = {"name": "mlp", "args": {"in_features": 4, "hidden": [8], "num_classes": 3}}
 
