@@ -281,6 +281,9 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
                 return INTERRUPTED
         pos.loss_sum += float(loss_acc)
         pos.correct += int(correct_acc)
+        # Training throughput counts the training steps only; the epoch's wall
+        # time (validation included) is reported beside it and drives the ETA.
+        train_seconds = time.monotonic() - epoch_start
         train_loss, train_correct, train_seen = _reduce(
             [pos.loss_sum, float(pos.correct), float(pos.seen)], dist_, device
         )
@@ -311,7 +314,7 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
             else:
                 pos.bad_epochs += 1
             stopped_early = pos.bad_epochs >= early["patience"]
-        rate = epoch_samples / seconds if seconds > 0 else 0.0
+        rate = epoch_samples / train_seconds if train_seconds > 0 else 0.0
         reporter.emit(
             "epoch",
             epoch=pos.epoch,
