@@ -11,7 +11,7 @@ STAMP := $(VENV)/.maas-installed
 PACKAGES := services/common services/registry services/trainer services/inference cli
 EDITABLE := $(foreach p,$(PACKAGES),-e $(p))
 
-.PHONY: help install install-tools run demo soak test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference bench-report clean
+.PHONY: help install install-tools run demo soak test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference bench-overload bench-report clean
 
 help:
 	@echo "make run           start the suite on embedded defaults (state in ./.maas)"
@@ -69,7 +69,7 @@ lint: install
 		services/trainer/src/maas/trainer services/inference/src/maas/inference cli/src/maas/cli cli/src/maas/client \
 		tools demo bench/report.py
 
-bench: bench-registry bench-trainer bench-inference
+bench: bench-registry bench-trainer bench-inference bench-overload
 	$(MAKE) bench-report
 
 bench-report: install
@@ -83,6 +83,9 @@ bench-trainer: install
 
 bench-inference: install
 	$(PY) bench/inference_bench.py
+
+bench-overload: install
+	$(PY) bench/overload.py
 
 clean:
 	rm -rf .maas bench/out

@@ -1,6 +1,6 @@
 """`make bench` (last step): one Markdown report with charts from the benchmarks' JSON files.
 
-Reads bench/out/{inference,registry,trainer}.json (or --out DIR) (each written by its own benchmark), draws
+Reads bench/out/{inference,registry,trainer,overload}.json (or --out DIR) (each written by its own benchmark), draws
 PNG charts next to them, and writes bench/out/report.md: per benchmark its charts and the
 benchmark's own Markdown tables (bench/out/<name>.md). A missing or unreadable result is
 reported as such; the report fails only when there is nothing at all to report.
@@ -194,12 +194,29 @@ def trainer(data: dict[str, Any]) -> list[str]:
     return [head, "", *ratios, "", f"![trainer throughput]({chart})"]
 
 
+def overload(data: dict[str, Any]) -> list[str]:
+    r = data["result"]
+    codes = ", ".join(f"{code} {n:,}" for code, n in sorted(r["codes"].items()))
+    refused, admitted, rss = r["refusal_latency"], r["admitted_latency"], r["rss_mib"]
+    return [
+        f"{r['factor']:g} x the measured capacity ({r['capacity_per_s']:,.1f} req/s) offered to one inference "
+        f"process ({r['offered_rate_per_s']:,.1f} req/s from {r['connections']} connections): {codes}.",
+        "",
+        f"- refusals answered in p50 {refused['p50_ms']} ms, p99 {refused['p99_ms']} ms",
+        f"- admitted requests: {r['admitted_per_s']:,.1f} req/s, p99 {admitted['p99_ms']} ms "
+        f"(bounded by the queue of {r['settings']['max_queue_size']})",
+        f"- server RSS {rss['before']} MiB before, {rss['peak_during']} MiB at the peak, {rss['after']} MiB after",
+        f"- afterwards {r['after']['ok']} of {r['after']['calls']} ordinary requests OK, p99 {r['after']['p99_ms']} ms",
+    ]
+
+
 # ------------------------------------------------------------------- report
 
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
     ("inference", "Inference: throughput and latency against concurrency", inference),
     ("registry", "Registry operations", registry),
     ("trainer", "Trainer throughput", trainer),
+    ("overload", "Inference at ten times its capacity", overload),
 ]
 
 
