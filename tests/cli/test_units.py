@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -18,6 +19,7 @@ from maas.cli.progress import JobProgress, ProgressView
 from maas.cli.train import spec_document
 from maas.client import tensors
 from maas.client.config import Endpoints
+from maas.client.runner import LoopThread
 from maas.client.specs import job_spec, merge
 from maas.common import errors
 from maas.v1 import registry_pb2 as rpb
@@ -182,3 +184,21 @@ def test_json_output_keeps_integers_and_defaults() -> None:
     assert doc["architecture"]["input_shape"] == [1, 8, 8]
     model = rpb.Model(name="m", aliases={"production": 3})
     assert to_dict(model)["aliases"] == {"production": 3}
+
+
+def test_stopping_the_client_loop_leaves_no_task_pending() -> None:
+    # After Ctrl-C a cancelled gRPC call may leave a task of its own waiting on the
+    # client loop; stopping the loop must settle it, or Python prints "Task was
+    # destroyed but it is pending" after the command's one-line message.
+    runner = LoopThread()
+    started = asyncio.run_coroutine_threadsafe(asyncio.sleep(0), runner.loop)
+    started.result(timeout=5)
+
+    async def leave_one() -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(asyncio.Event().wait())
+
+    left = runner.run(leave_one())
+    assert not left.done()
+    runner.stop()
+    assert left.cancelled()
+    assert runner.loop.is_closed()

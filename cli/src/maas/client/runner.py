@@ -60,10 +60,24 @@ class LoopThread:
 
     def stop(self) -> None:
         if self.loop.is_running():
+            # Tasks gRPC left behind (a cancelled call's status watcher, say) are
+            # cancelled and awaited, so none is destroyed pending at exit.
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(_settle(), self.loop).result(timeout=5)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=5)
         if not self.loop.is_running():
             self.loop.close()
+
+
+async def _settle() -> None:
+    current = asyncio.current_task()
+    pending = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=4)
+    await asyncio.get_running_loop().shutdown_asyncgens()
 
 
 async def _await(awaitable: Awaitable[T]) -> T:
