@@ -48,7 +48,7 @@ demo: install
 
 # Ten minutes of mixed load on the whole suite (CI runs the same test for 60 s).
 soak: install
-	MAAS_SOAK_SECONDS=600 $(PY) -m pytest tests/soak -q -p no:cacheprovider
+	MAAS_SOAK_SECONDS=600 MAAS_SOAK_REPORT=bench/out/soak.json $(PY) -m pytest tests/soak -q -p no:cacheprovider
 
 protos: install
 	$(PY) tools/protos.py
