@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from maas.client import tensors
-from maas.client.config import Endpoints
-from maas.client.runner import LoopThread, shared
+from maas.client.blocking import BlockingClient
 from maas.common.clients.base import AsyncClient, ChannelConfig, RetryPolicy
 from maas.common.errors import InvalidArgument
 from maas.oip import grpc_service_pb2 as oip
@@ -207,33 +206,15 @@ def decode_outputs(resp: oip.ModelInferResponse) -> dict[str, np.ndarray]:
     return out
 
 
-class Inference:
+class Inference(BlockingClient[AsyncInference]):
     """Blocking Open Inference Protocol client with numpy in and out.
 
     >>> infer = Inference()              # MAAS_INFERENCE_ADDRESS or 127.0.0.1:8001
     >>> logits = infer.predict("digits", pixels)["logits"]   # pixels: float32 [N, 1, 8, 8]
     """
 
-    def __init__(
-        self,
-        config: ChannelConfig | str | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        runner: LoopThread | None = None,
-    ) -> None:
-        if config is None or isinstance(config, str):
-            config = Endpoints.from_env(inference=config).channel("inference")
-        self._runner = runner or shared()
-        self.aio: AsyncInference = self._runner.run(_make(config, retry))
-
-    def __enter__(self) -> Inference:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._runner.run(self.aio.close())
+    service = "inference"
+    async_class = AsyncInference
 
     def server_live(self) -> bool:
         return self._runner.run(self.aio.server_live())
@@ -275,7 +256,3 @@ class Inference:
 
     def predict(self, model: str, array: Any, version: str = "") -> dict[str, np.ndarray]:
         return self._runner.run(self.aio.predict(model, array, version))
-
-
-async def _make(config: ChannelConfig, retry: RetryPolicy | None) -> AsyncInference:
-    return AsyncInference(config, retry)

@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from pathlib import Path
 
-from maas.client.config import Endpoints
-from maas.client.runner import LoopThread, shared
-from maas.common.clients.base import ChannelConfig, RetryPolicy
+from maas.client.blocking import BlockingClient
 from maas.common.clients.registry import RegistryClient
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as pb
@@ -112,33 +110,15 @@ async def _collect(stream: AsyncIterator[pb.ModelVersion], limit: int) -> list[p
     return out
 
 
-class Registry:
+class Registry(BlockingClient[AsyncRegistry]):
     """Blocking client of the registry, for scripts and notebooks.
 
     >>> reg = Registry()                 # MAAS_REGISTRY_ADDRESS or 127.0.0.1:50051
     >>> reg.resolve("digits@production").version
     """
 
-    def __init__(
-        self,
-        config: ChannelConfig | str | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        runner: LoopThread | None = None,
-    ) -> None:
-        if config is None or isinstance(config, str):
-            config = Endpoints.from_env(registry=config).channel("registry")
-        self._runner = runner or shared()
-        self.aio: AsyncRegistry = self._runner.run(_make(config, retry))
-
-    def __enter__(self) -> Registry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._runner.run(self.aio.close())
+    service = "registry"
+    async_class = AsyncRegistry
 
     # models
     def create_model(self, name: str, description: str = "", tags: Mapping[str, str] | None = None) -> pb.Model:
@@ -214,7 +194,3 @@ class Registry:
 
     def metric_history(self, run_id: str, key: str, *, min_step: int = 0, max_step: int = 0) -> pb.MetricSeries:
         return self._runner.run(self.aio.metric_history(run_id, key, min_step=min_step, max_step=max_step))
-
-
-async def _make(config: ChannelConfig, retry: RetryPolicy | None) -> AsyncRegistry:
-    return AsyncRegistry(config, retry)

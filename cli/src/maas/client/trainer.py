@@ -12,8 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
 from typing import Any
 
-from maas.client.config import Endpoints
-from maas.client.runner import LoopThread, shared
+from maas.client.blocking import BlockingClient
 from maas.client.specs import job_spec
 from maas.common import errors
 from maas.common.clients.base import AsyncClient, ChannelConfig, RetryPolicy, to_error
@@ -130,7 +129,7 @@ class AsyncTrainer(AsyncClient):
             await asyncio.sleep(delay)
 
 
-class Trainer:
+class Trainer(BlockingClient[AsyncTrainer]):
     """Blocking client of the trainer.
 
     >>> jobs = Trainer()                 # MAAS_TRAINER_ADDRESS or 127.0.0.1:50052
@@ -138,26 +137,8 @@ class Trainer:
     >>> for event in jobs.follow(job.job_id): print(event)
     """
 
-    def __init__(
-        self,
-        config: ChannelConfig | str | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        runner: LoopThread | None = None,
-    ) -> None:
-        if config is None or isinstance(config, str):
-            config = Endpoints.from_env(trainer=config).channel("trainer")
-        self._runner = runner or shared()
-        self.aio: AsyncTrainer = self._runner.run(_make(config, retry))
-
-    def __enter__(self) -> Trainer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._runner.run(self.aio.close())
+    service = "trainer"
+    async_class = AsyncTrainer
 
     def submit(self, spec: pb.JobSpec | Mapping[str, Any], idempotency_key: str = "") -> pb.Job:
         return self._runner.run(self.aio.submit(spec, idempotency_key))
@@ -187,7 +168,3 @@ class Trainer:
         for _ in self.follow(job_id, reconnect_timeout=reconnect_timeout):
             pass
         return self.get(job_id)
-
-
-async def _make(config: ChannelConfig, retry: RetryPolicy | None) -> AsyncTrainer:
-    return AsyncTrainer(config, retry)
