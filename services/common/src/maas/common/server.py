@@ -6,13 +6,14 @@ SIGINT -> health NOT_SERVING -> stop(grace) -> application cleanup.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 from grpc import aio
@@ -24,6 +25,9 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from maas.common.auth import AuthInterceptor, TokenError, load_tokens
 from maas.common.interceptors import AccessLogInterceptor, ErrorMappingInterceptor, MetricsInterceptor
 from maas.common.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from maas.common.sql import Database
 
 log = logging.getLogger("maas.server")
 
@@ -237,6 +241,40 @@ async def serve_forever(settings: ServerSettings, app: App, *, name: str, **kwar
     log.info("%s stopped", name)
 
 
+S = TypeVar("S", bound=ServerSettings)
+
+
+def database_service_main(
+    argv: list[str] | None,
+    *,
+    name: str,
+    settings: Callable[[], S],
+    database_url: Callable[[S], str],
+    app: Callable[[S], App],
+    upgrade: Callable[[Database], str],
+) -> int:
+    """`python -m maas.<name> [serve|migrate]` of a service with a database (registry, trainer).
+
+    `app` and `upgrade` import what they need when called: `migrate` never loads
+    the servicer, and serving leaves migrations to the app's start.
+    """
+    parser = argparse.ArgumentParser(prog=f"maas-{name}", description=f"The maas {name} service.")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    args = parser.parse_args(argv)
+    config = settings()
+    configure_logging(config.log_level)
+    if args.command == "migrate":
+        from maas.common.sql import Database, redact
+
+        db = Database(database_url(config))
+        revision = upgrade(db)
+        print(f"database {redact(db.url)} at revision {revision}")
+        db.dispose()
+        return 0
+    asyncio.run(serve_forever(config, app(config), name=name))
+    return 0
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -252,6 +290,7 @@ __all__ = [
     "RunningServer",
     "channel_options",
     "configure_logging",
+    "database_service_main",
     "serve_forever",
     "start_server",
 ]

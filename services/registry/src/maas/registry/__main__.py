@@ -2,34 +2,37 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
+from typing import TYPE_CHECKING
 
-from maas.common.server import configure_logging, serve_forever
+from maas.common.server import App, database_service_main
 from maas.registry.settings import RegistrySettings
+
+if TYPE_CHECKING:
+    from maas.common.sql import Database
+
+
+def _app(settings: RegistrySettings) -> App:
+    from maas.registry.app import RegistryApp
+
+    return RegistryApp(settings)
+
+
+def _upgrade(db: Database) -> str:
+    from maas.registry.db import migrate
+
+    return migrate.upgrade(db)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="maas-registry", description="The maas registry service.")
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
-    args = parser.parse_args(argv)
-    settings = RegistrySettings()
-    configure_logging(settings.log_level)
-    if args.command == "migrate":
-        from maas.registry.db import migrate
-        from maas.registry.db.database import Database, redact
-
-        db = Database(settings.resolved_database_url())
-        revision = migrate.upgrade(db)
-        print(f"database {redact(db.url)} at revision {revision}")
-        db.dispose()
-        return 0
-
-    from maas.registry.app import RegistryApp
-
-    asyncio.run(serve_forever(settings, RegistryApp(settings), name="registry"))
-    return 0
+    return database_service_main(
+        argv,
+        name="registry",
+        settings=RegistrySettings,
+        database_url=RegistrySettings.resolved_database_url,
+        app=_app,
+        upgrade=_upgrade,
+    )
 
 
 if __name__ == "__main__":
