@@ -13,6 +13,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from maas.common import errors
+from maas.common.structs import integral
 
 INT64_TYPES = {
     FieldDescriptor.TYPE_INT64,
@@ -31,24 +32,13 @@ def to_dict(message: Message) -> dict[str, Any]:
     return _numbers(message.DESCRIPTOR, doc)
 
 
-def _integral(value: Any) -> Any:
-    """Struct numbers are doubles; whole ones read better (and parse) as integers."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
-
-
 def _numbers(descriptor: Any, doc: dict[str, Any]) -> dict[str, Any]:
     for field in descriptor.fields:
         if field.name not in doc:
             continue
         value = doc[field.name]
         if field.message_type is not None and field.message_type.full_name == "google.protobuf.Struct":
-            doc[field.name] = _integral(value)
+            doc[field.name] = integral(value)
         elif field.message_type is not None and field.message_type.GetOptions().map_entry:
             value_field = field.message_type.fields_by_name["value"]
             if value_field.type in INT64_TYPES:

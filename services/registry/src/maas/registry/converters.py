@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from maas.common import errors
+from maas.common.structs import integral
 from maas.registry import entities
 from maas.v1 import common_pb2, registry_pb2
 
@@ -116,17 +117,7 @@ def _struct_json(raw: bytes) -> str:
     """MessageToDict walks in Python; clients send the same few architectures again and again."""
     doc = struct_pb2.Struct()
     doc.ParseFromString(raw)
-    return json.dumps(_integral(json_format.MessageToDict(doc)))
-
-
-def _integral(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
+    return json.dumps(integral(json_format.MessageToDict(doc)))
 
 
 def to_struct(doc: str) -> struct_pb2.Struct:

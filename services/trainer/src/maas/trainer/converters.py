@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from maas.common import errors
+from maas.common.structs import from_struct
 from maas.trainer import entities
 from maas.v1 import trainer_pb2 as pb
 
@@ -17,20 +18,6 @@ def to_timestamp(ms: int) -> timestamp_pb2.Timestamp | None:
     ts = timestamp_pb2.Timestamp()
     ts.FromMilliseconds(ms)
     return ts
-
-
-def _integral(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
-
-
-def from_struct(value: struct_pb2.Struct) -> dict[str, Any]:
-    return _integral(json_format.MessageToDict(value))
 
 
 def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
