@@ -50,18 +50,6 @@ class DataPlane:
     # The servicer drives one request as submit -> (await the future) -> release,
     # then succeeded or failed: no coroutine, task or callback of its own here.
 
-    async def infer(self, request: Any, time_remaining: float | None) -> InferResult:
-        """One request, start to finish (the servicer inlines the same steps)."""
-        served, parsed, future, start = self.submit(request, time_remaining)
-        try:
-            outcome = await future
-        except BaseException as exc:
-            record_failure(served, start, exc)
-            raise
-        finally:
-            served.release()
-        return self.succeeded(served, parsed, outcome, start, request.id)
-
     def submit(
         self, request: Any, time_remaining: float | None
     ) -> tuple[ServedVersion, ParsedRequest, asyncio.Future[Outcome], int]:
