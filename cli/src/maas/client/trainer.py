@@ -8,6 +8,7 @@ caller sees every event exactly once, until the job's final state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from maas.client.blocking import BlockingClient
 from maas.client.specs import job_spec
 from maas.common import errors
-from maas.common.clients.base import AsyncClient, ChannelConfig, RetryPolicy, to_error
+from maas.common.clients.base import AsyncClient, ChannelConfig, RetryPolicy
 from maas.v1 import common_pb2, trainer_pb2_grpc
 from maas.v1 import trainer_pb2 as pb
 
@@ -79,15 +80,9 @@ class AsyncTrainer(AsyncClient):
     async def watch(self, job_id: str, after_seq: int = 0) -> AsyncIterator[pb.JobEvent]:
         """One WatchJob stream, as it is: it may end early if the connection drops."""
         call = self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=after_seq), metadata=self._metadata)
-        try:
-            async for event in call:
+        async with contextlib.aclosing(self.stream(call)) as events:
+            async for event in events:
                 yield event
-        except Exception as exc:
-            if hasattr(exc, "code") and callable(exc.code):
-                raise to_error(exc) from None  # type: ignore[arg-type]
-            raise
-        finally:
-            call.cancel()
 
     async def follow(
         self,

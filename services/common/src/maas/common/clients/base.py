@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,3 +101,15 @@ class AsyncClient:
                     await asyncio.sleep(self.retry.delay(attempt))
                     continue
                 raise to_error(exc) from None
+
+    async def stream(self, call: Any) -> AsyncGenerator[Any, None]:
+        """The messages of a server-streaming call, errors as MaasError; the call is cancelled when the caller stops."""
+        try:
+            async for message in call:
+                yield message
+        except Exception as exc:
+            if hasattr(exc, "code") and callable(exc.code):
+                raise to_error(exc) from None  # type: ignore[arg-type]
+            raise
+        finally:
+            call.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import threading
@@ -222,15 +223,9 @@ class RegistryClient(AsyncClient):
             pb.WatchEventsRequest(after_id=after_id, from_latest=from_latest, models=list(models)),
             metadata=self._metadata,
         )
-        try:
-            async for event in call:
+        async with contextlib.aclosing(self.stream(call)) as events:
+            async for event in events:
                 yield event
-        except Exception as exc:
-            if hasattr(exc, "code") and callable(exc.code):
-                raise to_error(exc) from None  # type: ignore[arg-type]
-            raise
-        finally:
-            call.cancel()
 
 
 def _sha256_file(path: Path) -> str:
