@@ -11,6 +11,7 @@ A crash leaves at most a stale .part file, which `sweep` removes later.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -33,49 +34,78 @@ def _full_disk(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+@contextlib.contextmanager
+def _refused_when_full() -> Iterator[None]:
+    """Out of space is the client's RESOURCE_EXHAUSTED; any other OSError stays one (INTERNAL)."""
+    try:
+        yield
+    except OSError as exc:
+        if _full_disk(exc):
+            raise errors.ResourceExhausted("artifact storage is full") from exc
+        raise
+
+
 class PendingBlob:
-    """A temp file being written; `commit` makes it a blob."""
+    """A temp file being written; `commit` makes it a blob.
+
+    The file is unbuffered: every byte is either written by `write` or refused
+    there, so closing it writes nothing and cannot fail a second time on a
+    full disk (a buffered file flushes on close and hits ENOSPC again).
+    """
 
     def __init__(self, store: LocalArtifactStore, path: Path) -> None:
         self._store = store
         self.path = path
-        self._file = path.open("xb")
+        self._file = path.open("xb", buffering=0)
         self._hash = hashlib.sha256()
         self.size = 0
 
-    def write(self, chunk: bytes) -> None:
+    @contextlib.contextmanager
+    def _or_abort(self) -> Iterator[None]:
+        """A failed step leaves nothing behind."""
         try:
-            self._file.write(chunk)
-        except OSError as exc:
+            with _refused_when_full():
+                yield
+        except BaseException:
             self.abort()
-            if _full_disk(exc):
-                raise errors.ResourceExhausted("artifact storage is full") from exc
             raise
+
+    def write(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        with self._or_abort():
+            while view:
+                # A raw write may take fewer bytes than offered (the disk filling).
+                view = view[self._file.write(view) :]
         self._hash.update(chunk)
         self.size += len(chunk)
 
     def finish(self) -> str:
-        """Flush and fsync; returns the sha256 of what was written."""
-        try:
-            self._file.flush()
+        """Fsync; returns the sha256 of what was written."""
+        with self._or_abort():
+            # File systems that allocate late report a full disk only here.
             os.fsync(self._file.fileno())
-        except OSError as exc:
-            self.abort()
-            if _full_disk(exc):
-                raise errors.ResourceExhausted("artifact storage is full") from exc
-            raise
-        finally:
-            if not self._file.closed:
-                self._file.close()
+            self._file.close()
         return self._hash.hexdigest()
 
     def commit(self, sha256: str) -> None:
-        self._store._adopt(self.path, sha256)
+        # Making the blob's fan-out directory can be the thing that does not fit.
+        with self._or_abort():
+            self._store._adopt(self.path, sha256)
+        self._store._live.discard(self.path)
 
     def abort(self) -> None:
-        if not self._file.closed:
+        """Drop the temp file; never raises, as it runs while another error is on its way out."""
+        try:
             self._file.close()
-        self.path.unlink(missing_ok=True)
+        except OSError:
+            # Some file systems (NFS) report a deferred write error at close;
+            # the bytes are being thrown away, so there is nothing to lose.
+            log.debug("closing an aborted upload failed", exc_info=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:
+            log.warning("could not remove an aborted upload; the sweep will", exc_info=True)
+        self._store._live.discard(self.path)
 
 
 class LocalArtifactStore:
@@ -85,6 +115,9 @@ class LocalArtifactStore:
         self.blobs = self.root / "blobs" / "sha256"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.blobs.mkdir(parents=True, exist_ok=True)
+        # Temp files this process is writing: the sweep leaves them alone
+        # however long their client pauses between chunks.
+        self._live: set[Path] = set()
 
     def path_of(self, sha256: str) -> Path:
         if not SHA256_HEX.fullmatch(sha256):
@@ -95,12 +128,11 @@ class LocalArtifactStore:
         return path
 
     def begin(self) -> PendingBlob:
-        try:
-            return PendingBlob(self, self.tmp / f"{uuid.uuid4().hex}.part")
-        except OSError as exc:
-            if _full_disk(exc):
-                raise errors.ResourceExhausted("artifact storage is full") from exc
-            raise
+        path = self.tmp / f"{uuid.uuid4().hex}.part"
+        with _refused_when_full():
+            pending = PendingBlob(self, path)
+        self._live.add(path)
+        return pending
 
     def _adopt(self, tmp_path: Path, sha256: str) -> None:
         target = self.path_of(sha256)
@@ -133,6 +165,8 @@ class LocalArtifactStore:
         cutoff = time.time() - older_than_s
         removed = 0
         for part in self.tmp.glob("*.part"):
+            if part in self._live:
+                continue
             try:
                 if part.stat().st_mtime < cutoff:
                     part.unlink()

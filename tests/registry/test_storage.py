@@ -1,0 +1,104 @@
+"""The artifact store against a real full disk: refusals, and nothing left behind."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from maas.v1 import registry_pb2 as pb
+from tests.helpers import raises_code
+from tests.registry.conftest import serving
+from tests.registry.test_artifacts import big_safetensors, blobs, parts, pending, upload
+
+MiB = 1024 * 1024
+
+
+def _mount_tmpfs(path: Path, options: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode(errors='replace').strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An artifact root on a real 20 MiB file system of its own."""
+    mount = tmp_path / "disk"
+    _mount_tmpfs(mount, "size=20m")
+    try:
+        yield mount / "artifacts"
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture
+def few_inodes(tmp_path: Path) -> Iterator[Path]:
+    """An artifact root on a file system with room for bytes but for few files or directories."""
+    mount = tmp_path / "inodes"
+    # The mount point, artifacts/, tmp/, blobs/, blobs/sha256/ and one .part file:
+    # the blob's fan-out directory is the first thing that does not fit.
+    _mount_tmpfs(mount, "size=20m,nr_inodes=6")
+    try:
+        yield mount / "artifacts"
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+async def test_a_disk_that_fills_mid_upload_is_resource_exhausted(db_url, small_disk) -> None:
+    async with serving(db_url, small_disk) as (_, stub):
+        first = await pending(stub)
+        assert (await upload(stub, "m", first.version, big_safetensors(3 * MiB, seed=1))).status == (
+            pb.VERSION_STATUS_READY
+        )  # 12 MiB of 20
+
+        # 10 MiB more does not fit: the write fails partway, with bytes still buffered.
+        second = await pending(stub)
+        for chunk in (MiB, 64 * 1024 + 3):
+            async with raises_code(grpc.StatusCode.RESOURCE_EXHAUSTED):
+                await upload(stub, "m", second.version, big_safetensors(10 * MiB // 4, seed=2), chunk=chunk)
+            assert parts(small_disk) == [] and len(blobs(small_disk)) == 1
+        got = await stub.GetVersion(pb.GetVersionRequest(model="m", version=second.version))
+        assert got.status == pb.VERSION_STATUS_PENDING
+
+        # Nothing of the refused upload holds space: one that fits goes through.
+        fits = big_safetensors(6 * MiB // 4, seed=3)
+        assert (await upload(stub, "m", second.version, fits)).status == pb.VERSION_STATUS_READY
+        assert parts(small_disk) == [] and len(blobs(small_disk)) == 2
+
+
+async def test_no_room_for_the_blob_directory_is_resource_exhausted(db_url, few_inodes) -> None:
+    async with serving(db_url, few_inodes) as (_, stub):
+        v = await pending(stub)
+        async with raises_code(grpc.StatusCode.RESOURCE_EXHAUSTED):
+            await upload(stub, "m", v.version, big_safetensors(1000))
+        assert parts(few_inodes) == [] and blobs(few_inodes) == []
+        got = await stub.GetVersion(pb.GetVersionRequest(model="m", version=v.version))
+        assert got.status == pb.VERSION_STATUS_PENDING
+
+
+async def test_a_full_disk_at_fsync_is_resource_exhausted(db_url, artifact_root, monkeypatch) -> None:
+    """Some file systems allocate late and report ENOSPC only when the bytes are forced out."""
+    part_fds: set[int] = set()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).suffix == ".part":
+            part_fds.add(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    async with serving(db_url, artifact_root) as (_, stub):
+        v = await pending(stub)
+        monkeypatch.setattr(os, "fsync", fsync)
+        async with raises_code(grpc.StatusCode.RESOURCE_EXHAUSTED):
+            await upload(stub, "m", v.version, big_safetensors(1000))
+        assert part_fds, "the upload reached its fsync"
+        assert parts(artifact_root) == [] and blobs(artifact_root) == []
+        monkeypatch.undo()
+        assert (await upload(stub, "m", v.version, big_safetensors(1000))).status == pb.VERSION_STATUS_READY
