@@ -1,10 +1,13 @@
-"""The artifact store against a real full disk: refusals, and nothing left behind."""
+"""The artifact store against a real full disk and a real clock: refusals, nothing left behind, sweeping."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import grpc
 import pytest
 
 from maas.v1 import registry_pb2 as pb
-from tests.helpers import raises_code
+from tests.helpers import raises_code, upload_messages
 from tests.registry.conftest import serving
 from tests.registry.test_artifacts import big_safetensors, blobs, parts, pending, upload
 
@@ -102,3 +105,71 @@ async def test_a_full_disk_at_fsync_is_resource_exhausted(db_url, artifact_root,
         assert parts(artifact_root) == [] and blobs(artifact_root) == []
         monkeypatch.undo()
         assert (await upload(stub, "m", v.version, big_safetensors(1000))).status == pb.VERSION_STATUS_READY
+
+
+# ------------------------------------------------------------------ sweep
+
+
+async def test_abandoned_upload_is_swept_soon_after_the_stale_setting(db_url, artifact_root) -> None:
+    stale = 1.0
+    async with serving(db_url, artifact_root, stale_upload_seconds=stale) as (_, stub):
+        # A partial upload its writer abandoned (a crashed replica, a killed process).
+        tmp = artifact_root / "tmp"
+        abandoned = tmp / f"{uuid.uuid4().hex}.part"
+        abandoned.write_bytes(b"\0" * MiB)
+        # Gone within the setting plus a sweep period of at most as long again,
+        # and slack for a busy machine.
+        async with asyncio.timeout(2 * stale + 5.0):
+            while abandoned.exists():
+                await asyncio.sleep(0.05)
+        # An upload in progress is not swept from under its writer.
+        v = await pending(stub)
+        assert (await upload(stub, "m", v.version, big_safetensors(1000))).status == pb.VERSION_STATUS_READY
+
+
+async def test_the_sweep_runs_at_start(db_url, artifact_root) -> None:
+    tmp = artifact_root / "tmp"
+    tmp.mkdir(parents=True)
+    old = tmp / f"{uuid.uuid4().hex}.part"
+    old.write_bytes(b"\0" * 1024)
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    # The default setting (an hour): a period that long must not delay the first sweep.
+    async with serving(db_url, artifact_root, stale_upload_seconds=600.0):
+        async with asyncio.timeout(30):
+            while old.exists():
+                await asyncio.sleep(0.05)
+
+
+async def test_an_upload_whose_client_pauses_is_not_swept(db_url, artifact_root) -> None:
+    data = big_safetensors(600_000)
+    messages = list(upload_messages("m", 1, data, chunk=256 * 1024))
+    half = len(messages) // 2
+    resume = asyncio.Event()
+
+    async def pausing():
+        for message in messages[:half]:
+            yield message
+        await resume.wait()
+        for message in messages[half:]:
+            yield message
+
+    async with serving(db_url, artifact_root, stale_upload_seconds=1.0) as (_, stub):
+        await pending(stub)
+        call = stub.UploadArtifact(pausing())
+        async with asyncio.timeout(30):
+            while not parts(artifact_root):
+                await asyncio.sleep(0.01)
+            (live,) = parts(artifact_root)
+            # Idle for an hour, as far as its mtime tells; beside it, an abandoned one.
+            hour_ago = time.time() - 3600
+            os.utime(live, (hour_ago, hour_ago))
+            abandoned = artifact_root / "tmp" / f"{uuid.uuid4().hex}.part"
+            abandoned.write_bytes(b"\0")
+            os.utime(abandoned, (hour_ago, hour_ago))
+            while abandoned.exists():  # a sweep has run since
+                await asyncio.sleep(0.05)
+        assert live.exists()
+        resume.set()
+        assert (await call).status == pb.VERSION_STATUS_READY
+        assert parts(artifact_root) == []

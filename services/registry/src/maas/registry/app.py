@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,6 +22,7 @@ from maas.registry.domain.versions import VersionService
 from maas.registry.servicer import Domain, RegistryServicer
 from maas.registry.settings import RegistrySettings
 from maas.registry.storage.store import LocalArtifactStore
+from maas.registry.storage.sweeper import UploadSweeper
 from maas.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger("maas.registry")
@@ -65,6 +65,7 @@ class RegistryApp:
             events=self.hub,
         )
         self._watchdog: _Watchdog | None = None
+        self._sweeper = UploadSweeper(self.store, self.executor, settings.stale_upload_seconds)
 
     def register(self, server: aio.Server) -> None:
         registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(self.domain, self.executor), server)
@@ -74,10 +75,13 @@ class RegistryApp:
         # The first check runs now, so a reachable database means SERVING at once.
         await self._watchdog.run_once()
         self._watchdog.start()
+        # Apart from the watchdog: the store needs no database, and its period is its own.
+        self._sweeper.start()
 
     async def stop(self) -> None:
         if self._watchdog is not None:
             await self._watchdog.stop()
+        await self._sweeper.stop()
         await self.hub.stop()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.db.dispose()
@@ -93,7 +97,6 @@ class _Watchdog(LoopService):
         self._app = app
         self._health = health
         self._ready = False
-        self._last_sweep = 0.0
 
     async def run_once(self) -> None:
         app = self._app
@@ -111,6 +114,3 @@ class _Watchdog(LoopService):
             self._ready = True
         alive = await loop.run_in_executor(app.executor, app.db.ping)
         await self._health.set(SERVICE_NAME, alive)
-        if time.monotonic() - self._last_sweep > 600:
-            self._last_sweep = time.monotonic()
-            await loop.run_in_executor(app.executor, app.store.sweep, app.settings.stale_upload_seconds)

@@ -40,7 +40,10 @@ class RegistrySettings(ServerSettings):
     )
     health_interval: float = Field(2.0, gt=0, description="Seconds between database health probes.")
     stale_upload_seconds: float = Field(
-        3600.0, ge=0, description="Abandoned partial uploads older than this are removed."
+        3600.0,
+        ge=0,
+        description="Abandoned partial uploads older than this are removed (swept at start and every "
+        "quarter of this, 0.25 s to 10 min).",
     )
 
     def resolved_database_url(self) -> str:
