@@ -94,6 +94,7 @@ def test_watch_exits_non_zero_when_the_job_is_cancelled(suite: Suite) -> None:
 
     cancelled = suite.maas("jobs", "cancel", job_id, "--json")
     assert cancelled.rc == 0, cancelled.stderr
+    assert cancelled.json()["state"] == "JOB_STATE_CANCELLED", "cancel prints the state after the cancel"
     out, err = watcher.communicate(timeout=120)
     assert watcher.returncode == 1, err
     final = json.loads(out.strip().splitlines()[-1])

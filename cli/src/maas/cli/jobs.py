@@ -10,7 +10,7 @@ from maas.cli.context import Context
 from maas.cli.output import fields, metrics_text, print_json, print_json_line, table, to_dict, when
 from maas.cli.progress import duration
 from maas.cli.watch import job_title, watch
-from maas.client.trainer import JOB_STATES, state_name
+from maas.client.trainer import JOB_STATES, TERMINAL, state_name
 from maas.common.errors import InvalidArgument
 from maas.v1 import trainer_pb2 as pb
 
@@ -115,11 +115,15 @@ def logs(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cancel(args: argparse.Namespace, ctx: Context) -> int:
+    """Print the state after the cancel: a running job stops in its own time (SIGTERM, grace, SIGKILL)."""
     job = ctx.trainer.cancel(args.job)
+    if job.state not in TERMINAL and args.wait > 0:
+        job = ctx.trainer.wait(job.job_id, job.last_seq, within=args.wait)
     if ctx.json:
         print_json(to_dict(job))
     else:
-        print(f"job {job.job_id}: {state_name(job.state)}")
+        pending = "" if job.state in TERMINAL else " (cancel requested, still stopping)"
+        print(f"job {job.job_id}: {state_name(job.state)}{pending}")
     return 0
 
 
@@ -147,5 +151,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     c.set_defaults(func=logs)
     c = jobs.add_parser("cancel", parents=[common], help="stop a queued or running job")
     c.add_argument("job")
+    c.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="wait this long for a running job to stop before printing its state (default 60; 0: print at once)",
+    )
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cancel)

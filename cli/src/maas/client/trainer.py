@@ -123,6 +123,19 @@ class AsyncTrainer(AsyncClient):
                 on_retry(error, delay)
             await asyncio.sleep(delay)
 
+    async def wait(
+        self, job_id: str, after_seq: int = 0, *, within: float | None = None, reconnect_timeout: float = 120.0
+    ) -> pb.Job:
+        """The job once it is final, or as it is after `within` seconds (None: no limit)."""
+
+        async def final_state() -> None:
+            async for _ in self.follow(job_id, after_seq, reconnect_timeout=reconnect_timeout):
+                pass
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(final_state(), within)
+        return await self.get(job_id)
+
 
 class Trainer(BlockingClient[AsyncTrainer]):
     """Blocking client of the trainer.
@@ -158,8 +171,8 @@ class Trainer(BlockingClient[AsyncTrainer]):
         stream = self.aio.follow(job_id, after_seq, reconnect_timeout=reconnect_timeout, on_retry=on_retry)
         return self._runner.iterate(stream)
 
-    def wait(self, job_id: str, *, reconnect_timeout: float = 120.0) -> pb.Job:
-        """Block until the job is final; returns it."""
-        for _ in self.follow(job_id, reconnect_timeout=reconnect_timeout):
-            pass
-        return self.get(job_id)
+    def wait(
+        self, job_id: str, after_seq: int = 0, *, within: float | None = None, reconnect_timeout: float = 120.0
+    ) -> pb.Job:
+        """Block until the job is final (or `within` seconds have passed); returns it as it is then."""
+        return self._runner.run(self.aio.wait(job_id, after_seq, within=within, reconnect_timeout=reconnect_timeout))
