@@ -7,12 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from maas.v1 import registry_pb2 as rpb
+from maas.v1 import registry_pb2_grpc
 from tests.cli.conftest import EPOCHS, Suite
+from tests.helpers import version_request
 
 pytestmark = pytest.mark.slow
 
@@ -101,6 +105,28 @@ def test_models_versions_and_aliases(suite: Suite, trained: dict[str, Any], tmp_
     assert json.loads(out.with_suffix(".json").read_text())["name"] == "mlp"
 
 
+def test_versions_ls_orders_best_first_by_the_kind_of_metric(suite: Suite) -> None:
+    """A loss sorts lowest first, an accuracy highest first; --asc/--desc override either."""
+    with grpc.insecure_channel(suite.registry.address) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        stub.CreateModel(rpb.CreateModelRequest(name="ordered"), timeout=30)
+        for loss, accuracy in ((0.5, 0.8), (0.1, 0.95), (0.9, 0.6)):
+            metrics = {"val_loss": loss, "val_accuracy": accuracy, "val_mse": loss}
+            stub.CreateVersion(version_request("ordered", metrics=metrics), timeout=30)
+
+    def order(*flags: str) -> list[int]:
+        listed = suite.maas("versions", "ls", "ordered", *flags, "--json")
+        assert listed.rc == 0, listed.stderr
+        return [int(v["version"]) for v in listed.json()]
+
+    assert order("--order-by", "val_loss") == [2, 1, 3]
+    assert order("--order-by", "val_mse") == [2, 1, 3]
+    assert order("--order-by", "val_accuracy") == [2, 1, 3]
+    assert order("--order-by", "val_loss", "--desc") == [3, 1, 2]
+    assert order("--order-by", "val_accuracy", "--asc") == [3, 1, 2]
+    assert suite.maas("versions", "ls", "ordered", "--order-by", "val_loss", "--asc", "--desc").rc == 2
+
+
 def test_serve_and_predict(suite: Suite, trained: dict[str, Any], tmp_path: Path) -> None:
     version = trained["result"]["version"]["version"]
     loaded = suite.maas("serving", "load", "digits", "--json")
@@ -147,6 +173,7 @@ def test_metrics_chart_png_and_json(suite: Suite, trained: dict[str, Any], tmp_p
     assert data.rc == 0, data.stderr
     series = data.json()["metrics"]
     assert series["val_accuracy"]["steps"] == list(range(1, EPOCHS + 1))
+    assert all(type(step) is int for s in series.values() for step in s["steps"]), "steps are integers"
     final = trained["result"]["version"]["metrics"]["val_accuracy"]
     assert series["val_accuracy"]["values"][-1] == pytest.approx(final)
 

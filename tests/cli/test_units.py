@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maas.cli import charts, inputs
+from maas.cli import charts, inputs, versions
 from maas.cli.main import build_parser
 from maas.cli.output import to_dict
 from maas.cli.progress import JobProgress, ProgressView
@@ -173,6 +173,13 @@ def test_progress_view_tracks_the_job() -> None:
         view.on_event(event)
     assert "\x1b[" not in plain.getvalue()
     assert [ln.split()[1] for ln in plain.getvalue().splitlines() if ln.startswith("epoch ")] == ["1/4", "2/4"]
+
+
+def test_losses_and_errors_are_best_lowest_and_the_rest_highest() -> None:
+    for name in ("val_loss", "train_loss", "Val_Loss", "error_rate", "val_mse", "mae", "rmse", "perplexity"):
+        assert versions.lower_is_better(name), name
+    for name in ("val_accuracy", "train_accuracy", "f1", "auc"):
+        assert not versions.lower_is_better(name), name
 
 
 def test_json_output_keeps_integers_and_defaults() -> None:

@@ -26,10 +26,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     missing = [k for k in keys if k not in run_record.metrics]
     if missing:
         raise errors.NotFound(f"{ref} has no metric {', '.join(missing)} (it has: {', '.join(available) or 'none'})")
-    series: dict[str, tuple[list[float], list[float]]] = {}
+    series: dict[str, tuple[list[int], list[float]]] = {}
     for key in keys:
         history = ctx.registry.metric_history(version.run_id, key)
-        series[key] = ([float(x) for x in history.steps], list(history.values))
+        series[key] = ([int(x) for x in history.steps], list(history.values))
     if args.png:
         charts.png_chart(series, Path(args.png), title=ref)
     if ctx.json:

@@ -25,6 +25,15 @@ def _human_bytes(n: int) -> str:
     return str(n)
 
 
+LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "perplexity")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Losses and errors are best when lowest; accuracy, F1 and the rest when highest."""
+    name = metric.lower()
+    return any(word in name for word in LOWER_IS_BETTER)
+
+
 def ls(args: argparse.Namespace, ctx: Context) -> int:
     statuses = []
     for name in args.status or []:
@@ -33,7 +42,8 @@ def ls(args: argparse.Namespace, ctx: Context) -> int:
         statuses.append(VERSION_STATUSES[name.lower()])
     order = rpb.VERSION_ORDER_NEWEST
     if args.order_by:
-        order = rpb.VERSION_ORDER_METRIC_ASC if args.ascending else rpb.VERSION_ORDER_METRIC_DESC
+        ascending = lower_is_better(args.order_by) if args.ascending is None else args.ascending
+        order = rpb.VERSION_ORDER_METRIC_ASC if ascending else rpb.VERSION_ORDER_METRIC_DESC
     versions = ctx.registry.versions(
         args.model,
         statuses=statuses,
@@ -149,8 +159,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     c = versions.add_parser("ls", parents=[common], help="versions of a model, newest first")
     c.add_argument("model")
     c.add_argument("--status", action="append", metavar="STATUS", help="pending, ready or failed")
-    c.add_argument("--order-by", metavar="METRIC", help="best first by this metric (e.g. val_accuracy)")
-    c.add_argument("--ascending", action="store_true", help="with --order-by: lowest first (losses)")
+    c.add_argument(
+        "--order-by",
+        metavar="METRIC",
+        help="best first by this metric: lowest first for a loss or error (val_loss, mse, ...), "
+        "highest first for the rest (val_accuracy, ...)",
+    )
+    direction = c.add_mutually_exclusive_group()
+    direction.add_argument(
+        "--asc", "--ascending", dest="ascending", action="store_const", const=True, help="with --order-by: lowest first"
+    )
+    direction.add_argument("--desc", dest="ascending", action="store_const", const=False, help="highest first")
     c.add_argument("--archived", action="store_true", help="include archived versions")
     c.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
     c.add_argument("--json", action="store_true")
