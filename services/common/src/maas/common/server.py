@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from maas.common.auth import AuthInterceptor, TokenError, load_tokens
 from maas.common.interceptors import AccessLogInterceptor, ErrorMappingInterceptor, MetricsInterceptor
+from maas.common.keepalive import KEEPALIVE, Keepalive
 from maas.common.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -162,6 +163,7 @@ async def start_server(
     extra_interceptors: Sequence[aio.ServerInterceptor] = (),
     metrics_registry: CollectorRegistry | None = None,
     server_options: Sequence[tuple[str, Any]] = (),
+    keepalive: Keepalive = KEEPALIVE,
 ) -> RunningServer:
     registry = metrics_registry or CollectorRegistry()
     tokens, credentials = security_of(settings)
@@ -179,7 +181,7 @@ async def start_server(
 
     server = aio.server(
         interceptors=interceptors,
-        options=[*channel_options(settings.max_message_bytes), *server_options],
+        options=[*channel_options(settings.max_message_bytes), *keepalive.server_options(), *server_options],
     )
     health = Health(app.service_names)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)

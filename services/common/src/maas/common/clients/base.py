@@ -17,6 +17,7 @@ import grpc
 from grpc import aio
 
 from maas.common import errors
+from maas.common.keepalive import KEEPALIVE, Keepalive
 from maas.common.status import error_of
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -44,13 +45,13 @@ class ChannelConfig:
     private_key: bytes | None = field(default=None, repr=False)
     tls: bool = False
     token: str | None = field(default=None, repr=False)
+    keepalive: Keepalive = KEEPALIVE
 
     def open(self) -> aio.Channel:
         options = [
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_permit_without_calls", 1),
+            *self.keepalive.client_options(),
         ]
         if self.tls or self.root_certificates is not None:
             creds = grpc.ssl_channel_credentials(self.root_certificates, self.private_key, self.certificate_chain)
