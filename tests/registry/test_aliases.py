@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from maas.v1 import registry_pb2 as pb
@@ -138,3 +140,39 @@ async def test_deleting_the_version_takes_its_aliases(stub) -> None:
     assert dict((await stub.GetModel(pb.GetModelRequest(name="m"))).aliases) == {}
     async with raises_code(grpc.StatusCode.NOT_FOUND):
         await stub.ResolveVersion(pb.ResolveVersionRequest(ref="m@production"))
+
+
+async def released(barrier: asyncio.Barrier, rpc, request) -> grpc.StatusCode:
+    """The call's status code, sent once every party is at the barrier."""
+    await barrier.wait()
+    try:
+        await rpc(request)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def test_set_alias_and_archive_at_once_never_leave_an_alias_on_an_archived_version(stub) -> None:
+    """The two checks (target not archived, version held by no alias) race unless the transactions conflict."""
+    for _ in range(20):
+        target = await ready_version(stub, "m")
+        barrier = asyncio.Barrier(2)
+        set_code, archive_code = await asyncio.gather(
+            released(barrier, stub.SetAlias, pb.SetAliasRequest(model="m", alias="production", version=target.version)),
+            released(
+                barrier,
+                stub.ArchiveVersion,
+                pb.ArchiveVersionRequest(model="m", version=target.version, archived=True),
+            ),
+        )
+        # Exactly one wins; the loser is told why.
+        assert {set_code, archive_code} == {grpc.StatusCode.OK, grpc.StatusCode.FAILED_PRECONDITION}
+        archived = (await stub.GetVersion(pb.GetVersionRequest(model="m", version=target.version))).archived
+        assert archived == (archive_code == grpc.StatusCode.OK)
+        try:
+            resolved = await stub.ResolveVersion(pb.ResolveVersionRequest(ref="m@production"))
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND  # never set yet
+            continue
+        assert not resolved.archived
+        assert (resolved.version == target.version) == (set_code == grpc.StatusCode.OK)

@@ -288,9 +288,13 @@ RUN_LATEST_METRICS = Prepared(
 
 # --------------------------------------------------------------- aliases
 
-# Everything SetAlias decides on, with the model row locked: (model_id,
-# version_id, status, archived, current alias target, its updated_at_ms);
-# the version and alias columns are NULL when there is none.
+# Everything SetAlias decides on, with the model row and the target version's
+# row locked: (model_id, version_id, status, archived, current alias target,
+# its updated_at_ms); the alias columns are NULL when there is none, and no
+# row means no such model or version (MODEL_ID tells which). The version lock
+# is the one ArchiveVersion takes, so the two conflict: whichever comes second
+# sees the other's commit (the archived flag, or the alias holding the version).
+# No-op on SQLite, whose write transactions are serialized from BEGIN IMMEDIATE.
 ALIAS_TARGET = Prepared(
     select(
         models.c.id,
@@ -301,12 +305,12 @@ ALIAS_TARGET = Prepared(
         aliases.c.updated_at_ms,
     )
     .select_from(
-        models.outerjoin(
-            versions, (versions.c.model_id == models.c.id) & (versions.c.number == bindparam("number"))
-        ).outerjoin(aliases, (aliases.c.model_id == models.c.id) & (aliases.c.name == bindparam("alias")))
+        models.join(versions, (versions.c.model_id == models.c.id) & (versions.c.number == bindparam("number")))
+        # PostgreSQL locks no row on the nullable side of an outer join, and none is needed.
+        .outerjoin(aliases, (aliases.c.model_id == models.c.id) & (aliases.c.name == bindparam("alias")))
     )
     .where(models.c.name == bindparam("model"))
-    .with_for_update(of=models)
+    .with_for_update(of=[models, versions])
 )
 INSERT_ALIAS = Prepared(_insert(aliases, "model_id", "name", "version_id", "version_number", "updated_at_ms"))
 MOVE_ALIAS = Prepared(

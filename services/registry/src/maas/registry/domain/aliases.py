@@ -24,13 +24,13 @@ class AliasService:
         names.version_number(number)
 
         def tx(conn: Connection, log: events.Log) -> entities.Alias:
-            # The model row (locked), the target version and the alias as it stands, in one read.
+            # The model and target version rows (both locked) and the alias as it stands, in one read.
             found = st.ALIAS_TARGET.first(conn, {"model": model, "number": number, "alias": alias})
             if found is None:
-                raise errors.NotFound(f"model '{model}' not found")
-            model_id, version_id, status, archived, previous, updated_at_ms = found
-            if version_id is None:
+                if st.MODEL_ID.scalar(conn, {"name": model}) is None:
+                    raise errors.NotFound(f"model '{model}' not found")
                 raise errors.NotFound(f"version {model}/{number} not found")
+            model_id, version_id, status, archived, previous, updated_at_ms = found
             if status != entities.VersionStatus.READY.value:
                 raise errors.FailedPrecondition(
                     f"version {model}/{number} is {status}; an alias can only point at a READY version"
