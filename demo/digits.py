@@ -2,8 +2,9 @@
 
 1. use the suite at MAAS_*_ADDRESS if it is up, else start one (`maas up`, state in a temp dir);
 2. train an MLP on scikit-learn's 8x8 digits through the trainer, with live progress;
-3. the trainer registers the version and promotes it to `production` (val_accuracy >= 0.9);
-4. the inference service loads `digits@production` (RepositoryModelLoad);
+3. the trainer registers the version in the model `demo-digits` (`--model` for another) and
+   promotes it to `production` when val_accuracy >= 0.9 and no worse than production's;
+4. the inference service loads `demo-digits@production` (RepositoryModelLoad);
 5. the samples the job held out for validation (never trained on) are classified through the
    Open Inference Protocol, and the accuracy is printed.
 
@@ -33,6 +34,7 @@ from maas.client import Endpoints, Inference, Registry, Trainer, errors
 from maas.client.config import SERVICES
 
 THRESHOLD = 0.9
+MODEL = "demo-digits"
 T0 = time.monotonic()
 
 
@@ -138,13 +140,14 @@ def sketch(pixels: np.ndarray) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     step("1/5  the suite")
+    print(f"the demo's versions go into the model '{args.model}' (--model NAME for another)")
     with suite(Endpoints.from_env()) as ends:
         registry = Registry(ends.channel("registry"))
         trainer = Trainer(ends.channel("trainer"))
         inference = Inference(ends.channel("inference"))
 
         step(
-            f"2/5  train: mlp on digits, {args.epochs} epochs, register as '{args.model}', "
+            f"2/5  train: mlp on digits, {args.epochs} epochs, register in '{args.model}', "
             f"promote to production at val_accuracy >= {THRESHOLD}"
         )
         spec = {
@@ -167,19 +170,26 @@ def run(args: argparse.Namespace) -> int:
         if job.state != 3:  # SUCCEEDED
             raise errors.FailedPrecondition(f"job {job.job_id} did not succeed: {job.reason}")
 
-        step("3/5  registered and promoted")
         version = registry.get_version(job.registered_model, job.registered_version)
         if version.status != 2:  # READY
             raise errors.FailedPrecondition(f"{version.model}/{version.version} is not READY: {version.status_reason}")
-        production = registry.resolve(f"{args.model}@production")
-        print(
-            f"{version.model}/{version.version}: READY, {version.size_bytes} bytes, sha256 {version.sha256[:12]}, "
-            f"val_accuracy {version.metrics['val_accuracy']:.4f}"
-        )
+        ref = f"{version.model}/{version.version}"
+        try:
+            production: int | None = registry.resolve(f"{args.model}@production").version
+        except errors.NotFound:
+            production = None
+        accuracy = version.metrics["val_accuracy"]
+        # The step says what the trainer did, known only now: promoted, or why not.
         if job.promoted_alias:
-            print(f"promoted: {args.model}@production -> {production.version}")
+            step(f"3/5  registered {ref} and promoted it to production")
+        elif accuracy < THRESHOLD:
+            step(f"3/5  registered {ref}, not promoted: val_accuracy {accuracy:.4f} is below {THRESHOLD}")
         else:
-            print(f"not promoted (production keeps version {production.version}, which is no worse)")
+            step(f"3/5  registered {ref}, not promoted: production's version {production} does better")
+        print(f"{ref}: READY, {version.size_bytes} bytes, sha256 {version.sha256[:12]}, val_accuracy {accuracy:.4f}")
+        print(f"{args.model}@production -> {production if production is not None else 'nothing'}")
+        if production is None:
+            raise errors.FailedPrecondition(f"{args.model} has no production version to serve")
 
         step(f"4/5  serve {args.model}@production (RepositoryModelLoad)")
         inference.load(args.model, alias="production")
@@ -214,7 +224,12 @@ def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="digits", help="registry model name (default digits)")
+    parser.add_argument(
+        "--model",
+        default=MODEL,
+        help=f"registry model the demo registers its versions in and promotes (default {MODEL}, "
+        "a name of its own so that a model of yours named digits is left alone)",
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--validation-split", type=float, default=0.2)
