@@ -213,6 +213,23 @@ def test_bad_requests_get_clear_statuses_and_the_service_stays_up(
     assert np.array_equal(client.infer("mlp", [tensor]).as_numpy("logits"), served.expected("mlp", x))
 
 
+def test_a_request_that_does_not_parse_is_invalid_argument_unary_and_streamed(
+    client: tc.InferenceServerClient, served: Served
+) -> None:
+    garbage = b"\x0a\xff\xff\xff\xff\x0f"  # model_name with a length far past the end
+    with grpc.insecure_channel(served.address) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as info:
+            infer(garbage, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        with pytest.raises(grpc.RpcError) as info:
+            list(stream(iter([garbage]), timeout=10))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    tensor, x = mlp_input(1)
+    assert np.array_equal(client.infer("mlp", [tensor]).as_numpy("logits"), served.expected("mlp", x))
+
+
 def test_streaming_answers_a_bad_request_in_the_middle_and_lives_on(
     client: tc.InferenceServerClient, served: Served
 ) -> None:

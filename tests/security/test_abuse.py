@@ -218,6 +218,57 @@ async def test_smuggled_training_specs_are_refused(sqlite_registry, tmp_path: Pa
     assert not canary.exists()
 
 
+def nested(depth: int) -> dict[str, object]:
+    """A JSON object `depth` objects deep: past protobuf's recursion limit (100 messages, about 33 levels)."""
+    doc: dict[str, object] = {"leaf": 1}
+    for _ in range(depth):
+        doc = {"a": doc}
+    return doc
+
+
+async def test_a_request_that_does_not_parse_is_invalid_argument(registry, stub, caplog) -> None:
+    await stub.CreateModel(rpb.CreateModelRequest(name="deep"))
+    request = version_request("deep")
+    request.architecture.Clear()
+    request.architecture.update(nested(40))
+    async with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
+        await stub.CreateVersion(request)
+    # A client stream with one message that is not protobuf (a length running past the end).
+    header = rpb.UploadArtifactRequest(header=rpb.ArtifactHeader(model="deep", version=1, size_bytes=4))
+    async with grpc.aio.insecure_channel(registry.address) as channel:
+        upload = channel.stream_unary("/maas.v1.RegistryService/UploadArtifact")
+        async with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
+            await upload(aiter_of(iter([header.SerializeToString(), b"\x12\xff\x01"])), timeout=10)
+    # The service answers the next call, and gRPC logged no "Unexpected DecodeError" traceback.
+    version = await stub.CreateVersion(version_request("deep"))
+    assert version.version == 1
+    assert "DecodeError" not in caplog.text
+
+
+async def test_a_job_spec_nested_past_the_parse_limit_is_invalid_argument(sqlite_registry, tmp_path: Path) -> None:
+    from maas.common.server import start_server
+    from maas.trainer.app import TrainerApp
+    from maas.v1 import trainer_pb2_grpc
+    from tests.trainer.conftest import trainer_settings
+
+    settings = trainer_settings(tmp_path / "t", sqlite_registry.address, warm_workers=0)
+    trainer = await start_server(settings, TrainerApp(settings))
+    # Built in place: copying a message this deep into another one would have to parse it.
+    deep_model = tpb.SubmitJobRequest(spec=digits_spec())
+    deep_model.spec.model.args.update({"hidden": nested(40)})
+    deep_data = tpb.SubmitJobRequest(spec=digits_spec())
+    deep_data.spec.dataset.args.update({"split": nested(40)})
+    try:
+        async with grpc.aio.insecure_channel(trainer.address) as channel:
+            stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+            for request in (deep_model, deep_data):
+                async with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
+                    await stub.SubmitJob(request)
+            assert list((await stub.ListJobs(tpb.ListJobsRequest())).jobs) == []
+    finally:
+        await trainer.stop(0)
+
+
 async def test_errors_leak_no_dsn_or_password(tmp_path: Path) -> None:
     from maas.common.server import start_server
     from maas.registry.app import RegistryApp

@@ -20,6 +20,7 @@ from grpc import aio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from maas.common import errors
+from maas.common.parsing import Unparsed
 from maas.common.status import status_of
 
 log = logging.getLogger("maas.grpc")
@@ -126,7 +127,9 @@ def maps_own_errors(behavior: _F) -> _F:
 
     The error-mapping interceptor hands such a method to gRPC unwrapped: no
     wrapper coroutine or generator per call or streamed message on a hot path.
-    The method must still never let an exception out (gRPC would answer UNKNOWN).
+    The method must still never let an exception out (gRPC would answer UNKNOWN),
+    and must read its request inside its own mapping: a request that did not parse
+    raises InvalidArgument there (`maas.common.parsing`).
     """
     setattr(behavior, MAPS_OWN_ERRORS, True)
     return behavior
@@ -154,6 +157,8 @@ class ErrorMappingInterceptor(WrappingInterceptor):
         self, method: str, behavior: UnaryBehavior, request: Any, context: aio.ServicerContext
     ) -> Any:
         try:
+            if request.__class__ is Unparsed:  # see maas.common.parsing
+                request.refuse()
             return await behavior(request, context)
         except Exception as exc:  # noqa: BLE001 - this is the one place that catches all
             await _abort(method, exc, context)
@@ -162,6 +167,8 @@ class ErrorMappingInterceptor(WrappingInterceptor):
         self, method: str, behavior: StreamBehavior, request: Any, context: aio.ServicerContext
     ) -> AsyncIterator[Any]:
         try:
+            if request.__class__ is Unparsed:
+                request.refuse()
             async for item in behavior(request, context):
                 yield item
         except Exception as exc:  # noqa: BLE001

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from maas.common.auth import AuthInterceptor, TokenError, load_tokens
 from maas.common.interceptors import AccessLogInterceptor, ErrorMappingInterceptor, MetricsInterceptor
 from maas.common.keepalive import KEEPALIVE, Keepalive
+from maas.common.parsing import ParseGuardInterceptor
 from maas.common.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -176,8 +177,10 @@ async def start_server(
         interceptors.append(AccessLogInterceptor())
     if tokens:
         interceptors.append(AuthInterceptor(tokens))
-    # Innermost, so the observers above see the final status code.
+    # Innermost, so the observers above see the final status code; inside it, requests
+    # that do not parse become InvalidArgument instead of gRPC's UNKNOWN.
     interceptors.append(ErrorMappingInterceptor())
+    interceptors.append(ParseGuardInterceptor())
 
     server = aio.server(
         interceptors=interceptors,
