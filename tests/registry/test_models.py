@@ -151,3 +151,24 @@ async def test_tag_validation(stub) -> None:
         await stub.CreateModel(pb.CreateModelRequest(name="t", tags={"k": "v" * 6000}))
     async with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
         await stub.CreateModel(pb.CreateModelRequest(name="t", description="x\x00y"))
+
+
+async def test_prefix_is_case_sensitive_on_every_backend(stub) -> None:
+    for name in ("Alpha", "alpha", "ALPHA", "al.pha", "al-pha", "al_pha", "alp", "alq", "am", "b"):
+        await stub.CreateModel(pb.CreateModelRequest(name=name))
+
+    async def listed(prefix: str) -> list[str]:
+        return sorted(m.name for m in (await stub.ListModels(pb.ListModelsRequest(name_prefix=prefix))).models)
+
+    assert await listed("al") == ["al-pha", "al.pha", "al_pha", "alp", "alpha", "alq"]
+    assert await listed("Al") == ["Alpha"]
+    assert await listed("alp") == ["alp", "alpha"]
+    assert await listed("alpha") == ["alpha"]
+    assert await listed("al-") == ["al-pha"]
+    assert await listed("al.") == ["al.pha"]
+    # LIKE's wildcards are plain characters.
+    assert await listed("al_") == ["al_pha"]
+    assert await listed("al%") == []
+    assert await listed("%") == []
+    assert await listed("_") == []
+    assert await listed("A") == ["ALPHA", "Alpha"]

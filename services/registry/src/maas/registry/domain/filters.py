@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, exists
+from sqlalchemy import ColumnElement, String, and_, bindparam, exists
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 
 def tag_params(valued: Sequence[bool]) -> list[tuple[Any, Any]]:
@@ -31,3 +34,38 @@ def has_tags(
             cond = and_(cond, value_col == value)
         clauses.append(exists().where(cond))
     return clauses
+
+
+class bytewise(FunctionElement[str]):
+    """A text column compared code point by code point, as names are (case-sensitive, no locale).
+
+    SQLite compares text that way already (BINARY); PostgreSQL compares by the
+    database's collation, which in most locales orders 'Alpha' between 'al'
+    and 'am' and skips punctuation, so a prefix range needs "C" there.
+    """
+
+    type = String()
+    name = "bytewise"
+    inherit_cache = True
+
+
+@compiles(bytewise)
+def _bytewise(element: bytewise, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(bytewise, "postgresql")
+def _bytewise_postgresql(element: bytewise, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'{compiler.process(element.clauses, **kw)} COLLATE "C"'
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """(from, until): a text starts with `prefix` exactly when from <= text < until, compared `bytewise`.
+
+    A range, not LIKE: SQLite's LIKE ignores case, and a range is what an index
+    on the column answers. `prefix` must be non-empty and end below U+10FFFF.
+    """
+    last = ord(prefix[-1]) + 1
+    if 0xD800 <= last < 0xE000:  # no text holds a surrogate: the next character is U+E000
+        last = 0xE000
+    return prefix, prefix[:-1] + chr(last)

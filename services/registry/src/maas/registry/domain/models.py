@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 
 from sqlalchemy import bindparam, delete, select
@@ -15,7 +16,10 @@ from maas.registry.db import reads
 from maas.registry.db import statements as st
 from maas.registry.db.database import Database, now_ms
 from maas.registry.domain import events, paging
-from maas.registry.domain.filters import has_tags, tag_params
+from maas.registry.domain.filters import bytewise, has_tags, prefix_range, tag_params
+
+# The characters of names.MODEL_NAME: a prefix with any other is a prefix of no model.
+NAME_PREFIX = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def get(conn: Connection, name: str) -> entities.Model:
@@ -43,7 +47,8 @@ def _page_statement(prefix: bool, tags: tuple[bool, ...], after: bool) -> Prepar
     m, t = st.models.c, st.model_tags.c
     query = select(*st.MODEL_COLUMNS).order_by(m.name).limit(bindparam("limit"))
     if prefix:
-        query = query.where(m.name.like(bindparam("name_like"), escape="/"))
+        name = bytewise(m.name)
+        query = query.where(name >= bindparam("name_from"), name < bindparam("name_until"))
     query = query.where(*has_tags(t.model_id, t.key, t.value, m.id, tag_params(tags)))
     if after:
         query = query.where(m.name > bindparam("after_name"))
@@ -100,8 +105,9 @@ class ModelService:
         after = paging.decode(token, scope)
         params: dict[str, object] = {"limit": limit + 1}
         if name_prefix:
-            escaped = name_prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
-            params["name_like"] = escaped + "%"
+            if not NAME_PREFIX.fullmatch(name_prefix):
+                return entities.Page([], "")  # no model name has such a prefix
+            params["name_from"], params["name_until"] = prefix_range(name_prefix)
         for i, f in enumerate(tags):
             params[f"tag_key_{i}"] = f.key
             params[f"tag_value_{i}"] = f.value
