@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import grpc
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
+from maas.registry.db import migrate
+from maas.registry.db.database import Database
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as pb
+from tests.conftest import PG_ADMIN_URL
 from tests.helpers import raises_code, ready_version
+from tests.registry.conftest import serving
 
 BAD_NAMES = [
     "",
@@ -172,3 +179,25 @@ async def test_prefix_is_case_sensitive_on_every_backend(stub) -> None:
     assert await listed("%") == []
     assert await listed("_") == []
     assert await listed("A") == ["ALPHA", "Alpha"]
+
+
+async def test_prefix_is_case_sensitive_on_postgresql_in_a_linguistic_locale(tmp_path) -> None:
+    """Most PostgreSQL databases compare text by locale (en-US: 'al' < 'Alpha' < 'am'); the filter must not."""
+    admin = make_url(PG_ADMIN_URL).set(drivername="postgresql")
+    dsn = admin.render_as_string(hide_password=False)
+    name = f"maas_test_icu_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'")
+    url = admin.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    try:
+        db = Database(url)
+        migrate.upgrade(db)
+        db.dispose()
+        async with serving(url, tmp_path / "artifacts") as (_, stub):
+            for model in ("Alpha", "alpha", "am"):
+                await stub.CreateModel(pb.CreateModelRequest(name=model))
+            listed = await stub.ListModels(pb.ListModelsRequest(name_prefix="al"))
+            assert [m.name for m in listed.models] == ["alpha"]
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
