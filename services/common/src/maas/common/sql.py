@@ -14,7 +14,6 @@ instead of failing at commit; PostgreSQL reads are READ ONLY.
 from __future__ import annotations
 
 import logging
-import random
 import sqlite3
 import threading
 import time
@@ -30,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from maas.common import errors
 from maas.common.prepared import Prepared
+from maas.common.retry import RetryPolicy
 
 log = logging.getLogger("maas.sql")
 
@@ -76,6 +76,8 @@ class Database:
         self.url = normalize_url(url)
         self.dialect = self.url.get_backend_name()
         self.max_retries = max_retries
+        # Pauses of 5-15 ms after the first conflict, doubling up to 0.25-0.75 s.
+        self._retry = RetryPolicy(attempts=max_retries + 1, initial_backoff=0.015, max_backoff=0.75, jitter=2 / 3)
         self._checkpointer: _Checkpointer | None = None
         if self.dialect == "sqlite":
             self.engine = self._sqlite_engine(pool_size, busy_timeout_ms)
@@ -167,20 +169,12 @@ class Database:
 
     def _retrying(self, attempt_once: Callable[[], T]) -> T:
         """Run one transaction; again, after a rollback and a short pause, on a transient conflict."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return attempt_once()
-            except sa_exc.DBAPIError as exc:
-                if attempt <= self.max_retries and self._retryable(exc):
-                    delay = min(0.5, 0.005 * 2**attempt) * (0.5 + random.random())
-                    log.debug("retrying transaction after %s (attempt %d)", type(exc.orig).__name__, attempt)
-                    time.sleep(delay)
-                    continue
-                raise self.translate(exc) from exc
-            except sa_exc.TimeoutError as exc:
-                raise errors.Unavailable("database unavailable: connection pool exhausted") from exc
+        try:
+            return self._retry.run_sync(attempt_once, retryable=self._retryable, on_retry=_log_retry)
+        except sa_exc.DBAPIError as exc:
+            raise self.translate(exc) from exc
+        except sa_exc.TimeoutError as exc:
+            raise errors.Unavailable("database unavailable: connection pool exhausted") from exc
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
@@ -188,7 +182,9 @@ class Database:
         with self.engine.connect() as conn:
             yield conn
 
-    def _retryable(self, exc: sa_exc.DBAPIError) -> bool:
+    def _retryable(self, exc: Exception) -> bool:
+        if not isinstance(exc, sa_exc.DBAPIError):
+            return False
         orig = exc.orig
         if self.dialect == "postgresql":
             return getattr(orig, "sqlstate", None) in _PG_RETRYABLE
@@ -278,6 +274,10 @@ class _Checkpointer:
                         log.debug("WAL checkpoint failed: %s", exc)
         finally:
             conn.close()
+
+
+def _log_retry(exc: Exception, attempt: int, _pause: float) -> None:
+    log.debug("retrying transaction after %s (attempt %d)", type(getattr(exc, "orig", exc)).__name__, attempt)
 
 
 def _ping_when_idle(engine: Engine) -> None:

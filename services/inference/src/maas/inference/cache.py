@@ -9,28 +9,19 @@ anew, and a download is verified before it appears under its name.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 from pathlib import Path
 
 from maas.common import errors
 from maas.common.clients.registry import RegistryClient
+from maas.common.digest import sha256_file
 from maas.v1 import registry_pb2 as rpb
 
 log = logging.getLogger("maas.inference.cache")
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 SUFFIX = {rpb.MODEL_FORMAT_SAFETENSORS: ".safetensors", rpb.MODEL_FORMAT_ONNX: ".onnx"}
-CHUNK = 1024 * 1024
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ArtifactCache:

@@ -11,16 +11,15 @@ cannot fix fails the job.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from maas.common import errors
 from maas.common.clients.registry import RegistryClient
+from maas.common.retry import RetryPolicy
 from maas.trainer import entities
 from maas.trainer.db.store import JobStore
 from maas.v1 import common_pb2
@@ -29,6 +28,8 @@ from maas.v1 import registry_pb2 as rpb
 log = logging.getLogger("maas.trainer.handoff")
 T = TypeVar("T")
 TRANSIENT = (errors.Unavailable, errors.DeadlineExceeded, errors.Internal, errors.Aborted)
+# No attempt limit: a finished job waits out a registry outage, however long.
+PATIENT = RetryPolicy(attempts=None, initial_backoff=0.5, max_backoff=30.0)
 EVENT_PAGE = 1000
 
 
@@ -83,6 +84,10 @@ def to_signature(doc: dict[str, Any]) -> common_pb2.Signature:
     return common_pb2.Signature(inputs=specs(doc["inputs"]), outputs=specs(doc["outputs"]))
 
 
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, TRANSIENT)
+
+
 class Handoff:
     def __init__(self, client: RegistryClient, store: JobStore, *, in_thread: Callable[..., Awaitable[Any]]) -> None:
         self._client = client
@@ -91,14 +96,11 @@ class Handoff:
 
     async def patiently(self, what: str, job_id: str, call: Callable[[], Awaitable[T]]) -> T:
         """Retry `call` through registry outages until it succeeds or is refused."""
-        delay = 0.5
-        while True:
-            try:
-                return await call()
-            except TRANSIENT as exc:
-                log.warning("job %s: %s failed (%s), retrying in %.1fs", job_id, what, exc.message, delay)
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
-                delay = min(delay * 2, 30.0)
+
+        def warn(exc: Exception, _attempt: int, pause: float) -> None:
+            log.warning("job %s: %s failed (%s), retrying in %.1fs", job_id, what, exc, pause)
+
+        return await PATIENT.run(call, retryable=_transient, on_retry=warn)
 
     # ------------------------------------------------------------- metrics
 

@@ -7,8 +7,6 @@ backoff and jitter; a create is never sent twice.
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,19 +16,18 @@ from grpc import aio
 
 from maas.common import errors
 from maas.common.keepalive import KEEPALIVE, Keepalive
+from maas.common.retry import RetryPolicy as RetryPolicy  # the clients' policy, re-exported
 from maas.common.status import error_of
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5
-    initial_backoff: float = 0.1
-    max_backoff: float = 2.0
+def retryable(exc: Exception) -> bool:
+    return isinstance(exc, aio.AioRpcError) and exc.code() in RETRYABLE
 
-    def delay(self, attempt: int) -> float:
-        return min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+
+def never(exc: Exception) -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -92,16 +89,14 @@ class AsyncClient:
         await self.close()
 
     async def call(self, method: Any, request: Any, *, idempotent: bool, timeout: float | None = None) -> Any:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await method(request, timeout=timeout or self.config.timeout, metadata=self._metadata)
-            except aio.AioRpcError as exc:
-                if idempotent and exc.code() in RETRYABLE and attempt < self.retry.attempts:
-                    await asyncio.sleep(self.retry.delay(attempt))
-                    continue
-                raise to_error(exc) from None
+        deadline = timeout or self.config.timeout
+        try:
+            return await self.retry.run(
+                lambda: method(request, timeout=deadline, metadata=self._metadata),
+                retryable=retryable if idempotent else never,
+            )
+        except aio.AioRpcError as exc:
+            raise to_error(exc) from None
 
     async def stream(self, call: Any) -> AsyncGenerator[Any, None]:
         """The messages of a server-streaming call, errors as MaasError; the call is cancelled when the caller stops."""

@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 from google.protobuf import struct_pb2
 
 from maas.common import errors
-from maas.common.clients.base import AsyncClient, ChannelConfig, RetryPolicy, to_error
+from maas.common.clients.base import AsyncClient, ChannelConfig, to_error
+from maas.common.digest import sha256_file
+from maas.common.retry import RetryPolicy
 from maas.v1 import common_pb2, registry_pb2_grpc
 from maas.v1 import registry_pb2 as pb
 
@@ -163,7 +165,7 @@ class RegistryClient(AsyncClient):
         self, model: str, version: int, path: Path, *, format: int = 0, timeout: float | None = None
     ) -> pb.ModelVersion:
         size = path.stat().st_size
-        digest = await asyncio.to_thread(_sha256_file, path)
+        digest = await asyncio.to_thread(sha256_file, path)
 
         async def messages() -> AsyncIterator[pb.UploadArtifactRequest]:
             header = pb.ArtifactHeader(model=model, version=version, size_bytes=size, sha256=digest, format=format)  # type: ignore[arg-type]
@@ -226,14 +228,6 @@ class RegistryClient(AsyncClient):
         async with contextlib.aclosing(self.stream(call)) as events:
             async for event in events:
                 yield event
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class BlockingRegistryClient:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from maas.common import errors
+from maas.common.digest import sha256_file
 
 log = logging.getLogger("maas.registry.store")
 
@@ -137,7 +138,7 @@ class LocalArtifactStore:
     def _adopt(self, tmp_path: Path, sha256: str) -> None:
         target = self.path_of(sha256)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists() and _sha256_of(target) == sha256:
+        if target.exists() and sha256_file(target) == sha256:
             # Same content is already stored intact (content addressing deduplicates).
             tmp_path.unlink(missing_ok=True)
             return
@@ -176,14 +177,6 @@ class LocalArtifactStore:
         if removed:
             log.info("removed %d abandoned upload(s)", removed)
         return removed
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
