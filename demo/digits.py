@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import numpy as np
 
 from maas.cli.health import check
 from maas.cli.progress import ProgressView
+from maas.cli.suite import summary_addresses
 from maas.cli.watch import job_title
 from maas.client import Endpoints, Inference, Registry, Trainer, errors
 from maas.client.config import SERVICES
@@ -47,12 +47,6 @@ def step(text: str) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _all_serving(endpoints: Endpoints) -> bool:
     return all(check(endpoints.address(name), timeout=1.0) == "SERVING" for name in SERVICES)
 
@@ -67,13 +61,13 @@ def suite(endpoints: Endpoints) -> Iterator[Endpoints]:
         )
         yield endpoints
         return
-    ports = {name: _free_port() for name in SERVICES}
     state = Path(tempfile.mkdtemp(prefix="maas-demo-"))
     env = {
         **os.environ,
-        "MAAS_REGISTRY_PORT": str(ports["registry"]),
-        "MAAS_TRAINER_PORT": str(ports["trainer"]),
-        "MAAS_INFERENCE_PORT": str(ports["inference"]),
+        # Port 0: each service binds a free port and `maas up` prints the ones they got.
+        "MAAS_REGISTRY_PORT": "0",
+        "MAAS_TRAINER_PORT": "0",
+        "MAAS_INFERENCE_PORT": "0",
         "MAAS_REGISTRY_METRICS_PORT": "0",
         "MAAS_TRAINER_METRICS_PORT": "0",
         "MAAS_INFERENCE_METRICS_PORT": "0",
@@ -93,20 +87,21 @@ def suite(endpoints: Endpoints) -> Iterator[Endpoints]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "maas.cli", "up"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-    ours = Endpoints(
-        registry=f"127.0.0.1:{ports['registry']}",
-        trainer=f"127.0.0.1:{ports['trainer']}",
-        inference=f"127.0.0.1:{ports['inference']}",
-        timeout=endpoints.timeout,
-    )
     try:
         deadline = time.monotonic() + 120
-        while not _all_serving(ours):
+        # `maas up` prints its summary once every service reports SERVING.
+        while len(found := summary_addresses(Path(log.name).read_text(errors="replace"))) < len(SERVICES):
             if proc.poll() is not None:
                 raise errors.Unavailable(f"`maas up` exited with code {proc.returncode}; see {log.name}")
             if time.monotonic() > deadline:
                 raise errors.Unavailable(f"the suite did not start within 120 s; see {log.name}")
             time.sleep(0.3)
+        ours = Endpoints(
+            registry=found["registry"],
+            trainer=found["trainer"],
+            inference=found["inference"],
+            timeout=endpoints.timeout,
+        )
         print(f"suite up: registry {ours.registry}, trainer {ours.trainer}, inference {ours.inference}")
         yield ours
     finally:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,40 +16,43 @@ from tests.cli.support import MAAS, maas
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [int(x) for x in out.split()]
 
 
 def test_up_starts_every_service_and_ctrl_c_stops_them(tmp_path: Path) -> None:
+    """Every port 0: `maas up` prints the addresses the services got and wires the registry's to the others."""
     assert MAAS is not None
-    ports = {name: _free_port() for name in ("REGISTRY", "TRAINER", "INFERENCE")}
+    names = ("REGISTRY", "TRAINER", "INFERENCE")
     env = {
         **os.environ,
-        **{f"MAAS_{name}_PORT": str(port) for name, port in ports.items()},
-        **{f"MAAS_{name}_METRICS_PORT": "0" for name in ports},
+        **{f"MAAS_{name}_PORT": "0" for name in names},
+        **{f"MAAS_{name}_METRICS_PORT": "0" for name in names},
         "MAAS_REGISTRY_DATA_DIR": str(tmp_path),
         "MAAS_TRAINER_DATA_DIR": str(tmp_path),
         "MAAS_INFERENCE_CACHE_DIR": str(tmp_path / "cache"),
     }
+    for name in ("TRAINER", "INFERENCE"):
+        env.pop(f"MAAS_{name}_REGISTRY_ADDRESS", None)
     log = tmp_path / "up.log"
     up = subprocess.Popen([MAAS, "up"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
-        while "maas is up" not in log.read_text():
+        while "Ctrl-C stops everything" not in log.read_text():
             assert up.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
-        addresses = {f"MAAS_{name}_ADDRESS": f"127.0.0.1:{port}" for name, port in ports.items()}
+        summary = log.read_text().split("maas is up:", 1)[1]
+        found = dict(re.findall(r"^\s+(registry|trainer|inference)\s+(\S+:\d+)", summary, re.MULTILINE))
+        addresses = {f"MAAS_{name}_ADDRESS": found[name.lower()] for name in names}
+        assert all(not address.endswith(":0") for address in addresses.values()), summary
         status = maas("status", "--json", env=addresses)
         assert status.rc == 0, status.stdout + status.stderr
         assert {row["status"] for row in status.json()} == {"SERVING"}
+        # The inference service asks the registry it was given: a missing model is not found, not unreachable.
+        missing = maas("serving", "load", "no-such-model", env=addresses)
+        assert missing.rc == 1 and "unavailable" not in missing.stderr, missing.stderr
         services = _children(up.pid)
         assert len(services) == 3
         up.send_signal(signal.SIGINT)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -28,68 +29,84 @@ class ServiceDef:
     name: str
     module: str
     prefix: str
-    default_port: int
-    default_metrics_port: int
 
 
 SERVICES = (
-    ServiceDef("registry", "maas.registry", "MAAS_REGISTRY_", 50051, 9101),
-    ServiceDef("trainer", "maas.trainer", "MAAS_TRAINER_", 50052, 9102),
-    ServiceDef("inference", "maas.inference", "MAAS_INFERENCE_", 8001, 8002),
+    ServiceDef("registry", "maas.registry", "MAAS_REGISTRY_"),
+    ServiceDef("trainer", "maas.trainer", "MAAS_TRAINER_"),
+    ServiceDef("inference", "maas.inference", "MAAS_INFERENCE_"),
 )
 COLORS = {"registry": "\033[36m", "trainer": "\033[35m", "inference": "\033[33m"}
 
 
-def _port(svc: ServiceDef) -> int:
-    return int(os.environ.get(f"{svc.prefix}PORT", svc.default_port))
+# What each service prints once it is bound (maas.common.server.serve_forever).
+LISTENING = re.compile(r"^(\w+) listening on (\S+?)(?:, metrics on (\S+))?$")
 
 
-def _address(svc: ServiceDef) -> str:
-    host = os.environ.get(f"{svc.prefix}HOST", "127.0.0.1")
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
-    return f"{host}:{_port(svc)}"
+def _future() -> asyncio.Future[tuple[str, str]]:
+    return asyncio.get_running_loop().create_future()
 
 
-async def wait_serving(address: str, proc: asyncio.subprocess.Process, timeout: float = 120.0) -> None:
+@dataclass
+class Started:
+    svc: ServiceDef
+    proc: asyncio.subprocess.Process
+    # The address and metrics URL the service reported, known once it has bound its ports
+    # (any of them may be 0 in the environment: the service picks a free one).
+    listening: asyncio.Future[tuple[str, str]] = field(default_factory=_future)
+
+
+async def wait_serving(started: Started, timeout: float = 120.0) -> str:
+    """The service's real address, once it has printed it and reports SERVING."""
     deadline = time.monotonic() + timeout
+    while not started.listening.done():
+        if started.proc.returncode is not None:
+            raise RuntimeError(f"exited with code {started.proc.returncode} while starting")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"did not report its address after {timeout:.0f}s")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(started.listening), 0.2)
+    address = started.listening.result()[0]
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
-            if proc.returncode is not None:
-                raise RuntimeError(f"exited with code {proc.returncode} while starting")
+            if started.proc.returncode is not None:
+                raise RuntimeError(f"exited with code {started.proc.returncode} while starting")
             with contextlib.suppress(grpc.aio.AioRpcError):
                 reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
+                    return address
             await asyncio.sleep(0.2)
     raise RuntimeError(f"not SERVING on {address} after {timeout:.0f}s")
 
 
-async def _relay(name: str, stream: asyncio.StreamReader, color: bool) -> None:
+async def _relay(started: Started, stream: asyncio.StreamReader, color: bool) -> None:
+    name = started.svc.name
     tag = f"{COLORS.get(name, '')}{name:>9}\033[0m |" if color else f"{name:>9} |"
     while line := await stream.readline():
-        sys.stdout.write(f"{tag} {line.decode(errors='replace')}")
+        text = line.decode(errors="replace")
+        sys.stdout.write(f"{tag} {text}")
         sys.stdout.flush()
+        match = LISTENING.match(text.strip())
+        if match and match.group(1) == name and not started.listening.done():
+            started.listening.set_result((match.group(2), match.group(3) or ""))
 
 
 async def run_suite(names: list[str]) -> int:
     color = sys.stdout.isatty()
     env = dict(os.environ)
-    registry = _address(SERVICES[0])
-    env.setdefault("MAAS_TRAINER_REGISTRY_ADDRESS", registry)
-    env.setdefault("MAAS_INFERENCE_REGISTRY_ADDRESS", registry)
     env["PYTHONUNBUFFERED"] = "1"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    started: list[tuple[ServiceDef, asyncio.subprocess.Process]] = []
+    started: list[Started] = []
     relays: list[asyncio.Task[None]] = []
     code = 0
     try:
-        # The registry first; the trainer and inference only need it, so they start together.
+        # The registry first; the trainer and inference only need it, so they start together,
+        # told the address the registry actually got.
         waves = [[svc for svc in SERVICES[:1] if svc.name in names], [svc for svc in SERVICES[1:] if svc.name in names]]
         for wave in waves:
             if not wave:
@@ -107,25 +124,27 @@ async def run_suite(names: list[str]) -> int:
                     start_new_session=True,
                 )
                 assert proc.stdout is not None
-                relays.append(asyncio.create_task(_relay(svc.name, proc.stdout, color)))
-                started.append((svc, proc))
-                procs.append((svc, proc))
-            ready: asyncio.Future[Any] = asyncio.gather(
-                *(_named(svc, wait_serving(_address(svc), proc)) for svc, proc in procs)
-            )
+                one = Started(svc, proc)
+                relays.append(asyncio.create_task(_relay(one, proc.stdout, color)))
+                started.append(one)
+                procs.append(one)
+            ready: asyncio.Future[list[str]] = asyncio.gather(*(_named(one.svc, wait_serving(one)) for one in procs))
             stopping: asyncio.Future[Any] = asyncio.create_task(stop.wait())
             await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
                 ready.cancel()
                 return 0
             stopping.cancel()
-            ready.result()
+            addresses = ready.result()
+            if wave[0] is SERVICES[0]:
+                env.setdefault("MAAS_TRAINER_REGISTRY_ADDRESS", addresses[0])
+                env.setdefault("MAAS_INFERENCE_REGISTRY_ADDRESS", addresses[0])
         _summary(started)
-        exits = [asyncio.create_task(p.wait()) for _, p in started]
+        exits = [asyncio.create_task(one.proc.wait()) for one in started]
         stopping = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({stopping, *exits}, return_when=asyncio.FIRST_COMPLETED)
         if stopping not in done:
-            dead = [svc.name for svc, p in started if p.returncode is not None]
+            dead = [one.svc.name for one in started if one.proc.returncode is not None]
             print(f"maas up: {', '.join(dead)} stopped unexpectedly; stopping the suite", file=sys.stderr)
             code = 1
     except RuntimeError as exc:
@@ -134,31 +153,38 @@ async def run_suite(names: list[str]) -> int:
     finally:
         await _stop_all(started)
         for relay in relays:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(relay, 2)
     return code
 
 
-async def _named(svc: ServiceDef, waiting: Awaitable[None]) -> None:
+async def _named(svc: ServiceDef, waiting: Awaitable[str]) -> str:
     try:
-        await waiting
+        return await waiting
     except RuntimeError as exc:
         raise RuntimeError(f"{svc.name} {exc}") from None
 
 
-def _summary(started: list[tuple[ServiceDef, asyncio.subprocess.Process]]) -> None:
+def summary_addresses(text: str) -> dict[str, str]:
+    """The addresses in the "maas is up:" summary of `maas up`'s output (for scripts that start it)."""
+    _, _, summary = text.partition("\nmaas is up:\n")
+    names = "|".join(svc.name for svc in SERVICES)
+    return dict(re.findall(rf"^  ({names}) +(\S+)", summary, re.MULTILINE))
+
+
+def _summary(started: list[Started]) -> None:
     lines = ["", "maas is up:"]
-    for svc, _ in started:
-        metrics = os.environ.get(f"{svc.prefix}METRICS_PORT", str(svc.default_metrics_port))
-        extra = f"  metrics http://127.0.0.1:{metrics}/metrics" if metrics != "0" else ""
-        lines.append(f"  {svc.name:<10} {_address(svc):<22}{extra}")
+    for one in started:
+        address, metrics = one.listening.result()
+        extra = f"  metrics {metrics}" if metrics else ""
+        lines.append(f"  {one.svc.name:<10} {address:<22}{extra}")
     lines.append(f"  state in {os.path.abspath(os.environ.get('MAAS_REGISTRY_DATA_DIR', '.maas'))}")
     lines.append("  Ctrl-C stops everything.")
     print("\n".join(lines) + "\n", flush=True)
 
 
-async def _stop_all(started: list[tuple[ServiceDef, asyncio.subprocess.Process]]) -> None:
-    for _svc, proc in reversed(started):
+async def _stop_all(started: list[Started]) -> None:
+    for proc in reversed([one.proc for one in started]):
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
