@@ -254,3 +254,26 @@ async def test_unreachable_postgres_is_not_serving_then_recovers(postgres_url, t
     finally:
         await running.stop(0)
         await proxy.stop()
+
+
+async def test_a_database_outage_is_logged_with_its_cause_and_no_password(postgres_url, tmp_path, caplog) -> None:
+    port = free_port()  # nothing listens there
+    url = make_url(postgres_url).set(host="127.0.0.1", port=port, password="hunter2-pw").render_as_string(False)
+    settings = registry_settings(
+        url, tmp_path / "artifacts", auto_migrate=True, health_interval=0.1, db_connect_timeout=1.0
+    )
+    from maas.registry.app import RegistryApp
+
+    caplog.set_level(logging.WARNING, logger="maas")
+    running = await start_server(settings, RegistryApp(settings))
+    try:
+        async with asyncio.timeout(WAIT):
+            while not (lines := [r.getMessage() for r in caplog.records if "database" in r.getMessage()]):
+                await asyncio.sleep(0.05)
+    finally:
+        await running.stop(0)
+    line = lines[0]
+    assert "\n" not in line
+    assert str(port) in line  # the driver's cause: where it could not connect
+    assert "MAAS_REGISTRY_DATABASE_URL" in line  # what to check
+    assert "hunter2" not in caplog.text and url not in caplog.text

@@ -210,6 +210,19 @@ class Database:
 
     # ------------------------------------------------------------------ health
 
+    def failure_cause(self, exc: BaseException, limit: int = 300) -> str:
+        """One log line saying why the database failed: the driver's own reason, without the URL or password."""
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, sa_exc.DBAPIError):
+            cause = cause.__cause__ or cause.__context__
+        reason = cause.orig if isinstance(cause, sa_exc.DBAPIError) and cause.orig is not None else exc
+        text = " ".join(str(reason).split()) or "no reason given"
+        for secret in (self.url.render_as_string(hide_password=False), self.url.password):
+            if secret:
+                text = text.replace(str(secret), "***")
+        line = f"{type(reason).__name__}: {text}"
+        return line if len(line) <= limit else line[: limit - 3] + "..."
+
     def ping(self) -> bool:
         try:
             with self.engine.connect() as conn:

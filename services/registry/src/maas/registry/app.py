@@ -107,7 +107,12 @@ class _Watchdog(LoopService):
                     await loop.run_in_executor(app.executor, migrate.upgrade, app.db)
                 await app.hub.prime()
             except Exception as exc:  # noqa: BLE001 - stay up, NOT_SERVING, and retry
-                log.warning("database not ready: %s", type(exc).__name__)
+                log.warning(
+                    "database not ready (%s); NOT_SERVING, retrying every %gs: check that the database runs "
+                    "and that MAAS_REGISTRY_DATABASE_URL points at it",
+                    app.db.failure_cause(exc),
+                    app.settings.health_interval,
+                )
                 await self._health.set(SERVICE_NAME, False)
                 return
             app.hub.start()
