@@ -89,3 +89,30 @@ def test_missing_certificate_file_is_one_line(tmp_path: Path) -> None:
     result = maas("models", "ls", "--ca-file", str(tmp_path / "none.pem"), env={})
     assert_one_line_error(result)
     assert "none.pem" in result.stderr
+
+
+def assert_no_core_text(result) -> None:  # type: ignore[no-untyped-def]
+    assert "ssl_transport_security" not in result.stderr and "TSI_" not in result.stderr, result.stderr
+    assert "maas up" not in result.stderr, result.stderr  # the suite is running; that hint would mislead
+
+
+def test_a_tls_mismatch_is_one_line_naming_the_fix(secure_registry: ServiceProcess, pki: Pki) -> None:
+    env = {"MAAS_REGISTRY_ADDRESS": secure_registry.address, "MAAS_TIMEOUT": "5"}
+    client_pair = ["--cert-file", str(pki.client.cert), "--key-file", str(pki.client.key)]
+    # No TLS at all against a TLS server.
+    plaintext = maas("models", "ls", "--token", "reader-token-0123456789", env=env)
+    assert_one_line_error(plaintext)
+    assert_no_core_text(plaintext)
+    assert "TLS" in plaintext.stderr and "--ca-file" in plaintext.stderr and "MAAS_TLS_CA" in plaintext.stderr
+    # TLS, but the server's certificate is not signed by the CA given.
+    other_ca = pki.stranger.cert.parent / "other-ca.crt"
+    wrong_ca = maas("models", "ls", "--ca-file", str(other_ca), *client_pair, env=env)
+    assert_one_line_error(wrong_ca)
+    assert_no_core_text(wrong_ca)
+    assert "--ca-file" in wrong_ca.stderr and "MAAS_TLS_CA" in wrong_ca.stderr
+
+    # TLS with the right CA, but no client certificate for a server that wants one.
+    no_certificate = maas("models", "ls", "--ca-file", str(pki.ca.cert), env=env)
+    assert_one_line_error(no_certificate)
+    assert_no_core_text(no_certificate)
+    assert "--cert-file" in no_certificate.stderr and "MAAS_TLS_CERT" in no_certificate.stderr

@@ -92,6 +92,11 @@ class Context:
             self._inference = Inference(self.endpoints.channel("inference"), runner=self.runner)
         return self._inference
 
+    def opened(self) -> list[str]:
+        """The services this command has opened a client for (where a failure can come from)."""
+        clients = (("registry", self._registry), ("trainer", self._trainer), ("inference", self._inference))
+        return [name for name, client in clients if client is not None]
+
     def close(self) -> None:
         for client in (self._registry, self._trainer, self._inference):
             if client is not None:

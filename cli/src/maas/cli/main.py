@@ -16,7 +16,8 @@ from maas.cli import jobs, metrics, models, predict, serving, train, versions
 from maas.cli.context import Context, add_global_options
 from maas.cli.output import error_line
 from maas.cli.suite import SERVICES, run_suite
-from maas.common.errors import MaasError
+from maas.cli.tlshint import tls_mismatch
+from maas.common.errors import MaasError, Unavailable
 
 COMMANDS = (train, jobs, models, versions, predict, metrics, serving)
 
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(args)
         return int(args.func(args, ctx))
     except MaasError as exc:
-        print(f"maas: {error_line(exc)}", file=sys.stderr)
+        hint = tls_mismatch(exc.message, ctx.endpoints, ctx.opened()) if isinstance(exc, Unavailable) and ctx else None
+        print(f"maas: {hint or error_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("maas: interrupted", file=sys.stderr)
