@@ -255,3 +255,21 @@ def test_the_fast_path_takes_the_plain_request_and_nothing_unusual() -> None:
     # Signatures with another variable dimension, or without a batch dimension, always take the full checks.
     assert Signature((TensorSpec("x", "FP32", (-1, -1)),), (TensorSpec("y", "FP32", (-1, 1)),)).raw_plan is None
     assert Signature((TensorSpec("x", "FP32", (2, 3)),), (TensorSpec("y", "FP32", (2, 1)),)).raw_plan is None
+
+
+# ------------------------------------------------------ zero-size dimensions
+
+DYNAMIC = Signature((TensorSpec("x", "FP32", (-1, -1)),), (TensorSpec("y", "FP32", (-1, -1)),))
+
+
+@pytest.mark.parametrize("shape", [[1, 0], [0, 64], [0, 0]], ids=["inner", "batch", "both"])
+def test_a_zero_size_dimension_is_refused_whatever_the_dimension(shape: list[int]) -> None:
+    req = pb.ModelInferRequest()
+    req.inputs.add(name="x", datatype="FP32", shape=shape)
+    req.raw_input_contents.append(b"")
+    with pytest.raises(InvalidArgument, match="'x'"):
+        parse(req, DYNAMIC, LIMITS)
+    typed = pb.ModelInferRequest()
+    typed.inputs.add(name="x", datatype="FP32", shape=shape).contents.SetInParent()
+    with pytest.raises(InvalidArgument, match="'x'"):
+        parse(typed, DYNAMIC, LIMITS)

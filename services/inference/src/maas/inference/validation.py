@@ -3,7 +3,9 @@
 Everything a client controls is bounded first (counts of inputs and outputs,
 dimensions, element counts, byte lengths), and only then are the tensors
 materialized. Raw contents become numpy arrays without a copy
-(`np.frombuffer`). Every refusal is InvalidArgument naming the input.
+(`np.frombuffer`). Every refusal is InvalidArgument naming the input. A
+dimension of zero (batch or inner) is refused like a negative one: a tensor
+with no elements has nothing to compute, and runtimes disagree on it.
 
 The request is read by attribute (`inputs`, `raw_input_contents`, ...), the
 field names of the published protocol, so this module needs no generated code.
@@ -130,16 +132,14 @@ def _parse(request: Any, signature: Signature, limits: Limits) -> ParsedRequest:
             )
         count = 1
         for dim, want in zip(shape, want_shape, strict=True):
-            if dim < 0:
-                raise InvalidArgument(f"input '{spec.name}': negative dimension in shape {list(shape)}")
+            if dim <= 0:  # one rule for every dimension, the batch included: nothing to compute on
+                raise InvalidArgument(f"input '{spec.name}': dimension {dim} in {list(shape)} (each must be >= 1)")
             if want != -1 and dim != want:
                 raise InvalidArgument(f"input '{spec.name}': shape {list(shape)}, expected {list(want_shape)}")
             count *= dim
             if count > max_elements:
                 raise InvalidArgument(f"input '{spec.name}': more than {max_elements} elements")
         if batched:
-            if shape[0] == 0:
-                raise InvalidArgument(f"input '{spec.name}': empty batch")
             if rows and shape[0] != rows:
                 raise InvalidArgument(f"input '{spec.name}': batch of {shape[0]}, other inputs have {rows}")
             rows = shape[0]
