@@ -38,3 +38,11 @@ def test_every_cli_command_in_the_readme_exists() -> None:
 def test_linked_files_exist() -> None:
     for link in re.findall(r"\]\(([^)#:]+)\)", README):
         assert (ROOT / link).exists(), link
+
+
+def test_the_settings_table_says_how_long_a_token_must_be() -> None:
+    from maas.common.auth import MIN_TOKEN_CHARS
+    from tools.settings_doc import block
+
+    rows = [line for line in block().splitlines() if "AUTH_TOKENS`" in line]
+    assert rows and all(f"{MIN_TOKEN_CHARS} characters" in row for row in rows), rows

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from maas.common.auth import MIN_TOKEN_CHARS
 from maas.common.clients.base import ChannelConfig
 
 
@@ -39,7 +40,8 @@ class ServerSettings(BaseSettings):
     auth_tokens: SecretStr | None = Field(
         None,
         description="Bearer tokens and their scope (read, write or admin) as token:scope,token:scope. "
-        "With tokens set, every call but grpc.health.v1 needs one.",
+        "With tokens set, every call but grpc.health.v1 needs one. "
+        f"Each token needs at least {MIN_TOKEN_CHARS} characters: a shorter one is refused at start.",
     )
     auth_tokens_file: Path | None = Field(None, description="A file of `TOKEN SCOPE` lines, added to auth_tokens.")
     allow_insecure: bool = Field(
