@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,12 +58,6 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(
@@ -120,8 +113,6 @@ def start_inference(
     registry: str, workdir: Path, *, models: str = "", workers: int = 1, port: int = 0, **settings: Any
 ) -> Process:
     workdir.mkdir(parents=True, exist_ok=True)
-    if workers > 1 and not port:
-        port = free_port()
     env = {
         "MAAS_INFERENCE_PORT": str(port),
         "MAAS_INFERENCE_METRICS_PORT": "0",

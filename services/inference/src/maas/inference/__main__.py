@@ -31,14 +31,29 @@ async def _serve(settings: InferenceSettings) -> None:
     )
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A bound, not listening, SO_REUSEPORT socket on host:port (0: a free port), held while the workers run.
+
+    Holding it (rather than binding a free port and closing it again) keeps any other
+    program from taking the port before the workers bind it with SO_REUSEPORT too; it
+    never listens, so the kernel hands connections only to the workers.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host.strip("[]"), port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _supervise(settings: InferenceSettings) -> int:
-    port = settings.port or _free_port(settings.host)
+    with reserve_port(settings.host, settings.port) as reserved:
+        return _run_workers(settings, int(reserved.getsockname()[1]))
+
+
+def _run_workers(settings: InferenceSettings, port: int) -> int:
     children = []
     for index in range(settings.workers):
         env = dict(os.environ)
