@@ -26,9 +26,17 @@ from maas.registry.db.database import Database
 from maas.registry.db.schema import Base
 from maas.registry.settings import RegistrySettings
 from maas.v1 import registry_pb2_grpc
+from tests.helpers import reserved_port
 
 PG_ADMIN_URL = os.environ.get("MAAS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A port nothing listens on, held for the test: refused until a server of the test binds beside it."""
+    with reserved_port() as port:
+        yield port
 
 
 @pytest.fixture(scope="session")

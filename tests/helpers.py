@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import socket
 import struct
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -58,6 +59,33 @@ def upload_messages(
     yield pb.UploadArtifactRequest(header=header)
     for start in range(0, len(data), chunk):
         yield pb.UploadArtifactRequest(chunk=data[start : start + chunk])
+
+
+@contextlib.contextmanager
+def reserved_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port held for the whole block that refuses connections: bound with SO_REUSEPORT, never listening.
+
+    A server started later on it binds beside it and gets its connections (gRPC servers set
+    SO_REUSEPORT by default; asyncio's start_server with reuse_port=True). Unlike binding a free
+    port and releasing it again, nothing else can take the port in between.
+    """
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, 0))
+        yield int(sock.getsockname()[1])
+
+
+def unused_port() -> int:
+    """A port number free right now, for what cannot bind port 0 and report the port it got.
+
+    Only for those: PostgreSQL started by a test, the host ports docker-compose's services are
+    mapped to, and a service's /metrics endpoint (its setting takes 0 as "off"). The number is
+    released before it is used, so another program may take it first; servers of our own bind
+    port 0 instead and print their address.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def aiter_of(items: Iterator[Any]) -> AsyncIterator[Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,12 +21,6 @@ from tests.registry.conftest import serving
 
 FAST_RETRY = RetryPolicy(attempts=5, initial_backoff=0.01, max_backoff=0.05)
 WAIT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------ a scripted server, to count ---
@@ -161,8 +154,8 @@ async def test_a_slow_server_is_deadline_exceeded(tmp_path) -> None:
     assert servicer.calls == {"CreateModel": 1, "GetModel": FAST_RETRY.attempts}
 
 
-async def test_reads_ride_through_a_server_that_starts_late(db_url, tmp_path) -> None:
-    port = free_port()
+async def test_reads_ride_through_a_server_that_starts_late(db_url, tmp_path, held_port) -> None:
+    port = held_port  # the registry binds it later
     patient = RetryPolicy(attempts=200, initial_backoff=0.05, max_backoff=0.2)
     async with RegistryClient(ChannelConfig(f"127.0.0.1:{port}", timeout=5), patient) as client:
         # Nothing listens yet: a create fails at once, it is never retried.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
 
@@ -22,17 +21,11 @@ from maas.common.settings import ServerSettings
 from maas.v1 import registry_pb2 as pb
 from maas.v1 import registry_pb2_grpc
 from tests.conftest import registry_settings
-from tests.helpers import aiter_of, raises_code, upload_messages
+from tests.helpers import aiter_of, raises_code, unused_port, upload_messages
 from tests.registry.conftest import serving
 
 REGISTRY = "maas.v1.RegistryService"
 WAIT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def check(channel: aio.Channel, service: str) -> int:
@@ -68,7 +61,7 @@ async def test_reflection_lists_the_services(registry) -> None:
 
 
 async def test_prometheus_endpoint_counts_calls_by_code(db_url, tmp_path) -> None:
-    port = free_port()
+    port = unused_port()
     async with serving(db_url, tmp_path / "artifacts", metrics_port=port) as (running, stub):
         assert running.metrics_port == port
         await stub.CreateModel(pb.CreateModelRequest(name="m"))
@@ -191,7 +184,7 @@ class Proxy:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_port=True)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -214,8 +207,8 @@ class Proxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
-async def test_unreachable_postgres_is_not_serving_then_recovers(postgres_url, tmp_path) -> None:
-    port = free_port()
+async def test_unreachable_postgres_is_not_serving_then_recovers(postgres_url, tmp_path, held_port) -> None:
+    port = held_port  # the proxy binds it later
     url = make_url(postgres_url).set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
     pg = make_url(postgres_url)
     settings = registry_settings(
@@ -256,8 +249,10 @@ async def test_unreachable_postgres_is_not_serving_then_recovers(postgres_url, t
         await proxy.stop()
 
 
-async def test_a_database_outage_is_logged_with_its_cause_and_no_password(postgres_url, tmp_path, caplog) -> None:
-    port = free_port()  # nothing listens there
+async def test_a_database_outage_is_logged_with_its_cause_and_no_password(
+    postgres_url, tmp_path, caplog, held_port
+) -> None:
+    port = held_port  # nothing listens there
     url = make_url(postgres_url).set(host="127.0.0.1", port=port, password="hunter2-pw").render_as_string(False)
     settings = registry_settings(
         url, tmp_path / "artifacts", auto_migrate=True, health_interval=0.1, db_connect_timeout=1.0

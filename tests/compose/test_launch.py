@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,17 +27,12 @@ from sqlalchemy.engine import make_url
 
 from tests.cli.support import maas
 from tests.compose.support import MAAS_SERVICES, compose_config, environment
+from tests.helpers import unused_port
 
 pytestmark = pytest.mark.slow
 
 PG_ADMIN_URL = os.environ.get("MAAS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 CONTAINER_ROOTS = ("/var/lib/maas", "/var/cache/maas")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -62,7 +56,7 @@ class Translator:
         self.ports: dict[str, str] = {}  # "registry:50051" -> "127.0.0.1:<free>"
         for name in MAAS_SERVICES:
             port = environment(services[name])[f"MAAS_{name.upper()}_PORT"]
-            self.ports[f"{name}:{port}"] = f"127.0.0.1:{_free_port()}"
+            self.ports[f"{name}:{port}"] = f"127.0.0.1:{unused_port()}"
 
     def env(self, name: str, compose_env: dict[str, str]) -> dict[str, str]:
         out = {}
@@ -80,7 +74,7 @@ class Translator:
             elif key == f"MAAS_{name.upper()}_PORT":
                 value = self.ports[f"{name}:{value}"].rsplit(":", 1)[1]
             elif key.endswith("_METRICS_PORT"):
-                value = str(_free_port())
+                value = str(unused_port())
             elif value in self.ports:
                 value = self.ports[value]
             elif value.startswith(CONTAINER_ROOTS):

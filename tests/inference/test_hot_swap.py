@@ -71,9 +71,9 @@ async def test_hot_swap_under_8_clients_fails_nothing_and_never_goes_back(
 
 
 def test_serves_through_a_registry_outage_and_follows_after_it(workdir: Path) -> None:
-    port = support.free_port()
     registry_dir = workdir / "outage-registry"
-    registry = support.start_registry(registry_dir, port=port)
+    registry = support.start_registry(registry_dir)
+    port = int(registry.address.rpartition(":")[2])  # the restarted registry comes back on this one
     client = support.registry_client(registry.address)
     _, v1 = support.register_torch(client, "steady", support.MLP_ARCH, seed=5)
     client.close()

@@ -30,6 +30,7 @@ from tritonclient.utils import InferenceServerException
 
 from maas.common.clients.registry import BlockingRegistryClient
 from maas.v1 import registry_pb2 as rpb
+from tests.helpers import unused_port
 from tests.inference import support
 
 
@@ -54,7 +55,7 @@ def served(workdir: Path, registry_process: support.Process, registry: BlockingR
     data, table = support.onnx_lookup()
     support.register_onnx(registry, "lookup", data, support.LOOKUP_SIGNATURE)
     support.register_onnx(registry, "noop", support.onnx_identity(), support.IDENTITY_SIGNATURE)
-    metrics_port = support.free_port()
+    metrics_port = unused_port()
     proc = support.start_inference(
         registry_process.address, workdir / "inference", models="mlp,lenet,fragile", metrics_port=metrics_port
     )

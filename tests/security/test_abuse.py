@@ -269,14 +269,13 @@ async def test_a_job_spec_nested_past_the_parse_limit_is_invalid_argument(sqlite
         await trainer.stop(0)
 
 
-async def test_errors_leak_no_dsn_or_password(tmp_path: Path) -> None:
+async def test_errors_leak_no_dsn_or_password(tmp_path: Path, held_port: int) -> None:
     from maas.common.server import start_server
     from maas.registry.app import RegistryApp
     from maas.v1 import registry_pb2_grpc
     from tests.conftest import registry_settings
-    from tests.trainer.conftest import free_port
 
-    dsn = f"postgresql://maas:hunter2-secret@127.0.0.1:{free_port()}/registry"
+    dsn = f"postgresql://maas:hunter2-secret@127.0.0.1:{held_port}/registry"  # nothing listens there
     settings = registry_settings(dsn, tmp_path / "artifacts", auto_migrate=True, db_connect_timeout=1.0)
     running = await start_server(settings, RegistryApp(settings))
     try:

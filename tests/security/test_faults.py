@@ -25,8 +25,7 @@ from maas.registry.app import RegistryApp
 from maas.v1 import registry_pb2 as rpb
 from maas.v1 import registry_pb2_grpc
 from tests.conftest import registry_settings
-from tests.helpers import aiter_of, raises_code, safetensors_bytes, upload_messages, version_request
-from tests.trainer.conftest import free_port
+from tests.helpers import aiter_of, raises_code, safetensors_bytes, unused_port, upload_messages, version_request
 
 PG_BIN = (
     Path("/usr/lib/postgresql")
@@ -69,7 +68,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     directory = base / "cluster"
     shutil.chown(base, "postgres")
     _as_postgres(str(PG_BIN / "initdb"), "-D", str(directory), "-A", "trust", "-U", "postgres", "--no-sync")
-    pg = PrivatePostgres(directory, free_port())
+    pg = PrivatePostgres(directory, unused_port())  # PostgreSQL needs its port up front
     pg.start()
     yield pg
     subprocess.run(

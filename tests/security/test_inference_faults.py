@@ -33,6 +33,7 @@ from tritonclient.utils import InferenceServerException
 
 from maas.common import errors
 from maas.common.clients.registry import BlockingRegistryClient
+from tests.helpers import unused_port
 from tests.inference import support
 from tests.security import inference_support as isup
 from tests.security.overload import onnx_slow
@@ -140,7 +141,7 @@ def test_sigterm_flips_health_first_and_lets_unary_calls_and_a_stream_finish(
     registry_process: support.Process, registry: BlockingRegistryClient, tmp_path: Path
 ) -> None:
     support.register_onnx(registry, "slow", onnx_slow(WIDTH, DEPTH), SLOW_SIGNATURE)
-    metrics_port = support.free_port()
+    metrics_port = unused_port()
     proc = support.start_inference(
         registry_process.address, tmp_path / "inference", models="slow", grace_seconds=120, metrics_port=metrics_port
     )

@@ -18,7 +18,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,12 +32,7 @@ from maas.client import AsyncInference, AsyncRegistry, AsyncTrainer, errors
 from maas.common.clients.base import ChannelConfig
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as rpb
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.processes import start_service
 
 
 def proc_stats(pid: int) -> dict[str, int]:
@@ -83,38 +77,34 @@ def weights_file(directory: Path, seed: int) -> tuple[Path, dict[str, Any]]:
 
 async def run(seconds: float, out: Path) -> None:
     work = Path(tempfile.mkdtemp(prefix="maas-soak-"))
-    ports = {name: free_port() for name in ("registry", "trainer", "inference")}
-    addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    addresses: dict[str, str] = {}  # what each service printed once bound (every port is 0)
     env = {
         **os.environ,
-        "MAAS_REGISTRY_PORT": str(ports["registry"]),
-        "MAAS_TRAINER_PORT": str(ports["trainer"]),
-        "MAAS_INFERENCE_PORT": str(ports["inference"]),
+        "MAAS_REGISTRY_PORT": "0",
+        "MAAS_TRAINER_PORT": "0",
+        "MAAS_INFERENCE_PORT": "0",
         "MAAS_REGISTRY_METRICS_PORT": "0",
         "MAAS_TRAINER_METRICS_PORT": "0",
         "MAAS_INFERENCE_METRICS_PORT": "0",
         "MAAS_REGISTRY_DATA_DIR": str(work),
         "MAAS_TRAINER_DATA_DIR": str(work),
         "MAAS_INFERENCE_CACHE_DIR": str(work / "cache"),
-        "MAAS_TRAINER_REGISTRY_ADDRESS": addresses["registry"],
-        "MAAS_INFERENCE_REGISTRY_ADDRESS": addresses["registry"],
         "MAAS_TRAINER_DEFAULT_THREADS": "1",
         "MAAS_INFERENCE_MODELS": "soak@production",
         "MAAS_INFERENCE_DRAIN_SECONDS": "5",
     }
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    log = (work / "services.log").open("ab")
+    procs: dict[str, subprocess.Popen[str]] = {}
 
     def start(name: str) -> None:
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"maas.{name}", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+        service = start_service(f"maas.{name}", env, work / f"{name}.log", timeout=180)
+        procs[name], addresses[name] = service.proc, service.address
 
     report: dict[str, Any] = {"seconds": seconds, "samples": {}, "calls": {}, "errors": {}, "watch": {}}
     calls: dict[str, Counter[str]] = {k: Counter() for k in ("inference", "registry", "alias", "watch")}
     try:
         start("registry")
         await wait_serving(addresses["registry"])
+        env["MAAS_TRAINER_REGISTRY_ADDRESS"] = env["MAAS_INFERENCE_REGISTRY_ADDRESS"] = addresses["registry"]
         registry = AsyncRegistry(ChannelConfig(addresses["registry"], timeout=10))
         await registry.create_model("soak")
         versions = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,12 +21,6 @@ from maas.v1 import registry_pb2_grpc, trainer_pb2_grpc
 from maas.v1 import trainer_pb2 as tpb
 
 TERMINAL = {tpb.JOB_STATE_SUCCEEDED, tpb.JOB_STATE_FAILED, tpb.JOB_STATE_CANCELLED}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def trainer_settings(data_dir: Path, registry_address: str, **overrides: Any) -> TrainerSettings:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -19,7 +19,8 @@ from maas.v1 import registry_pb2 as rpb
 from maas.v1 import trainer_pb2 as tpb
 from maas.v1 import trainer_pb2_grpc
 from tests.conftest import registry_settings
-from tests.trainer.conftest import collect, digits_spec, free_port, logs, long_spec, trainer_settings, wait_job
+from tests.processes import start_service
+from tests.trainer.conftest import collect, digits_spec, logs, long_spec, trainer_settings, wait_job
 
 
 def alive(pid: int) -> bool:
@@ -95,8 +96,8 @@ async def test_max_runtime_fails_the_job(suite) -> None:
     assert done.state == tpb.JOB_STATE_FAILED and "max run time" in done.reason
 
 
-async def test_registry_down_at_hand_off(tmp_path: Path) -> None:
-    port = free_port()
+async def test_registry_down_at_hand_off(tmp_path: Path, held_port: int) -> None:
+    port = held_port  # the registry binds it later
     settings = trainer_settings(tmp_path / "trainer", f"127.0.0.1:{port}")
     trainer = await start_server(settings, TrainerApp(settings))
     registry = None
@@ -131,14 +132,14 @@ async def test_registry_down_at_hand_off(tmp_path: Path) -> None:
             await registry.stop(0)
 
 
-def _start_trainer(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log = (Path(env["MAAS_TRAINER_DATA_DIR"]).parent / "trainer.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "maas.trainer", "serve"], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
-    )
+def _start_trainer(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """The trainer as a process, and the address it printed (with port 0, the port it got)."""
+    log = Path(env["MAAS_TRAINER_DATA_DIR"]).parent / f"trainer-{time.time_ns()}.log"
+    service = start_service("maas.trainer", env, log)
+    return service.proc, service.address
 
 
-async def _wait_serving(address: str, proc: subprocess.Popen[bytes]) -> None:
+async def _wait_serving(address: str, proc: subprocess.Popen[str]) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     for _ in range(300):
@@ -157,9 +158,8 @@ async def _wait_serving(address: str, proc: subprocess.Popen[bytes]) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 async def test_trainer_restart_resumes_running_jobs(sqlite_registry, tmp_path: Path, how: int) -> None:
-    port = free_port()
     env = {
-        "MAAS_TRAINER_PORT": str(port),
+        "MAAS_TRAINER_PORT": "0",
         "MAAS_TRAINER_METRICS_PORT": "0",
         "MAAS_TRAINER_DATA_DIR": str(tmp_path / "trainer"),
         "MAAS_TRAINER_REGISTRY_ADDRESS": sqlite_registry.address,
@@ -167,8 +167,8 @@ async def test_trainer_restart_resumes_running_jobs(sqlite_registry, tmp_path: P
         "MAAS_TRAINER_POLL_INTERVAL": "0.2",
         "MAAS_TRAINER_GRACE_SECONDS": "2",
     }
-    address = f"127.0.0.1:{port}"
-    proc = _start_trainer(env)
+    proc, address = _start_trainer(env)
+    env["MAAS_TRAINER_PORT"] = address.rpartition(":")[2]  # the restarted trainer comes back on it
     try:
         await _wait_serving(address, proc)
         async with grpc.aio.insecure_channel(address) as channel:
@@ -183,7 +183,7 @@ async def test_trainer_restart_resumes_running_jobs(sqlite_registry, tmp_path: P
                 break
             await asyncio.sleep(0.1)
         assert not alive(pid)
-        proc = _start_trainer(env)
+        proc, _ = _start_trainer(env)
         await _wait_serving(address, proc)
         async with grpc.aio.insecure_channel(address) as channel:
             stub = trainer_pb2_grpc.TrainerServiceStub(channel)
