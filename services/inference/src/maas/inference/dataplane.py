@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from importlib.metadata import version as distribution_version
 from time import monotonic, perf_counter_ns
 from typing import Any
 
@@ -21,8 +22,9 @@ from maas.inference.validation import ParsedRequest
 
 log = logging.getLogger("maas.inference.dataplane")
 
-SERVER_NAME = "maas-inference"
-SERVER_VERSION = "0.1.0"
+SERVER_NAME = "maas-inference"  # also the distribution's name
+# The installed distribution's version (ServerMetadata): one number to bump, in pyproject.toml.
+SERVER_VERSION = distribution_version(SERVER_NAME)
 # Only what is really implemented: no shared memory, no sequences, no trace or log settings.
 EXTENSIONS = ("model_repository", "model_configuration", "statistics")
 
