@@ -78,6 +78,13 @@ def test_extra_input() -> None:
     invalid(req, "extra")
 
 
+def test_an_input_given_twice_is_named() -> None:
+    req = request()
+    req.inputs.add().CopyFrom(req.inputs[1])
+    req.raw_input_contents.append(req.raw_input_contents[1])
+    invalid(req, "'mask'")
+
+
 def test_unknown_input_instead_of_a_known_one() -> None:
     req = request()
     req.inputs[1].name = "other"

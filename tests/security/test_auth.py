@@ -183,6 +183,16 @@ async def test_tokens_grant_their_scope(secured) -> None:
         await stub.DeleteModel(rpb.DeleteModelRequest(name="by-writer"), metadata=bearer(ADMIN))
 
 
+async def test_a_refusal_names_the_scope_it_needs(secured) -> None:
+    address, _ = secured
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.DeleteModel(rpb.DeleteModelRequest(name="m"), metadata=bearer(WRITE))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "an admin token" in (info.value.details() or "")
+
+
 async def test_trainer_refuses_weak_tokens(sqlite_registry, tmp_path: Path) -> None:
     settings = trainer_settings(tmp_path / "t", sqlite_registry.address, auth_tokens=TOKENS, warm_workers=0)
     running = await start_server(settings, TrainerApp(settings))

@@ -165,7 +165,8 @@ class AuthInterceptor(WrappingInterceptor):
         if required is None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "this method is not open to any token")
         if rank < RANK[required]:  # type: ignore[operator, index]
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"this method needs a {required} token")
+            article = "an" if required == "admin" else "a"
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"this method needs {article} {required} token")
 
     async def around_unary(
         self, method: str, behavior: UnaryBehavior, request: Any, context: aio.ServicerContext

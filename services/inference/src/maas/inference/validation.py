@@ -7,18 +7,20 @@ materialized. Raw contents become numpy arrays without a copy
 dimension of zero (batch or inner) is refused like a negative one: a tensor
 with no elements has nothing to compute, and runtimes disagree on it.
 
-The request is read by attribute (`inputs`, `raw_input_contents`, ...), the
-field names of the published protocol, so this module needs no generated code.
+It takes the domain's InferRequest (converters builds it from the protocol's
+message), so this module needs no generated code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from maas.common.errors import InvalidArgument
+from maas.inference.domain import InferRequest, InputTensor
 from maas.inference.tensors import CONTENTS_FIELD, RawPlan, Signature
 
 MAX_NAME_CHARS = 64
@@ -46,9 +48,9 @@ def _name(value: str) -> str:
     return shown + ("..." if len(value) > MAX_NAME_CHARS else "")
 
 
-def parse(request: Any, signature: Signature, limits: Limits) -> ParsedRequest:
+def parse(request: InferRequest, signature: Signature, limits: Limits) -> ParsedRequest:
     """The request's inputs as arrays, or InvalidArgument naming the first thing wrong."""
-    raw = request.raw_input_contents
+    raw = request.raw
     if raw and signature.raw_plan is not None and not request.outputs:
         parsed = _parse_plain_raw(request.inputs, raw, signature.raw_plan, limits)
         if parsed is not None:
@@ -56,7 +58,9 @@ def parse(request: Any, signature: Signature, limits: Limits) -> ParsedRequest:
     return _parse(request, signature, limits)
 
 
-def _parse_plain_raw(inputs: Any, raw: Any, plan: RawPlan, limits: Limits) -> ParsedRequest | None:
+def _parse_plain_raw(
+    inputs: Sequence[InputTensor], raw: Sequence[bytes], plan: RawPlan, limits: Limits
+) -> ParsedRequest | None:
     """The usual request, checked in a few comparisons; None for anything else.
 
     Every input given once, in signature order, as raw bytes, with the batch
@@ -72,7 +76,7 @@ def _parse_plain_raw(inputs: Any, raw: Any, plan: RawPlan, limits: Limits) -> Pa
     for (name, datatype, rank, tail, row_elements, dtype), tensor, data in zip(specs, inputs, raw, strict=False):
         if tensor.name != name or tensor.datatype != datatype:
             return None
-        shape = tuple(tensor.shape)
+        shape = tensor.shape
         if len(shape) != rank or shape[1:] != tail:
             return None
         batch = shape[0]
@@ -80,21 +84,24 @@ def _parse_plain_raw(inputs: Any, raw: Any, plan: RawPlan, limits: Limits) -> Pa
             return None
         rows = batch
         count = batch * row_elements
-        if count > limits.max_elements or len(data) != count * dtype.itemsize or tensor.HasField("contents"):
+        if count > limits.max_elements or len(data) != count * dtype.itemsize or tensor.contents is not None:
             return None
         arrays.append(np.frombuffer(data, dtype=dtype).reshape(shape))
     return ParsedRequest(arrays, rows, plan.all_outputs)
 
 
-def _parse(request: Any, signature: Signature, limits: Limits) -> ParsedRequest:
+def _parse(request: InferRequest, signature: Signature, limits: Limits) -> ParsedRequest:
     specs = signature.inputs
     inputs = request.inputs
-    raw = request.raw_input_contents
+    raw = request.raw
     given = len(inputs)
     if given > len(specs):
         extra = [t.name for t in inputs if t.name not in {s.name for s in specs}][:1]
-        which = f"'{_name(extra[0])}'" if extra else "duplicated"
-        raise InvalidArgument(f"input {which}: not an input of this model (it takes {len(specs)})")
+        if not extra:
+            names = [t.name for t in inputs]
+            twice = next(n for i, n in enumerate(names) if n in names[:i])
+            raise InvalidArgument(f"input '{_name(twice)}': given twice (the model takes {len(specs)} inputs)")
+        raise InvalidArgument(f"input '{_name(extra[0])}': not an input of this model (it takes {len(specs)})")
     if raw and len(raw) != given:
         raise InvalidArgument(
             f"raw_input_contents: {len(raw)} entries for {given} inputs (give one per input, or none)"
@@ -124,7 +131,7 @@ def _parse(request: Any, signature: Signature, limits: Limits) -> ParsedRequest:
             raise InvalidArgument(
                 f"input '{spec.name}': datatype {_name(tensor.datatype) or 'unset'}, expected {spec.datatype}"
             )
-        shape = tuple(tensor.shape)
+        shape = tensor.shape
         want_shape = spec.shape
         if len(shape) != len(want_shape):
             raise InvalidArgument(
@@ -149,7 +156,7 @@ def _parse(request: Any, signature: Signature, limits: Limits) -> ParsedRequest:
                 )
         dtype = spec.dtype
         if raw:
-            if tensor.HasField("contents"):
+            if tensor.contents is not None:
                 raise InvalidArgument(f"input '{spec.name}': both contents and raw_input_contents given")
             data = raw[index]
             if len(data) != count * dtype.itemsize:
@@ -162,7 +169,7 @@ def _parse(request: Any, signature: Signature, limits: Limits) -> ParsedRequest:
             field = CONTENTS_FIELD.get(spec.datatype)
             if field is None:
                 raise InvalidArgument(f"input '{spec.name}': {spec.datatype} is only accepted as raw_input_contents")
-            values = getattr(tensor.contents, field)
+            values = tensor.contents if tensor.contents is not None else ()
             if len(values) != count:
                 raise InvalidArgument(f"input '{spec.name}': {len(values)} values in {field}, expected {count}")
             array = _typed(values, dtype, spec.name).reshape(shape)
@@ -181,7 +188,7 @@ def _typed(values: Any, dtype: np.dtype, name: str) -> np.ndarray:
     return np.asarray(values, dtype=dtype)
 
 
-def _requested_outputs(request: Any, signature: Signature) -> tuple[int, ...]:
+def _requested_outputs(request: InferRequest, signature: Signature) -> tuple[int, ...]:
     wanted = request.outputs
     if not wanted:
         return tuple(range(len(signature.outputs)))
@@ -189,11 +196,11 @@ def _requested_outputs(request: Any, signature: Signature) -> tuple[int, ...]:
         raise InvalidArgument(f"outputs: {len(wanted)} requested, the model has {len(signature.outputs)}")
     index = {t.name: i for i, t in enumerate(signature.outputs)}
     chosen: list[int] = []
-    for out in wanted:
-        i = index.get(out.name)
+    for name in wanted:
+        i = index.get(name)
         if i is None:
-            raise InvalidArgument(f"output '{_name(out.name)}': not an output of this model")
+            raise InvalidArgument(f"output '{_name(name)}': not an output of this model")
         if i in chosen:
-            raise InvalidArgument(f"output '{_name(out.name)}': requested twice")
+            raise InvalidArgument(f"output '{_name(name)}': requested twice")
         chosen.append(i)
     return tuple(chosen)
