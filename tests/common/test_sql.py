@@ -123,3 +123,35 @@ def test_sqlite_checkpoints_off_the_request_path(tmp_path: Path) -> None:
     finally:
         db.dispose()
     assert not [t for t in threading.enumerate() if t.name == "sqlite-checkpoint"]
+
+
+def test_an_outage_is_logged_once_with_its_cause_and_once_when_it_ends(
+    postgres_url: str, held_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A watchdog probing every few seconds says why the database is gone, once, and when it is back."""
+    import logging
+
+    from sqlalchemy.engine import make_url
+
+    from maas.common.sql import OutageLog
+
+    down = Database(
+        make_url(postgres_url).set(host="127.0.0.1", port=held_port, password="hunter2-pw").render_as_string(False),
+        connect_timeout=1.0,
+    )
+    up = Database(postgres_url)
+    logger = logging.getLogger("maas.test-outage")
+    caplog.set_level(logging.INFO, logger="maas.test-outage")
+    outage = OutageLog(logger, "MAAS_X_DATABASE_URL")
+    try:
+        assert [outage.update(down.probe()) for _ in range(3)] == [False, False, False]
+        assert outage.update(up.probe()) is True
+        assert outage.update(up.probe()) is True
+    finally:
+        down.dispose()
+        up.dispose()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert str(held_port) in lines[0] and "MAAS_X_DATABASE_URL" in lines[0]  # the cause, and what to check
+    assert "hunter2" not in caplog.text
+    assert "again" in lines[1]

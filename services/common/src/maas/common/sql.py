@@ -223,18 +223,50 @@ class Database:
         line = f"{type(reason).__name__}: {text}"
         return line if len(line) <= limit else line[: limit - 3] + "..."
 
-    def ping(self) -> bool:
+    def probe(self) -> str | None:
+        """None while the database answers; otherwise why it does not, fit for the log."""
         try:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
-            return True
-        except Exception:  # noqa: BLE001 - any failure means "not reachable"
-            return False
+            return None
+        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+            return self.failure_cause(exc)
+
+    def ping(self) -> bool:
+        return self.probe() is None
 
     def dispose(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.engine.dispose()
+
+
+class OutageLog:
+    """Health of a service's database over time, logged once when an outage starts and once when it ends.
+
+    A watchdog probes every few seconds; logging each failed probe would flood
+    the log, logging none (as before) left an operator with NOT_SERVING and no
+    cause. The line names the driver's reason and the setting to check.
+    """
+
+    def __init__(self, logger: logging.Logger, setting: str) -> None:
+        self._log = logger
+        self._setting = setting
+        self._down = False
+
+    def update(self, cause: str | None) -> bool:
+        """Record one probe's result (`Database.probe`); True while the database answers."""
+        if cause is not None and not self._down:
+            self._log.warning(
+                "database unreachable (%s); NOT_SERVING until it answers: check that the database runs "
+                "and that %s points at it",
+                cause,
+                self._setting,
+            )
+        elif cause is None and self._down:
+            self._log.info("database reachable again; SERVING")
+        self._down = cause is not None
+        return not self._down
 
 
 class _Checkpointer:

@@ -11,6 +11,7 @@ from grpc import aio
 
 from maas.common.loops import LoopService
 from maas.common.server import Health
+from maas.common.sql import OutageLog
 from maas.registry.db import migrate
 from maas.registry.db.database import Database
 from maas.registry.domain.aliases import AliasService
@@ -97,6 +98,7 @@ class _Watchdog(LoopService):
         self._app = app
         self._health = health
         self._ready = False
+        self._outage = OutageLog(log, "MAAS_REGISTRY_DATABASE_URL")
 
     async def run_once(self) -> None:
         app = self._app
@@ -117,5 +119,5 @@ class _Watchdog(LoopService):
                 return
             app.hub.start()
             self._ready = True
-        alive = await loop.run_in_executor(app.executor, app.db.ping)
+        alive = self._outage.update(await loop.run_in_executor(app.executor, app.db.probe))
         await self._health.set(SERVICE_NAME, alive)

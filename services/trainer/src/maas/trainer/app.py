@@ -14,7 +14,7 @@ from grpc import aio
 from maas.common.clients.registry import RegistryClient
 from maas.common.loops import LoopService
 from maas.common.server import Health
-from maas.common.sql import Database
+from maas.common.sql import Database, OutageLog
 from maas.trainer import entities
 from maas.trainer.db import migrate
 from maas.trainer.db.store import JobStore
@@ -150,7 +150,8 @@ class _Watchdog(LoopService):
         super().__init__(2.0)
         self._app = app
         self._health = health
+        self._outage = OutageLog(log, "MAAS_TRAINER_DATABASE_URL")
 
     async def run_once(self) -> None:
-        alive = await self._app.in_thread(self._app.db.ping)
+        alive = self._outage.update(await self._app.in_thread(self._app.db.probe))
         await self._health.set(SERVICE_NAME, alive)
