@@ -115,7 +115,7 @@ def load_torch(architecture: dict[str, Any], weights: Path, options: RuntimeOpti
     except (SafetensorError, OSError, ValueError) as exc:
         raise errors.FailedPrecondition(f"the artifact is not a readable safetensors file ({_short(exc)})") from None
     try:
-        module.load_state_dict(state, strict=True)
+        catalog.load_weights(module, arch, state)  # the plain layout, or the legacy prefixed one
     except RuntimeError as exc:
         raise errors.FailedPrecondition(f"the weights do not fit architecture '{arch.name}' ({_short(exc)})") from None
     device = resolve_device(options.device)

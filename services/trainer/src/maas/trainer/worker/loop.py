@@ -359,10 +359,16 @@ def _save(directory: Path, model: nn.Module, optimizer: Any, scheduler: Any, pos
 
 
 def _export(
-    directory: Path, model: nn.Module, arch: catalog.Architecture, metrics: dict[str, float], pos: Position, early: bool
+    directory: Path,
+    model: catalog.Normalized,
+    arch: catalog.Architecture,
+    metrics: dict[str, float],
+    pos: Position,
+    early: bool,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # The plain network's state_dict: normalization travels in the architecture document.
+    weights = catalog.state_dict(model)
     tmp = directory / ".model.safetensors.tmp"
     save_file(weights, str(tmp))
     os.replace(tmp, directory / "model.safetensors")
