@@ -220,7 +220,9 @@ def version_request(model: str, **kwargs: Any) -> pb.CreateVersionRequest:
         ),
         **kwargs,
     )
-    req.architecture.update({"name": "mlp", "args": {"in_features": 64, "hidden": [128], "num_classes": 10}})
+    req.architecture.update(
+        {"name": "mlp", "args": {"in_features": 64, "hidden": [128], "num_classes": 10}, "input_shape": [64]}
+    )
     return req
 
 

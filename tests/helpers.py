@@ -17,12 +17,36 @@ from safetensors.numpy import save as save_safetensors
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as pb
 
-MLP_ARCH = {"name": "mlp", "args": {"in_features": 4, "hidden": [8], "num_classes": 3}}
+
+def mlp_arch(hidden: int = 8, in_features: int = 4) -> dict[str, Any]:
+    """A catalog MLP (one hidden layer, 3 classes) the registry accepts weights for."""
+    return {
+        "name": "mlp",
+        "args": {"in_features": in_features, "hidden": [hidden], "num_classes": 3},
+        "input_shape": [in_features],
+    }
 
 
-def safetensors_bytes(seed: int = 0, size: int = 4) -> bytes:
+MLP_ARCH = mlp_arch()
+
+
+def safetensors_bytes(seed: int = 0, hidden: int = 8, in_features: int = 4) -> bytes:
+    """Random weights for `mlp_arch(hidden, in_features)`: the plain module's state_dict layout."""
     rng = np.random.default_rng(seed)
-    return save_safetensors({"w": rng.standard_normal((size, size)).astype(np.float32)})
+    shapes = {
+        "layers.1.weight": (hidden, in_features),
+        "layers.1.bias": (hidden,),
+        "layers.3.weight": (3, hidden),
+        "layers.3.bias": (3,),
+    }
+    return save_safetensors({k: rng.standard_normal(shape).astype(np.float32) for k, shape in shapes.items()})
+
+
+def big_mlp(n_floats: int, seed: int = 0) -> tuple[dict[str, Any], bytes]:
+    """An architecture and its weights of about `n_floats` float32 values."""
+    in_features = max(4, -(-n_floats // 65536))
+    hidden = max(1, n_floats // (in_features + 4))
+    return mlp_arch(hidden, in_features), safetensors_bytes(seed, hidden, in_features)
 
 
 def signature() -> common_pb2.Signature:
@@ -32,9 +56,13 @@ def signature() -> common_pb2.Signature:
     )
 
 
-def version_request(model: str, *, fmt: int = pb.MODEL_FORMAT_SAFETENSORS, **kwargs: Any) -> pb.CreateVersionRequest:
+def version_request(
+    model: str, *, fmt: int = pb.MODEL_FORMAT_SAFETENSORS, architecture: dict[str, Any] | None = None, **kwargs: Any
+) -> pb.CreateVersionRequest:
     req = pb.CreateVersionRequest(model=model, format=fmt, signature=signature(), **kwargs)  # type: ignore[arg-type]
-    if fmt == pb.MODEL_FORMAT_SAFETENSORS:
+    if architecture is not None:
+        req.architecture.update(architecture)
+    elif fmt == pb.MODEL_FORMAT_SAFETENSORS:
         req.architecture.update(MLP_ARCH)
     return req
 

@@ -16,7 +16,7 @@ from maas.common.clients.base import ChannelConfig, RetryPolicy
 from maas.common.clients.registry import BlockingRegistryClient, RegistryClient
 from maas.v1 import registry_pb2 as pb
 from maas.v1 import registry_pb2_grpc
-from tests.helpers import MLP_ARCH, safetensors_bytes, signature
+from tests.helpers import MLP_ARCH, big_mlp, safetensors_bytes, signature
 from tests.registry.conftest import serving
 
 FAST_RETRY = RetryPolicy(attempts=5, initial_backoff=0.01, max_backoff=0.05)
@@ -213,12 +213,13 @@ async def test_artifacts_runs_and_history(client, tmp_path) -> None:
     assert list(history.steps) == list(range(points)) and history.values[-1] == points - 1
     await client.finish_run(run.run_id, pb.RUN_STATUS_FINISHED)
 
+    arch, weights = big_mlp(500_000, seed=3)  # about 2 MiB: several chunks
     version = await client.create_version(
-        "m", format=pb.MODEL_FORMAT_SAFETENSORS, architecture=MLP_ARCH, signature=signature(), run_id=run.run_id
+        "m", format=pb.MODEL_FORMAT_SAFETENSORS, architecture=arch, signature=signature(), run_id=run.run_id
     )
     assert dict(version.metrics) == {"loss": points - 1}
     source = tmp_path / "w.safetensors"
-    source.write_bytes(safetensors_bytes(3, size=700))  # about 2 MiB: several chunks
+    source.write_bytes(weights)
     ready = await client.upload_artifact("m", version.version, source)
     assert ready.status == pb.VERSION_STATUS_READY
     dest = tmp_path / "downloads" / "w.safetensors"

@@ -6,15 +6,13 @@ import asyncio
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from safetensors.numpy import save as save_safetensors
 
 from maas.v1 import registry_pb2 as pb
 from maas.v1 import registry_pb2_grpc
-from tests.helpers import upload_messages, version_request
+from tests.helpers import big_mlp, upload_messages, version_request
 from tests.processes import registry_env, start_service
 
 pytestmark = pytest.mark.slow
@@ -27,7 +25,7 @@ async def test_sigterm_drains_in_flight_calls(db_url: str, tmp_path: Path) -> No
     service = start_service(
         "maas.registry", registry_env(db_url, root, MAAS_REGISTRY_GRACE_SECONDS="30"), tmp_path / "registry.log"
     )
-    data = save_safetensors({"w": np.random.default_rng(1).standard_normal(500_000).astype(np.float32)})
+    arch, data = big_mlp(500_000, seed=1)
     messages = list(upload_messages("m", 1, data, chunk=128 * 1024))
     half = len(messages) // 2
     try:
@@ -35,7 +33,7 @@ async def test_sigterm_drains_in_flight_calls(db_url: str, tmp_path: Path) -> No
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             health = health_pb2_grpc.HealthStub(channel)
             await stub.CreateModel(pb.CreateModelRequest(name="m"))
-            await stub.CreateVersion(version_request("m"))
+            await stub.CreateVersion(version_request("m", architecture=arch))
 
             watch = health.Watch(health_pb2.HealthCheckRequest(service="maas.v1.RegistryService"))
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING

@@ -11,9 +11,9 @@ import pytest
 
 from maas.v1 import registry_pb2 as pb
 from maas.v1 import registry_pb2_grpc
-from tests.helpers import aiter_of, raises_code, raw_safetensors, upload_messages, version_request
+from tests.helpers import aiter_of, mlp_arch, raises_code, raw_safetensors, upload_messages, version_request
 from tests.registry.conftest import CODE_KINDS, serving
-from tests.registry.test_artifacts import assert_untouched, blobs, download
+from tests.registry.test_artifacts import assert_refused, blobs, download
 
 
 async def upload(stub, model: str, version: int, data: bytes) -> pb.ModelVersion:
@@ -40,7 +40,7 @@ async def test_code_formats_are_refused_whatever_is_declared(stub, artifact_root
                     await upload(stub, "m", number, torch_artifacts[kind])
             except AssertionError as exc:
                 raise AssertionError(f"{kind} declared as {pb.ModelFormat.Name(declared)}: {exc}") from None
-            await assert_untouched(stub, artifact_root, "m", number)
+            await assert_refused(stub, artifact_root, "m", number)
     # Versions of the code formats themselves cannot even be created.
     for fmt in (pb.MODEL_FORMAT_TORCHSCRIPT, pb.MODEL_FORMAT_TORCH_EXPORT, pb.MODEL_FORMAT_PICKLE):
         async with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
@@ -119,14 +119,22 @@ async def test_malformed_safetensors_are_refused(stub, artifact_root) -> None:
                 await upload(stub, "m", number, data)
         except AssertionError as exc:
             raise AssertionError(f"{case}: {exc}") from None
-        await assert_untouched(stub, artifact_root, "m", number)
+        await assert_refused(stub, artifact_root, "m", number)
 
 
 async def test_safetensors_with_a_640_byte_header_is_accepted(stub, artifact_root) -> None:
-    header = st_header({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})
-    data = raw_safetensors(header + b" " * (640 - len(header)), b"\x00" * 8)
+    # The tensors of mlp_arch(hidden=1, in_features=1): 1 + 1 + 3 + 3 floats.
+    shapes = {"layers.1.weight": [1, 1], "layers.1.bias": [1], "layers.3.weight": [3, 1], "layers.3.bias": [3]}
+    tensors, offset = {}, 0
+    for name, shape in shapes.items():
+        size = 4 * shape[0] * (shape[1] if len(shape) > 1 else 1)
+        tensors[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    header = st_header(tensors)
+    data = raw_safetensors(header + b" " * (640 - len(header)), b"\x00" * offset)
     assert data[:2] == b"\x80\x02"  # what a pickle's first opcode looks like
     await stub.CreateModel(pb.CreateModelRequest(name="m"))
-    number = await new_version(stub, pb.MODEL_FORMAT_SAFETENSORS)
+    request = version_request("m", architecture=mlp_arch(hidden=1, in_features=1))
+    number = (await stub.CreateVersion(request)).version
     assert (await upload(stub, "m", number, data)).status == pb.VERSION_STATUS_READY
     assert len(blobs(artifact_root)) == 1

@@ -7,19 +7,20 @@ import hashlib
 from pathlib import Path
 
 import grpc
-import numpy as np
-from safetensors.numpy import save as save_safetensors
 
 from maas.v1 import registry_pb2 as pb
-from tests.helpers import aiter_of, raises_code, ready_version, safetensors_bytes, upload_messages, version_request
+from tests.helpers import (
+    aiter_of,
+    big_mlp,
+    raises_code,
+    ready_version,
+    safetensors_bytes,
+    upload_messages,
+    version_request,
+)
 from tests.registry.conftest import serving
 
 MiB = 1024 * 1024
-
-
-def big_safetensors(n_floats: int, seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    return save_safetensors({"w": rng.standard_normal(n_floats).astype(np.float32)})
 
 
 def blobs(root: Path) -> list[Path]:
@@ -68,10 +69,20 @@ async def assert_untouched(stub, root: Path, model: str, version: int) -> None:
     assert parts(root) == []
 
 
+async def assert_refused(stub, root: Path, model: str, version: int) -> str:
+    """Whole bytes whose content is refused leave the version FAILED, with the reason, and nothing on disk."""
+    got = await stub.GetVersion(pb.GetVersionRequest(model=model, version=version))
+    assert got.status == pb.VERSION_STATUS_FAILED and got.status_reason
+    assert got.sha256 == "" and got.size_bytes == 0 and not got.HasField("ready_at")
+    assert blobs(root) == []
+    assert parts(root) == []
+    return got.status_reason
+
+
 async def test_round_trip_with_many_chunks(stub, artifact_root) -> None:
-    data = big_safetensors(700_000)  # about 2.7 MiB
+    arch, data = big_mlp(700_000)  # about 2.7 MiB
     digest = hashlib.sha256(data).hexdigest()
-    v = await pending(stub)
+    v = await pending(stub, architecture=arch)
     ready = await upload(stub, "m", v.version, data, chunk=64 * 1024)
     assert ready.status == pb.VERSION_STATUS_READY
     assert ready.sha256 == digest and ready.size_bytes == len(data)
@@ -103,8 +114,8 @@ async def test_same_bytes_twice_are_stored_once(stub, artifact_root) -> None:
 
 
 async def test_chunk_over_one_mib_is_refused(stub, artifact_root) -> None:
-    data = big_safetensors(300_000)  # 1.2 MiB
-    v = await pending(stub)
+    arch, data = big_mlp(300_000)  # 1.2 MiB
+    v = await pending(stub, architecture=arch)
     async with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
         await upload(stub, "m", v.version, data, chunk=MiB + 1)
     await assert_untouched(stub, artifact_root, "m", v.version)
@@ -173,7 +184,7 @@ async def test_size_over_the_cap_is_resource_exhausted(db_url, tmp_path) -> None
     root = tmp_path / "capped"
     async with serving(db_url, root, max_artifact_bytes=4096) as (_, stub):
         v = await pending(stub)
-        too_big = big_safetensors(2000)  # 8 KiB of floats
+        too_big = big_mlp(2000)[1]  # 8 KiB of floats
         async with raises_code(grpc.StatusCode.RESOURCE_EXHAUSTED):
             await upload(stub, "m", v.version, too_big)
         await assert_untouched(stub, root, "m", v.version)
@@ -198,8 +209,8 @@ async def test_ready_and_failed_versions_are_immutable(stub, artifact_root) -> N
 
 
 async def test_corrupt_or_missing_blob_is_data_loss(stub, artifact_root) -> None:
-    data = big_safetensors(400_000)  # 1.5 MiB: the flip lands in the second chunk
-    v = await ready_version(stub, "m", data)
+    arch, data = big_mlp(400_000)  # 1.5 MiB: the flip lands in the second chunk
+    v = await ready_version(stub, "m", data, architecture=arch)
     (blob,) = blobs(artifact_root)
     raw = bytearray(blob.read_bytes())
     raw[len(raw) - 10] ^= 0x01
@@ -230,8 +241,8 @@ async def test_download_errors(stub) -> None:
 
 
 async def test_client_that_gives_up_mid_upload_leaves_nothing(stub, artifact_root) -> None:
-    data = big_safetensors(600_000)
-    v = await pending(stub)
+    arch, data = big_mlp(600_000)
+    v = await pending(stub, architecture=arch)
     sent_half = asyncio.Event()
 
     async def half_then_hang():

@@ -7,13 +7,11 @@ import hashlib
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
-from safetensors.numpy import save as save_safetensors
 
 from maas.v1 import registry_pb2 as pb
 from maas.v1 import registry_pb2_grpc
-from tests.helpers import aiter_of, upload_messages, version_request
+from tests.helpers import aiter_of, big_mlp, upload_messages, version_request
 from tests.processes import registry_env, start_service
 
 pytestmark = pytest.mark.slow
@@ -26,7 +24,7 @@ def blobs(root: Path) -> list[Path]:
 async def test_killed_mid_upload(db_url: str, tmp_path: Path) -> None:
     root = tmp_path / "artifacts"
     env = registry_env(db_url, root)
-    data = save_safetensors({"w": np.random.default_rng(0).standard_normal(1_000_000).astype(np.float32)})
+    arch, data = big_mlp(1_000_000)
     messages = list(upload_messages("m", 1, data, chunk=256 * 1024))
     half = len(messages) // 2
     half_bytes = sum(len(m.chunk) for m in messages[1:half])
@@ -36,7 +34,7 @@ async def test_killed_mid_upload(db_url: str, tmp_path: Path) -> None:
         async with grpc.aio.insecure_channel(first.address) as channel:
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             await stub.CreateModel(pb.CreateModelRequest(name="m"))
-            assert (await stub.CreateVersion(version_request("m"))).version == 1
+            assert (await stub.CreateVersion(version_request("m", architecture=arch))).version == 1
 
             async def half_then_hang():
                 for message in messages[:half]:

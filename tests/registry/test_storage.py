@@ -15,9 +15,9 @@ import grpc
 import pytest
 
 from maas.v1 import registry_pb2 as pb
-from tests.helpers import raises_code, upload_messages
+from tests.helpers import big_mlp, raises_code, safetensors_bytes, upload_messages
 from tests.registry.conftest import serving
-from tests.registry.test_artifacts import big_safetensors, blobs, parts, pending, upload
+from tests.registry.test_artifacts import blobs, parts, pending, upload
 
 MiB = 1024 * 1024
 
@@ -55,22 +55,21 @@ def few_inodes(tmp_path: Path) -> Iterator[Path]:
 
 async def test_a_disk_that_fills_mid_upload_is_resource_exhausted(db_url, small_disk) -> None:
     async with serving(db_url, small_disk) as (_, stub):
-        first = await pending(stub)
-        assert (await upload(stub, "m", first.version, big_safetensors(3 * MiB, seed=1))).status == (
-            pb.VERSION_STATUS_READY
-        )  # 12 MiB of 20
+        arch, data = big_mlp(3 * MiB, seed=1)
+        first = await pending(stub, architecture=arch)
+        assert (await upload(stub, "m", first.version, data)).status == (pb.VERSION_STATUS_READY)  # 12 MiB of 20
 
         # 10 MiB more does not fit: the write fails partway, with bytes still buffered.
-        second = await pending(stub)
+        arch, fits = big_mlp(6 * MiB // 4, seed=3)
+        second = await pending(stub, architecture=arch)
         for chunk in (MiB, 64 * 1024 + 3):
             async with raises_code(grpc.StatusCode.RESOURCE_EXHAUSTED):
-                await upload(stub, "m", second.version, big_safetensors(10 * MiB // 4, seed=2), chunk=chunk)
+                await upload(stub, "m", second.version, big_mlp(10 * MiB // 4, seed=2)[1], chunk=chunk)
             assert parts(small_disk) == [] and len(blobs(small_disk)) == 1
         got = await stub.GetVersion(pb.GetVersionRequest(model="m", version=second.version))
         assert got.status == pb.VERSION_STATUS_PENDING
 
         # Nothing of the refused upload holds space: one that fits goes through.
-        fits = big_safetensors(6 * MiB // 4, seed=3)
         assert (await upload(stub, "m", second.version, fits)).status == pb.VERSION_STATUS_READY
         assert parts(small_disk) == [] and len(blobs(small_disk)) == 2
 
@@ -79,7 +78,7 @@ async def test_no_room_for_the_blob_directory_is_resource_exhausted(db_url, few_
     async with serving(db_url, few_inodes) as (_, stub):
         v = await pending(stub)
         async with raises_code(grpc.StatusCode.RESOURCE_EXHAUSTED):
-            await upload(stub, "m", v.version, big_safetensors(1000))
+            await upload(stub, "m", v.version, safetensors_bytes(0))
         assert parts(few_inodes) == [] and blobs(few_inodes) == []
         got = await stub.GetVersion(pb.GetVersionRequest(model="m", version=v.version))
         assert got.status == pb.VERSION_STATUS_PENDING
@@ -100,11 +99,11 @@ async def test_a_full_disk_at_fsync_is_resource_exhausted(db_url, artifact_root,
         v = await pending(stub)
         monkeypatch.setattr(os, "fsync", fsync)
         async with raises_code(grpc.StatusCode.RESOURCE_EXHAUSTED):
-            await upload(stub, "m", v.version, big_safetensors(1000))
+            await upload(stub, "m", v.version, safetensors_bytes(0))
         assert part_fds, "the upload reached its fsync"
         assert parts(artifact_root) == [] and blobs(artifact_root) == []
         monkeypatch.undo()
-        assert (await upload(stub, "m", v.version, big_safetensors(1000))).status == pb.VERSION_STATUS_READY
+        assert (await upload(stub, "m", v.version, safetensors_bytes(0))).status == pb.VERSION_STATUS_READY
 
 
 # ------------------------------------------------------------------ sweep
@@ -124,7 +123,7 @@ async def test_abandoned_upload_is_swept_soon_after_the_stale_setting(db_url, ar
                 await asyncio.sleep(0.05)
         # An upload in progress is not swept from under its writer.
         v = await pending(stub)
-        assert (await upload(stub, "m", v.version, big_safetensors(1000))).status == pb.VERSION_STATUS_READY
+        assert (await upload(stub, "m", v.version, safetensors_bytes(0))).status == pb.VERSION_STATUS_READY
 
 
 async def test_the_sweep_runs_at_start(db_url, artifact_root) -> None:
@@ -142,7 +141,7 @@ async def test_the_sweep_runs_at_start(db_url, artifact_root) -> None:
 
 
 async def test_an_upload_whose_client_pauses_is_not_swept(db_url, artifact_root) -> None:
-    data = big_safetensors(600_000)
+    arch, data = big_mlp(600_000)
     messages = list(upload_messages("m", 1, data, chunk=256 * 1024))
     half = len(messages) // 2
     resume = asyncio.Event()
@@ -155,7 +154,7 @@ async def test_an_upload_whose_client_pauses_is_not_swept(db_url, artifact_root)
             yield message
 
     async with serving(db_url, artifact_root, stale_upload_seconds=1.0) as (_, stub):
-        await pending(stub)
+        await pending(stub, architecture=arch)
         call = stub.UploadArtifact(pausing())
         async with asyncio.timeout(30):
             while not parts(artifact_root):

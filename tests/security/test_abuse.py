@@ -152,7 +152,7 @@ async def test_code_payloads_are_refused_and_never_run(stub, artifact_root: Path
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (label, info.value.details())
             assert_clean(info.value.details(), str(artifact_root))
             still = await stub.GetVersion(rpb.GetVersionRequest(model="m", version=version.version))
-            assert still.status == rpb.VERSION_STATUS_PENDING
+            assert still.status == rpb.VERSION_STATUS_FAILED and still.status_reason
     assert not canary.exists()
     assert not any((artifact_root / "blobs").rglob("*.*")) and not any(
         p.is_file() for p in (artifact_root / "blobs").rglob("*")

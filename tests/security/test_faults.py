@@ -25,7 +25,15 @@ from maas.registry.app import RegistryApp
 from maas.v1 import registry_pb2 as rpb
 from maas.v1 import registry_pb2_grpc
 from tests.conftest import registry_settings
-from tests.helpers import aiter_of, raises_code, safetensors_bytes, unused_port, upload_messages, version_request
+from tests.helpers import (
+    aiter_of,
+    big_mlp,
+    raises_code,
+    safetensors_bytes,
+    unused_port,
+    upload_messages,
+    version_request,
+)
 
 PG_BIN = (
     Path("/usr/lib/postgresql")
@@ -145,7 +153,7 @@ async def test_full_artifact_disk_is_resource_exhausted_and_leaves_nothing(db_ur
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             await stub.CreateModel(rpb.CreateModelRequest(name="m"))
             big = await stub.CreateVersion(version_request("m"))
-            payload = safetensors_bytes(size=700)  # ~2 MB: more than the disk holds
+            payload = big_mlp(500_000)[1]  # ~2 MB: more than the disk holds
             async with raises_code(grpc.StatusCode.RESOURCE_EXHAUSTED):
                 await stub.UploadArtifact(aiter_of(upload_messages("m", big.version, payload)))
             version = await stub.GetVersion(rpb.GetVersionRequest(model="m", version=big.version))

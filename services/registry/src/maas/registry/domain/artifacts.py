@@ -1,8 +1,9 @@
 """Artifact upload and download, streaming, with every byte accounted for.
 
 A version becomes READY only after its bytes are durable under their
-content-addressed name and have passed the format policy; a failed or
-interrupted upload leaves the version PENDING and nothing visible.
+content-addressed name and have passed the format policy and the content
+checks (`upload_checks`); an interrupted upload leaves the version PENDING and
+nothing visible, refused content leaves it FAILED and nothing visible.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from maas.common import errors, names
 from maas.registry import entities
 from maas.registry.db import statements as st
 from maas.registry.db.database import Database, now_ms
-from maas.registry.domain import events, versions
+from maas.registry.domain import events, upload_checks, versions
 from maas.registry.storage import formats
 from maas.registry.storage.store import SHA256_HEX, LocalArtifactStore, PendingBlob
 
@@ -79,7 +80,7 @@ class ArtifactService:
             digest = await self._io(pending.finish)
             if digest != header.sha256:
                 raise errors.InvalidArgument("sha256 does not match the bytes received")
-            await self._io(formats.check, pending.path, declared, self._trusted)
+            signature = await self._content_checked(header, pending, declared)
             await self._io(pending.commit, digest)
         except BaseException:
             # Inline, not on the executor: when the client goes away the call is
@@ -87,7 +88,20 @@ class ArtifactService:
             # leave the temp file behind (a close and an unlink; cheap).
             pending.abort()
             raise
-        return await self._io(self._mark_ready, header, digest)
+        return await self._io(self._mark_ready, header, digest, signature)
+
+    async def _content_checked(
+        self, header: UploadHeader, pending: PendingBlob, declared: entities.ModelFormat
+    ) -> entities.Signature | None:
+        """The bytes arrived whole; content refused now FAILS the version (see upload_checks)."""
+        try:
+            await self._io(formats.check, pending.path, declared, self._trusted)
+            version = await self._io(upload_checks.read, self._db, header.model, header.version)
+            return await self._io(upload_checks.check, pending.path, version)
+        except errors.InvalidArgument as exc:
+            pending.abort()
+            await self._io(upload_checks.fail, self._db, self._on_event, header.model, header.version, exc.message)
+            raise
 
     def _check_header(self, header: UploadHeader) -> None:
         names.model_name(header.model, "header.model")
@@ -125,10 +139,13 @@ class ArtifactService:
         if status == entities.VersionStatus.FAILED.value:
             raise errors.FailedPrecondition(f"version {header.model}/{header.version} has FAILED")
 
-    def _mark_ready(self, header: UploadHeader, digest: str) -> entities.Version:
+    def _mark_ready(
+        self, header: UploadHeader, digest: str, signature: entities.Signature | None = None
+    ) -> entities.Version:
         def tx(conn: Connection, log: events.Log) -> entities.Version:
             version_id, status, *_ = versions.lock(conn, header.model, header.version)
             self._require_pending(status, header)
+            upload_checks.store_signature(conn, version_id, signature)
             st.MARK_READY.execute(
                 conn, {"version_id": version_id, "sha256": digest, "size_bytes": header.size_bytes, "now_ms": now_ms()}
             )

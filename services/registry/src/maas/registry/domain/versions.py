@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy.engine import Connection
 
-from maas.common import errors, names
+from maas.common import architectures, errors, names
 from maas.common.datatypes import DATATYPES
 from maas.common.prepared import Prepared
 from maas.registry import entities
@@ -141,11 +141,12 @@ def validate_new(new: entities.NewVersion, trusted_formats: bool) -> str:
     if len(arch_json) > MAX_ARCHITECTURE_BYTES:
         raise errors.InvalidArgument(f"architecture: larger than {MAX_ARCHITECTURE_BYTES} bytes")
     if new.format == entities.ModelFormat.SAFETENSORS:
-        arch_name = new.architecture.get("name")
-        if not isinstance(arch_name, str) or not names.TAG_KEY.fullmatch(arch_name):
+        if not new.architecture.get("name"):
             raise errors.InvalidArgument(
                 "architecture: safetensors weights need a declarative architecture with a 'name'"
             )
+        # The catalog's name and argument checks (no torch): no PENDING version for what no runtime builds.
+        architectures.parse(new.architecture)
     validate_signature(new.signature)
     if new.run_id:
         names.run_id(new.run_id)
