@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -205,5 +206,42 @@ async def test_0003_moves_metric_points_into_chunks(fresh_url: str, tmp_path: Pa
         with db.engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM metric_points").scalar_one() == len(loss) + len(acc)
         assert migrate.upgrade(db) == migrate.head()
+    finally:
+        db.dispose()
+
+
+async def test_0004_fails_pending_versions_an_old_database_left_behind(fresh_url: str, tmp_path: Path) -> None:
+    """Versions left PENDING before 0004 count as never uploaded to: FAILED once the setting passes."""
+    db = Database(fresh_url)
+    try:
+        _alembic(db, "upgrade", "0003")
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO registered_models (id, name, description, last_version, created_at_ms, updated_at_ms)"
+                " VALUES (1, 'old', '', 2, 0, 0)"
+            )
+            for pk, number, status, sha in ((11, 1, "READY", "a" * 64), (12, 2, "PENDING", "")):
+                conn.exec_driver_sql(
+                    "INSERT INTO model_versions (id, model_id, number, status, status_reason, format,"
+                    " architecture_json, signature_json, description, archived, size_bytes, sha256, created_at_ms,"
+                    f" ready_at_ms) VALUES ({pk}, 1, {number}, '{status}', '', 'ONNX', '{{}}', '{{}}', '',"
+                    f" false, {4 if sha else 0}, '{sha}', 1000, {2000 if sha else 0})"
+                )
+        assert migrate.upgrade(db) == migrate.head()
+        assert migrate.drift(db) == []
+        async with serving(fresh_url, tmp_path / "artifacts", pending_version_seconds=1.0) as (_, stub):
+            async with asyncio.timeout(30):
+                while True:
+                    got = await stub.GetVersion(pb.GetVersionRequest(model="old", version=2))
+                    if got.status != pb.VERSION_STATUS_PENDING:
+                        break
+                    await asyncio.sleep(0.05)
+            assert (got.status, got.status_reason) == (pb.VERSION_STATUS_FAILED, "upload abandoned")
+            ready = await stub.GetVersion(pb.GetVersionRequest(model="old", version=1))
+            assert (ready.status, ready.sha256) == (pb.VERSION_STATUS_READY, "a" * 64)
+        # And back: the downgrade drops the column, the versions stay.
+        _alembic(db, "downgrade", "0003")
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM model_versions").scalar_one() == 2
     finally:
         db.dispose()

@@ -14,6 +14,7 @@ from maas.common.server import Health
 from maas.common.sql import OutageLog
 from maas.registry.db import migrate
 from maas.registry.db.database import Database
+from maas.registry.domain.abandoned import AbandonedVersions, LiveUploads
 from maas.registry.domain.aliases import AliasService
 from maas.registry.domain.artifacts import ArtifactService
 from maas.registry.domain.events import EventHub
@@ -44,6 +45,7 @@ class RegistryApp:
         )
         self.store = LocalArtifactStore(settings.resolved_artifact_root())
         self.hub = EventHub(self.db, self.executor, settings.event_poll_interval)
+        uploads = LiveUploads(self.db, self.executor)
         artifacts = ArtifactService(
             self.db,
             self.store,
@@ -51,6 +53,7 @@ class RegistryApp:
             max_bytes=settings.max_artifact_bytes,
             trusted_formats=settings.trusted_formats,
             on_event=self.hub.publish,
+            uploads=uploads,
         )
         self.domain = Domain(
             models=ModelService(self.db, self.hub.publish, artifacts.release),
@@ -67,6 +70,10 @@ class RegistryApp:
         )
         self._watchdog: _Watchdog | None = None
         self._sweeper = UploadSweeper(self.store, self.executor, settings.stale_upload_seconds)
+        # Started by the watchdog once the database is migrated.
+        self.abandoned = AbandonedVersions(
+            self.db, uploads, self.executor, settings.pending_version_seconds, self.hub.publish
+        )
 
     def register(self, server: aio.Server) -> None:
         registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(self.domain, self.executor), server)
@@ -83,6 +90,7 @@ class RegistryApp:
         if self._watchdog is not None:
             await self._watchdog.stop()
         await self._sweeper.stop()
+        await self.abandoned.stop()
         await self.hub.stop()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.db.dispose()
@@ -118,6 +126,7 @@ class _Watchdog(LoopService):
                 await self._health.set(SERVICE_NAME, False)
                 return
             app.hub.start()
+            app.abandoned.start()
             self._ready = True
         alive = self._outage.update(await loop.run_in_executor(app.executor, app.db.probe))
         await self._health.set(SERVICE_NAME, alive)

@@ -45,6 +45,14 @@ class RegistrySettings(ServerSettings):
         description="Abandoned partial uploads older than this are removed (swept at start and every "
         "quarter of this, 0.25 s to 10 min).",
     )
+    pending_version_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="A PENDING version becomes FAILED (\"upload abandoned\") once this long has passed since "
+        "it was created and since its upload last received bytes: an upload that keeps sending is never "
+        "cut, one idle this long is ended and its bytes removed (checked every quarter of this, 0.25 s to "
+        "10 min).",
+    )
 
     def resolved_database_url(self) -> str:
         if self.database_url is not None:

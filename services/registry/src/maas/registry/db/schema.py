@@ -158,11 +158,16 @@ class VersionRow(Base):
     sha256: Mapped[str] = mapped_column(String(64), default="")
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     ready_at_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    # When an upload of this PENDING version last received bytes (0: never);
+    # the registry fails a version idle past its setting (domain/abandoned.py).
+    upload_seen_at_ms: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
     __table_args__ = (
         UniqueConstraint("model_id", "number"),
         Index(None, "model_id", "status", "number"),
         Index(None, "sha256"),
+        # The abandonment sweep: the few PENDING versions, oldest first.
+        Index(None, "status", "created_at_ms"),
     )
 
 

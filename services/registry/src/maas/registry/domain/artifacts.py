@@ -23,6 +23,7 @@ from maas.registry import entities
 from maas.registry.db import statements as st
 from maas.registry.db.database import Database, now_ms
 from maas.registry.domain import events, upload_checks, versions
+from maas.registry.domain.abandoned import LiveUploads
 from maas.registry.storage import formats
 from maas.registry.storage.store import SHA256_HEX, LocalArtifactStore, PendingBlob
 
@@ -51,10 +52,12 @@ class ArtifactService:
         max_bytes: int,
         trusted_formats: bool,
         on_event: Callable[[list[entities.Event]], None],
+        uploads: LiveUploads,
     ) -> None:
         self._db = db
         self._store = store
         self._executor = executor
+        self._uploads = uploads
         self._max_bytes = max_bytes
         self._trusted = trusted_formats
         self._on_event = on_event
@@ -65,6 +68,12 @@ class ArtifactService:
     # ----------------------------------------------------------------- upload
 
     async def upload(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> entities.Version:
+        self._check_header(header)
+        # Recorded as activity, so the version is not failed as abandoned while bytes arrive.
+        async with self._uploads.receiving(header.model, header.version) as live:
+            return await self._upload(header, live.fed(chunks))
+
+    async def _upload(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> entities.Version:
         self._check_header(header)
         declared = await self._io(self._pending_format, header)
         pending: PendingBlob = await self._io(self._store.begin)
