@@ -245,3 +245,35 @@ async def test_0004_fails_pending_versions_an_old_database_left_behind(fresh_url
             assert conn.exec_driver_sql("SELECT count(*) FROM model_versions").scalar_one() == 2
     finally:
         db.dispose()
+
+
+async def test_0005_lists_each_ready_versions_primary_artifact(fresh_url: str, tmp_path: Path) -> None:
+    """Versions READY before 0005 have their primary artifact listed, and blob deletes see it."""
+    db = Database(fresh_url)
+    try:
+        _alembic(db, "upgrade", "0004")
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO registered_models (id, name, description, last_version, created_at_ms, updated_at_ms)"
+                " VALUES (1, 'a', '', 2, 0, 0)"
+            )
+            for pk, number, status, sha, size in ((11, 1, "READY", "ab" * 32, 123), (12, 2, "PENDING", "", 0)):
+                conn.exec_driver_sql(
+                    "INSERT INTO model_versions (id, model_id, number, status, status_reason, format,"
+                    " architecture_json, signature_json, description, archived, size_bytes, sha256, created_at_ms,"
+                    f" ready_at_ms) VALUES ({pk}, 1, {number}, '{status}', '', 'ONNX', '{{}}', '{{}}', '',"
+                    f" false, {size}, '{sha}', 1000, 5000)"
+                )
+        assert migrate.upgrade(db) == migrate.head()
+        assert migrate.drift(db) == []
+        async with serving(fresh_url, tmp_path / "artifacts") as (_, stub):
+            ready = await stub.GetVersion(pb.GetVersionRequest(model="a", version=1))
+            assert [(a.format, a.size_bytes, a.sha256, a.created_at.seconds) for a in ready.artifacts] == [
+                (pb.MODEL_FORMAT_ONNX, 123, "ab" * 32, 5)
+            ]
+            assert list((await stub.GetVersion(pb.GetVersionRequest(model="a", version=2))).artifacts) == []
+        _alembic(db, "downgrade", "0004")
+        assert "version_artifacts" not in inspect(db.engine).get_table_names()
+        assert migrate.upgrade(db) == migrate.head()
+    finally:
+        db.dispose()

@@ -27,6 +27,7 @@ class ModelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_FORMAT_TORCHSCRIPT: _ClassVar[ModelFormat]
     MODEL_FORMAT_TORCH_EXPORT: _ClassVar[ModelFormat]
     MODEL_FORMAT_PICKLE: _ClassVar[ModelFormat]
+    MODEL_FORMAT_ORT: _ClassVar[ModelFormat]
 
 class VersionOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -55,6 +56,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_VERSION_DELETED: _ClassVar[EventType]
     EVENT_TYPE_ALIAS_MOVED: _ClassVar[EventType]
     EVENT_TYPE_ALIAS_DELETED: _ClassVar[EventType]
+    EVENT_TYPE_ARTIFACT_ADDED: _ClassVar[EventType]
 VERSION_STATUS_UNSPECIFIED: VersionStatus
 VERSION_STATUS_PENDING: VersionStatus
 VERSION_STATUS_READY: VersionStatus
@@ -65,6 +67,7 @@ MODEL_FORMAT_ONNX: ModelFormat
 MODEL_FORMAT_TORCHSCRIPT: ModelFormat
 MODEL_FORMAT_TORCH_EXPORT: ModelFormat
 MODEL_FORMAT_PICKLE: ModelFormat
+MODEL_FORMAT_ORT: ModelFormat
 VERSION_ORDER_NEWEST: VersionOrder
 VERSION_ORDER_OLDEST: VersionOrder
 VERSION_ORDER_METRIC_DESC: VersionOrder
@@ -84,6 +87,7 @@ EVENT_TYPE_VERSION_ARCHIVED: EventType
 EVENT_TYPE_VERSION_DELETED: EventType
 EVENT_TYPE_ALIAS_MOVED: EventType
 EVENT_TYPE_ALIAS_DELETED: EventType
+EVENT_TYPE_ARTIFACT_ADDED: EventType
 
 class Model(_message.Message):
     __slots__ = ("name", "description", "tags", "aliases", "latest_version", "created_at", "updated_at")
@@ -189,8 +193,20 @@ class DeleteModelResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class Artifact(_message.Message):
+    __slots__ = ("format", "size_bytes", "sha256", "created_at")
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    format: ModelFormat
+    size_bytes: int
+    sha256: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, format: _Optional[_Union[ModelFormat, str]] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class ModelVersion(_message.Message):
-    __slots__ = ("model", "version", "status", "status_reason", "format", "architecture", "signature", "run_id", "description", "tags", "metrics", "size_bytes", "sha256", "archived", "aliases", "created_at", "ready_at")
+    __slots__ = ("model", "version", "status", "status_reason", "format", "architecture", "signature", "run_id", "description", "tags", "metrics", "size_bytes", "sha256", "archived", "aliases", "created_at", "ready_at", "artifacts")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +238,7 @@ class ModelVersion(_message.Message):
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     READY_AT_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     status: VersionStatus
@@ -239,7 +256,8 @@ class ModelVersion(_message.Message):
     aliases: _containers.RepeatedScalarFieldContainer[str]
     created_at: _timestamp_pb2.Timestamp
     ready_at: _timestamp_pb2.Timestamp
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[_Union[VersionStatus, str]] = ..., status_reason: _Optional[str] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., architecture: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., signature: _Optional[_Union[_common_pb2.Signature, _Mapping]] = ..., run_id: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., archived: _Optional[bool] = ..., aliases: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ready_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    artifacts: _containers.RepeatedCompositeFieldContainer[Artifact]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[_Union[VersionStatus, str]] = ..., status_reason: _Optional[str] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., architecture: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., signature: _Optional[_Union[_common_pb2.Signature, _Mapping]] = ..., run_id: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., archived: _Optional[bool] = ..., aliases: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ready_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ...) -> None: ...
 
 class CreateVersionRequest(_message.Message):
     __slots__ = ("model", "format", "architecture", "signature", "run_id", "description", "tags", "metrics")
@@ -577,12 +595,14 @@ class UploadArtifactRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[ArtifactHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class DownloadArtifactRequest(_message.Message):
-    __slots__ = ("model", "version")
+    __slots__ = ("model", "version", "format")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    format: ModelFormat
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., format: _Optional[_Union[ModelFormat, str]] = ...) -> None: ...
 
 class ArtifactInfo(_message.Message):
     __slots__ = ("size_bytes", "sha256", "format")

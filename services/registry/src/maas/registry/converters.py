@@ -247,7 +247,18 @@ def to_version(v: entities.Version) -> registry_pb2.ModelVersion:
         _fill(out.tags, v.tags)
     if v.metrics:
         _fill(out.metrics, v.metrics)
+    if v.artifacts:
+        out.artifacts.extend(to_artifact(a) for a in v.artifacts)
     return out
+
+
+def to_artifact(a: entities.Artifact) -> registry_pb2.Artifact:
+    return registry_pb2.Artifact(
+        format=_FORMAT_NUMBERS[a.format],  # type: ignore[arg-type]
+        size_bytes=a.size_bytes,
+        sha256=a.sha256,
+        created_at=_timestamp_fields(a.created_at_ms),  # type: ignore[arg-type]
+    )
 
 
 def to_alias(a: entities.Alias) -> registry_pb2.Alias:

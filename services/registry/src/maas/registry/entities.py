@@ -26,6 +26,7 @@ class ModelFormat(enum.StrEnum):
     TORCHSCRIPT = "TORCHSCRIPT"
     TORCH_EXPORT = "TORCH_EXPORT"
     PICKLE = "PICKLE"
+    ORT = "ORT"
 
     @property
     def carries_code(self) -> bool:
@@ -49,6 +50,7 @@ class EventType(enum.StrEnum):
     VERSION_DELETED = "VERSION_DELETED"
     ALIAS_MOVED = "ALIAS_MOVED"
     ALIAS_DELETED = "ALIAS_DELETED"
+    ARTIFACT_ADDED = "ARTIFACT_ADDED"
 
 
 class VersionOrder(enum.StrEnum):
@@ -83,6 +85,16 @@ class Model:
 
 
 @dataclass(frozen=True)
+class Artifact:
+    """One stored file of a version (content-addressed: artifacts with the same bytes share a blob)."""
+
+    format: ModelFormat
+    size_bytes: int
+    sha256: str
+    created_at_ms: int
+
+
+@dataclass(frozen=True)
 class Version:
     model: str
     version: int
@@ -103,6 +115,8 @@ class Version:
     aliases: tuple[str, ...]
     created_at_ms: int
     ready_at_ms: int
+    # The primary artifact first (once READY), then the others as they were added.
+    artifacts: tuple[Artifact, ...] = ()
 
     @property
     def architecture(self) -> dict[str, Any]:

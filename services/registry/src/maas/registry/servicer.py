@@ -201,7 +201,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def DownloadArtifact(
         self, request: pb.DownloadArtifactRequest, context: aio.ServicerContext
     ) -> AsyncIterator[pb.DownloadArtifactResponse]:
-        info, chunks = await self._d.artifacts.download(request.model, request.version)
+        info, chunks = await self._d.artifacts.download(
+            request.model, request.version, cv.from_format(request.format, required=False)
+        )
         yield pb.DownloadArtifactResponse(info=cv.to_artifact_info(info))
         async for chunk in chunks:
             yield pb.DownloadArtifactResponse(chunk=chunk)

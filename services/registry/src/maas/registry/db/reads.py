@@ -26,8 +26,13 @@ Row = Sequence[Any]
 ID, NUMBER, SORT_VALUE = 1, 3, 16
 
 
-def version_of(r: Row, tags: dict[str, str], metrics: dict[str, float], held: Sequence[str]) -> entities.Version:
+def version_of(
+    r: Row, tags: dict[str, str], metrics: dict[str, float], held: Sequence[str], stored: Sequence[Row] = ()
+) -> entities.Version:
     """The entity of a version row of `statements.with_children` and its children."""
+    primary = r[6]
+    # The primary artifact first, then the others in the order they were added.
+    ordered = sorted(stored, key=lambda a: (a[2] != primary, a[14], a[2]))
     return entities.Version(
         model=r[2],
         version=r[3],
@@ -46,6 +51,7 @@ def version_of(r: Row, tags: dict[str, str], metrics: dict[str, float], held: Se
         aliases=tuple(sorted(held)),
         created_at_ms=r[14],
         ready_at_ms=r[15],
+        artifacts=tuple(entities.Artifact(_FORMATS[a[2]], a[11], a[12], a[14]) for a in ordered),
     )
 
 
@@ -57,6 +63,7 @@ def versions_from_rows(
     tags: dict[int, dict[str, str]] = {}
     metrics: dict[int, dict[str, float]] = {}
     held: dict[int, list[str]] = {}
+    stored: dict[int, list[Row]] = {}
     for row in rows:
         kind = row[0]
         if kind == "v":
@@ -65,11 +72,16 @@ def versions_from_rows(
             tags.setdefault(row[1], {})[row[2]] = row[5]
         elif kind == "m":
             metrics.setdefault(row[1], {})[row[2]] = row[SORT_VALUE]
-        else:
+        elif kind == "a":
             held.setdefault(row[1], []).append(row[2])
+        else:
+            stored.setdefault(row[1], []).append(row)
     if key is not None:
         mains.sort(key=key, reverse=reverse)
-    return mains, [version_of(r, tags.get(r[ID], {}), metrics.get(r[ID], {}), held.get(r[ID], ())) for r in mains]
+    return mains, [
+        version_of(r, tags.get(r[ID], {}), metrics.get(r[ID], {}), held.get(r[ID], ()), stored.get(r[ID], ()))
+        for r in mains
+    ]
 
 
 def version_from_rows(rows: Sequence[Row]) -> entities.Version | None:

@@ -171,6 +171,21 @@ class VersionRow(Base):
     )
 
 
+class VersionArtifactRow(Base):
+    """Every stored file of a version, the primary one included (its copy in model_versions stays)."""
+
+    __tablename__ = "version_artifacts"
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True)
+    format: Mapped[str] = mapped_column(String(32), primary_key=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+    # Blobs are shared by content: a delete asks whether any artifact still holds one.
+    __table_args__ = (Index(None, "sha256"),)
+
+
 class VersionTagRow(Base):
     __tablename__ = "version_tags"
 

@@ -40,6 +40,7 @@ from maas.registry.db.schema import (
     ModelRow,
     ModelTagRow,
     RunRow,
+    VersionArtifactRow,
     VersionMetricRow,
     VersionRow,
     VersionTagRow,
@@ -50,6 +51,7 @@ model_tags = cast(Table, ModelTagRow.__table__)
 versions = cast(Table, VersionRow.__table__)
 version_tags = cast(Table, VersionTagRow.__table__)
 version_metrics = cast(Table, VersionMetricRow.__table__)
+version_artifacts = cast(Table, VersionArtifactRow.__table__)
 aliases = cast(Table, AliasRow.__table__)
 runs = cast(Table, RunRow.__table__)
 latest_metrics = cast(Table, LatestMetricRow.__table__)
@@ -172,30 +174,42 @@ def select_versions(sort_value: Any = None) -> Select[Any]:
 
 
 def with_children(chosen: Select[Any]) -> CompoundSelect[Any]:
-    """The versions `chosen` picks (a `select_versions()`), then their tags, metrics and aliases.
+    """The versions `chosen` picks (a `select_versions()`), then their tags, metrics, aliases and artifacts.
 
     One statement, so one round trip on PostgreSQL, and no list of ids to
     send back. Rows come unordered: ('v', *VERSION_COLUMNS, sort value) for a
-    version, and for each child ('t'|'m'|'a', version_id, key, ...NULL...,
-    the text value in status_reason's place, ...NULL..., the float value last).
+    version, and for each child ('t'|'m'|'a'|'f', version_id, key, ...NULL...,
+    the text value in status_reason's place, ...NULL..., the float value last);
+    an artifact ('f') has its format as the key and its size, sha256 and
+    creation time in the version's size_bytes, sha256 and created_at_ms places.
     """
     picked = chosen.cte("picked")
     ids = select(picked.c.id)
     types = [c.type for c in VERSION_COLUMNS]
+    places = {c.key: i for i, c in enumerate(VERSION_COLUMNS)}
 
-    def child(kind: str, table: Table, key: Any, text: Any, number: Any) -> Select[Any]:
+    def child(kind: str, table: Table, key: Any, number: Any, **placed: Any) -> Select[Any]:
+        at = {places[name]: value for name, value in placed.items()}
         cols: list[Any] = [_kind(kind), table.c.version_id, key]
-        cols += [null().cast(t) for t in types[2:4]]
-        cols.append(text)
-        cols += [null().cast(t) for t in types[5:]]
+        cols += [at.get(i, null().cast(t)) for i, t in enumerate(types) if i >= 2]
         cols.append(number)
         return select(*cols).where(table.c.version_id.in_(ids))
 
+    no_number = null().cast(Double)
     return union_all(
         select(_kind("v"), *picked.c),
-        child("t", version_tags, version_tags.c.key, version_tags.c.value, null().cast(Double)),
-        child("m", version_metrics, version_metrics.c.key, null().cast(String), version_metrics.c.value),
-        child("a", aliases, aliases.c.name, null().cast(String), null().cast(Double)),
+        child("t", version_tags, version_tags.c.key, no_number, status_reason=version_tags.c.value),
+        child("m", version_metrics, version_metrics.c.key, version_metrics.c.value),
+        child("a", aliases, aliases.c.name, no_number),
+        child(
+            "f",
+            version_artifacts,
+            version_artifacts.c.format,
+            no_number,
+            size_bytes=version_artifacts.c.size_bytes,
+            sha256=version_artifacts.c.sha256,
+            created_at_ms=version_artifacts.c.created_at_ms,
+        ),
     )
 
 
@@ -227,7 +241,20 @@ _VERSION_STATE = (
 VERSION_STATE = Prepared(_VERSION_STATE)
 LOCK_VERSION = Prepared(_VERSION_STATE.with_for_update(of=versions))
 VERSION_ALIASES = Prepared(select(aliases.c.name).where(aliases.c.version_id == bindparam("version_id")))
-VERSION_WITH_BLOB = Prepared(select(versions.c.id).where(versions.c.sha256 == bindparam("sha256")).limit(1))
+# Whether any version or artifact still holds a blob (one row, or none).
+VERSION_WITH_BLOB = Prepared(
+    union_all(
+        select(versions.c.id).where(versions.c.sha256 == bindparam("sha256")),
+        select(version_artifacts.c.version_id).where(version_artifacts.c.sha256 == bindparam("sha256")),
+    ).limit(1)
+)
+INSERT_ARTIFACT = Prepared(_insert(version_artifacts, "version_id", "format", "size_bytes", "sha256", "created_at_ms"))
+# (format, sha256) of each artifact of a version.
+VERSION_ARTIFACTS = Prepared(
+    select(version_artifacts.c.format, version_artifacts.c.sha256).where(
+        version_artifacts.c.version_id == bindparam("version_id")
+    )
+)
 
 # Versions. The row lock this UPDATE takes serializes number allocation per
 # model; the unique (model_id, number) index stands behind it.

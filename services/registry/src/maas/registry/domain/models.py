@@ -158,11 +158,21 @@ class ModelService:
                 raise errors.FailedPrecondition(
                     f"model '{name}' has aliases ({listed}); delete them first or pass force"
                 )
+            f = st.version_artifacts.c
             shas = set(conn.scalars(select(v.sha256).where(v.model_id == model_id, v.sha256 != "")))
+            shas |= set(
+                conn.scalars(select(f.sha256).join(st.versions, f.version_id == v.id).where(v.model_id == model_id))
+            )
             conn.execute(delete(st.aliases).where(a.model_id == model_id))
             conn.execute(delete(st.versions).where(v.model_id == model_id))
             conn.execute(delete(st.models).where(st.models.c.id == model_id))
-            still_used = set(conn.scalars(select(v.sha256).where(v.sha256.in_(shas)))) if shas else set()
+            # Blobs are shared by content: release only those no version or artifact holds any more.
+            still_used = (
+                set(conn.scalars(select(v.sha256).where(v.sha256.in_(shas))))
+                | set(conn.scalars(select(f.sha256).where(f.sha256.in_(shas))))
+                if shas
+                else set()
+            )
             log.append(entities.EventType.MODEL_DELETED, name)
             return sorted(shas - still_used)
 

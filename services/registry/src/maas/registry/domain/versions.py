@@ -355,13 +355,15 @@ class VersionService:
                 raise errors.FailedPrecondition(
                     f"version {model}/{number} is held by aliases ({', '.join(held)}); move them or pass force"
                 )
+            shas = {sha} | {s for _, s in st.VERSION_ARTIFACTS.rows(conn, {"version_id": version_id})}
+            shas.discard("")
             conn.execute(delete(st.aliases).where(st.aliases.c.version_id == version_id))
             conn.execute(delete(st.versions).where(st.versions.c.id == version_id))
-            still_used = bool(sha) and st.VERSION_WITH_BLOB.scalar(conn, {"sha256": sha}) is not None
             for alias in held:
                 log.append(entities.EventType.ALIAS_DELETED, model, version=number, alias=alias)
             log.append(entities.EventType.VERSION_DELETED, model, version=number)
-            return [sha] if sha and not still_used else []
+            # Blobs are shared by content: release only those no artifact holds any more.
+            return sorted(s for s in shas if st.VERSION_WITH_BLOB.scalar(conn, {"sha256": s}) is None)
 
         released = events.write(self._db, tx, self._on_event)
         if released:

@@ -28,11 +28,13 @@ SAFETENSORS_DTYPES = {
 }  # fmt: skip
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 MAX_TENSORS = 100_000
+# An ORT format model is a flatbuffer whose file identifier (bytes 4..8) is "ORTM".
+ORT_FILE_IDENTIFIER = b"ORTM"
 
 
 @dataclass(frozen=True)
 class Sniffed:
-    kind: str  # safetensors, onnx, pickle, torch-zip, torchscript, torch-export, zip, gzip, unknown
+    kind: str  # safetensors, onnx, ort, pickle, torch-zip, torchscript, torch-export, zip, gzip, unknown
     detail: str = ""
 
 
@@ -44,6 +46,8 @@ def sniff(path: Path) -> Sniffed:
             return Sniffed("gzip")
         if head[:4] == b"PK\x03\x04":
             return _sniff_zip(path)
+        if head[4:8] == ORT_FILE_IDENTIFIER:
+            return Sniffed("ort")
         # Validate safetensors before the pickle heuristic: a 640-byte header
         # (0x280) starts the file with 0x80 0x02, a pickle's PROTO opcode.
         problem = _safetensors_problem(f, size)
@@ -70,6 +74,7 @@ def check(path: Path, declared: ModelFormat, trusted: bool) -> None:
         ModelFormat.TORCHSCRIPT: {"torchscript"},
         ModelFormat.TORCH_EXPORT: {"torch-export"},
         ModelFormat.PICKLE: {"pickle", "torch-zip"},
+        ModelFormat.ORT: {"ort"},
     }[declared]
     if found.kind in expected:
         return
