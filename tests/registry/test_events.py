@@ -60,7 +60,7 @@ async def test_past_then_live_in_id_order(stub) -> None:
     await stub.FailVersion(pb.FailVersionRequest(model="m", version=v3.version, reason="x"))
     await stub.ArchiveVersion(pb.ArchiveVersionRequest(model="m", version=v1.version, archived=True))
     await stub.DeleteVersion(pb.DeleteVersionRequest(model="m", version=v1.version))
-    await stub.DeleteModel(pb.DeleteModelRequest(name="m"))
+    await stub.DeleteModel(pb.DeleteModelRequest(name="m", force=True))
     live = await take(call, 10)
     call.cancel()
     assert kinds(live) == [

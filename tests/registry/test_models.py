@@ -15,7 +15,7 @@ from maas.registry.db.database import Database
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as pb
 from tests.conftest import PG_ADMIN_URL
-from tests.helpers import raises_code, ready_version
+from tests.helpers import raises_code, ready_version, version_request
 from tests.registry.conftest import serving
 
 BAD_NAMES = [
@@ -142,6 +142,32 @@ async def test_delete_refused_while_aliased_unless_forced(stub, artifact_root) -
     await stub.CreateModel(pb.CreateModelRequest(name="held"))
     again = await ready_version(stub, "held")
     assert again.version == 1
+
+
+async def test_delete_refused_while_versions_are_ready_unless_forced(stub) -> None:
+    ready = await ready_version(stub, "kept")
+    failed = await stub.CreateVersion(version_request("kept"))
+    await stub.FailVersion(pb.FailVersionRequest(model="kept", version=failed.version, reason="x"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.DeleteModel(pb.DeleteModelRequest(name="kept"))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # The refusal says what a forced delete removes.
+    assert "2 versions (1 READY)" in (refused.value.details() or "")
+    assert (await stub.GetVersion(pb.GetVersionRequest(model="kept", version=ready.version))).sha256 == ready.sha256
+
+    await stub.DeleteModel(pb.DeleteModelRequest(name="kept", force=True))
+    async with raises_code(grpc.StatusCode.NOT_FOUND):
+        await stub.GetModel(pb.GetModelRequest(name="kept"))
+
+
+async def test_delete_of_only_pending_and_failed_versions_needs_no_force(stub) -> None:
+    await stub.CreateModel(pb.CreateModelRequest(name="empty"))
+    await stub.CreateVersion(version_request("empty"))
+    failed = await stub.CreateVersion(version_request("empty"))
+    await stub.FailVersion(pb.FailVersionRequest(model="empty", version=failed.version, reason="x"))
+    await stub.DeleteModel(pb.DeleteModelRequest(name="empty"))
+    async with raises_code(grpc.StatusCode.NOT_FOUND):
+        await stub.GetModel(pb.GetModelRequest(name="empty"))
 
 
 async def test_delete_without_aliases(stub) -> None:

@@ -1,4 +1,4 @@
-"""`maas versions ls|show|download` and `maas alias set|rm`."""
+"""`maas versions ls|show|download` (archive|unarchive|rm: version_edits) and `maas alias set|rm`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from maas.cli import refs
+from maas.cli import refs, version_edits
 from maas.cli.context import Context
 from maas.cli.output import fields, metrics_text, print_json, table, to_dict, when
 from maas.client.registry import VERSION_STATUSES
@@ -155,7 +155,7 @@ def alias_rm(args: argparse.Namespace, ctx: Context) -> int:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("versions", help="model versions")
-    versions = p.add_subparsers(dest="action", required=True, metavar="{ls,show,download}")
+    versions = p.add_subparsers(dest="action", required=True, metavar="{ls,show,download,archive,unarchive,rm}")
     c = versions.add_parser("ls", parents=[common], help="versions of a model, newest first")
     c.add_argument("model")
     c.add_argument("--status", action="append", metavar="STATUS", help="pending, ready or failed")
@@ -188,6 +188,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         c.set_defaults(func=func)
     c.add_argument("-o", "--output", metavar="PATH", help="file or folder (default MODEL-VERSION.safetensors)")
     c.add_argument("--architecture", action="store_true", help="also write the architecture as PATH.json")
+    version_edits.register(versions, common)
 
     p = sub.add_parser("alias", help="point aliases (production, staging, ...) at versions")
     aliases = p.add_subparsers(dest="action", required=True, metavar="{set,rm}")

@@ -184,6 +184,10 @@ class Registry(BlockingClient[AsyncRegistry]):
     def archive_version(self, model: str, version: int, archived: bool = True) -> pb.ModelVersion:
         return self._runner.run(self.aio.archive_version(model, version, archived))
 
+    def delete_version(self, model: str, version: int, force: bool = False) -> None:
+        """Refused (FailedPrecondition) while an alias points at it, unless `force` (which deletes those aliases)."""
+        self._runner.run(self.aio.delete_version(model, version, force))
+
     def download(self, model: str, version: int, dest: Path | str) -> pb.ArtifactInfo:
         """The version's artifact into `dest` (sha256 checked before the file appears)."""
         return self._runner.run(self.aio.download_artifact(model, version, Path(dest)))

@@ -6,7 +6,7 @@ import functools
 import re
 from collections.abc import Callable
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.engine import Connection
 
 from maas.common import errors, names
@@ -35,6 +35,22 @@ def lock(conn: Connection, name: str) -> int:
     if model_id is None:
         raise errors.NotFound(f"model '{name}' not found")
     return int(model_id)
+
+
+def refuse_unless_forced(conn: Connection, name: str, model_id: int) -> None:
+    """Without force a model with something servable stays; the refusal says what deleting it would remove."""
+    v, a = st.versions.c, st.aliases.c
+    held = conn.execute(select(a.name, a.version_number).where(a.model_id == model_id)).all()
+    by_status = conn.execute(select(v.status, func.count()).where(v.model_id == model_id).group_by(v.status))
+    counts = {str(status): int(n) for status, n in by_status}
+    ready = counts.get(entities.VersionStatus.READY.value, 0)
+    if not held and not ready:
+        return
+    total = sum(counts.values())
+    what = [f"{total} version{'' if total == 1 else 's'} ({ready} READY)"]
+    if held:
+        what.append("aliases " + ", ".join(sorted(f"{alias}->{number}" for alias, number in held)))
+    raise errors.FailedPrecondition(f"model '{name}' has {' and '.join(what)}; pass force to delete them with it")
 
 
 def _name(row: reads.Row) -> str:
@@ -152,12 +168,8 @@ class ModelService:
 
         def tx(conn: Connection, log: events.Log) -> list[str]:
             model_id = lock(conn, name)
-            held = conn.execute(select(a.name, a.version_number).where(a.model_id == model_id)).all()
-            if held and not force:
-                listed = ", ".join(sorted(f"{alias}->{number}" for alias, number in held))
-                raise errors.FailedPrecondition(
-                    f"model '{name}' has aliases ({listed}); delete them first or pass force"
-                )
+            if not force:
+                refuse_unless_forced(conn, name, model_id)
             f = st.version_artifacts.c
             shas = set(conn.scalars(select(v.sha256).where(v.model_id == model_id, v.sha256 != "")))
             shas |= set(
