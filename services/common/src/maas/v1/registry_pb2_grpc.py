@@ -190,8 +190,8 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteModel(self, request, context):
-        """Refused (FAILED_PRECONDITION) while an alias points into the model,
-        unless `force` is set.
+        """Refused (FAILED_PRECONDITION) while the model has READY versions or an
+        alias points into it, unless `force` is set; the refusal lists them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
