@@ -140,10 +140,16 @@ def _int_list(args: dict[str, Any], key: str, default: list[int], max_len: int, 
     return out
 
 
+SHOWN_KEYS = 5
+
+
 def _only(args: dict[str, Any], allowed: set[str], name: str) -> None:
-    extra = sorted(set(args) - allowed)
+    extra = set(args) - allowed
     if extra:
-        raise InvalidArgument(f"architecture.args: {', '.join(extra)} not accepted by '{name}'")
+        # A client may send any number of keys: name a few (clipped), count the rest.
+        shown = ", ".join(f"'{key[:40]}'" for key in sorted(extra)[:SHOWN_KEYS])
+        more = f" and {len(extra) - SHOWN_KEYS} more" if len(extra) > SHOWN_KEYS else ""
+        raise InvalidArgument(f"architecture.args: {shown}{more} not accepted by '{name}'")
 
 
 # ------------------------------------------------- resolved arguments per entry

@@ -3,15 +3,36 @@
 Domain code raises these and knows nothing of gRPC; `maas.common.status` holds
 the one table that maps each class to a status code. Messages are written for
 the client: they name the object and the rule, never a path, DSN or trace.
+
+Every message is bounded here, once, for every service: a status message
+travels in the grpc-message trailer (percent-encoded, so up to three bytes per
+byte), and one past gRPC's metadata limit (8 KiB soft, 16 KiB hard) reaches
+the client as RESOURCE_EXHAUSTED "received metadata size exceeds ..." instead
+of the error itself. A message that echoes what a client sent (2,000 unknown
+keys, a megabyte-long name) is cut to `MAX_MESSAGE_BYTES` of UTF-8.
 """
 
 from __future__ import annotations
+
+MAX_MESSAGE_BYTES = 1024
+_CUT = " ... (cut)"
+
+
+def bounded(message: str) -> str:
+    """`message`, cut to at most MAX_MESSAGE_BYTES of UTF-8 (on a character boundary)."""
+    if len(message) * 4 <= MAX_MESSAGE_BYTES:  # fast path: short enough whatever its characters
+        return message
+    raw = message.encode("utf-8", "backslashreplace")
+    if len(raw) <= MAX_MESSAGE_BYTES:
+        return message
+    return raw[: MAX_MESSAGE_BYTES - len(_CUT)].decode("utf-8", "ignore") + _CUT
 
 
 class MaasError(Exception):
     """Base of every error a client is meant to see."""
 
     def __init__(self, message: str) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.message = message
 
