@@ -226,3 +226,43 @@ async def test_thousands_of_unknown_model_args_are_invalid_argument_with_a_short
     listed = await suite.trainer_stub.ListJobs(tpb.ListJobsRequest())
     assert list(listed.jobs) == []
 
+
+def _non_finite_specs() -> list[tuple[str, tpb.JobSpec]]:
+    cases = []
+    for value in (float("nan"), float("inf"), float("-inf")):
+        for where, args in (
+            ("model num_classes", {"num_classes": value}),
+            ("model hidden", {"hidden": [16, value]}),
+            ("model nested", {"hidden": [16], "extra": {"deep": [[value]]}}),
+        ):
+            spec = digits_spec()
+            spec.model.args.update(args)
+            cases.append((f"{where} {value}", spec))
+        fake = tpb.JobSpec(model=tpb.ModelSpec(name="lenet"), dataset=tpb.DatasetSpec(name="fake"))
+        fake.dataset.args.update({"num_samples": 100, "image_size": value, "num_classes": 4})
+        cases.append((f"dataset args {value}", fake))
+        for field, spec in (
+            ("lr", digits_spec(optimizer=tpb.OptimizerSpec(name="sgd", lr=value))),
+            ("momentum", digits_spec(optimizer=tpb.OptimizerSpec(name="sgd", momentum=value))),
+            ("gamma", digits_spec(schedule=tpb.ScheduleSpec(name="step", gamma=value))),
+            ("validation_split", digits_spec(validation_split=value)),
+            ("min_delta", digits_spec(early_stopping=tpb.EarlyStopping(metric="val_loss", min_delta=value))),
+            (
+                "threshold",
+                digits_spec(register_as="d", promotion=tpb.PromotionRule(alias="production", threshold=value)),
+            ),
+        ):
+            cases.append((f"{field} {value}", spec))
+    return cases
+
+
+@pytest.mark.parametrize("suite", [{"warm_workers": 0}], indirect=True)
+async def test_non_finite_numbers_in_specs_are_invalid_argument(suite) -> None:
+    for case, spec in _non_finite_specs():
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await suite.trainer_stub.SubmitJob(tpb.SubmitJobRequest(spec=spec))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (
+            f"{case}: {info.value.code()} {info.value.details()}"
+        )
+    listed = await suite.trainer_stub.ListJobs(tpb.ListJobsRequest())
+    assert list(listed.jobs) == []

@@ -165,3 +165,20 @@ def test_resolved_spec_defaults() -> None:
     assert resolved["max_runtime_seconds"] == 100
     zero = spec.resolve({**DIGITS, "max_retries": 0}, data_root=Path("/x"), max_world_size=1, max_runtime=60)
     assert zero["max_retries"] == 0
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(
+    "where",
+    [
+        lambda v: {"epochs": v},
+        lambda v: {"early_stopping": {"metric": "val_loss", "patience": v}},
+        lambda v: {"model": {"name": "mlp", "args": {"hidden": [8, v]}}},
+        lambda v: {"model": {"name": "mlp", "args": {"extra": {"deep": [v]}}}},
+        lambda v: {"dataset": {"name": "fake", "args": {"image_size": v}}},
+        lambda v: {"optimizer": {"lr": v}},
+    ],
+)
+def test_non_finite_numbers_anywhere_in_a_spec_are_invalid_argument(where, value: float) -> None:
+    with pytest.raises(errors.InvalidArgument):
+        spec.resolve({**DIGITS, **where(value)}, data_root=Path("/x"), max_world_size=1, max_runtime=60)

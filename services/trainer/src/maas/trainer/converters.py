@@ -29,8 +29,12 @@ def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
 def from_spec(spec: pb.JobSpec) -> dict[str, Any]:
     """The request's spec as a plain document for maas.trainer.spec.resolve."""
     raw: dict[str, Any] = {
-        "model": {"name": spec.model.name, "args": from_struct(spec.model.args)},
-        "dataset": {"name": spec.dataset.name, "path": spec.dataset.path, "args": from_struct(spec.dataset.args)},
+        "model": {"name": spec.model.name, "args": from_struct(spec.model.args, "model.args")},
+        "dataset": {
+            "name": spec.dataset.name,
+            "path": spec.dataset.path,
+            "args": from_struct(spec.dataset.args, "dataset.args"),
+        },
         "optimizer": {
             "name": spec.optimizer.name,
             "lr": spec.optimizer.lr,

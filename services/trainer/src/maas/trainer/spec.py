@@ -37,8 +37,21 @@ def _int(value: int, field: str, lo: int, hi: int) -> int:
     return int(value)
 
 
+def _finite(value: Any, field: str) -> None:
+    """Refuse NaN and +-Inf anywhere: the resolved spec is stored and handed on as JSON, which has neither."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidArgument(f"{field}: must be a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite(item, f"{field}.{str(key)[:40]}" if field else str(key)[:40])
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _finite(item, f"{field}[{i}]")
+
+
 def resolve(raw: dict[str, Any], *, data_root: Path, max_world_size: int, max_runtime: int) -> dict[str, Any]:
     """The resolved spec: defaults filled in, everything validated."""
+    _finite(raw, "")
     model = raw.get("model") or {}
     dataset = raw.get("dataset") or {}
     info = datasets.describe(
