@@ -10,7 +10,7 @@ from typing import Any
 from maas.cli import refs, version_edits
 from maas.cli.context import Context
 from maas.cli.output import fields, metrics_text, print_json, table, to_dict, when
-from maas.client.registry import VERSION_STATUSES
+from maas.client.registry import FORMATS, VERSION_STATUSES
 from maas.common.errors import InvalidArgument
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as rpb
@@ -98,6 +98,7 @@ def show(args: argparse.Namespace, ctx: Context) -> int:
             ("run", version.run_id),
             ("size", _human_bytes(version.size_bytes) if version.size_bytes else ""),
             ("sha256", version.sha256),
+            ("artifacts", _artifacts_text(version)),
             ("description", version.description),
             ("tags", ", ".join(f"{k}={v}" for k, v in sorted(version.tags.items()))),
             ("created", when(version.created_at)),
@@ -107,14 +108,25 @@ def show(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _artifacts_text(version: rpb.ModelVersion) -> str:
+    """One line per artifact: format, size, sha256 prefix (the primary one first)."""
+    return "\n".join(
+        f"{refs.format_name(a.format)}  {_human_bytes(a.size_bytes)}  sha256 {a.sha256[:12]}" for a in version.artifacts
+    )
+
+
+SUFFIXES = {rpb.MODEL_FORMAT_SAFETENSORS: ".safetensors", rpb.MODEL_FORMAT_ONNX: ".onnx", rpb.MODEL_FORMAT_ORT: ".ort"}
+
+
 def download(args: argparse.Namespace, ctx: Context) -> int:
     version = refs.resolve(ctx.registry, refs.join(args.model, args.version or ""))
-    suffix = ".onnx" if version.format == rpb.MODEL_FORMAT_ONNX else ".safetensors"
+    fmt = FORMATS[args.format] if args.format else version.format
+    suffix = SUFFIXES.get(fmt, ".bin")
     dest = Path(args.output) if args.output else Path(f"{version.model}-{version.version}{suffix}")
     if dest.is_dir():
         dest = dest / f"{version.model}-{version.version}{suffix}"
-    info = ctx.registry.download(version.model, version.version, dest)
-    if args.architecture and version.format == rpb.MODEL_FORMAT_SAFETENSORS:
+    info = ctx.registry.download(version.model, version.version, dest, format=fmt)
+    if args.architecture and info.format == rpb.MODEL_FORMAT_SAFETENSORS:
         arch_path = dest.with_suffix(".json")
         arch_path.write_text(json.dumps(to_dict(version)["architecture"], indent=2) + "\n")
     if ctx.json:
@@ -123,6 +135,7 @@ def download(args: argparse.Namespace, ctx: Context) -> int:
                 "path": str(dest),
                 "size_bytes": info.size_bytes,
                 "sha256": info.sha256,
+                "format": refs.format_name(info.format),
                 "model": version.model,
                 "version": version.version,
             }
@@ -186,7 +199,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         c.add_argument("version", nargs="?", help="a number or an alias")
         c.add_argument("--json", action="store_true")
         c.set_defaults(func=func)
-    c.add_argument("-o", "--output", metavar="PATH", help="file or folder (default MODEL-VERSION.safetensors)")
+    c.add_argument("-o", "--output", metavar="PATH", help="file or folder (default MODEL-VERSION.FORMAT)")
+    c.add_argument(
+        "--format",
+        choices=sorted(FORMATS),
+        help="which artifact (default: the version's primary one; `maas versions show` lists them)",
+    )
     c.add_argument("--architecture", action="store_true", help="also write the architecture as PATH.json")
     version_edits.register(versions, common)
 

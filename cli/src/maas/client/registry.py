@@ -21,6 +21,34 @@ VERSION_STATUSES = {
 }
 
 
+# Artifact formats by the names the CLI and the clients take (`--format onnx`).
+FORMATS = {
+    "safetensors": pb.MODEL_FORMAT_SAFETENSORS,
+    "onnx": pb.MODEL_FORMAT_ONNX,
+    "ort": pb.MODEL_FORMAT_ORT,
+    "torchscript": pb.MODEL_FORMAT_TORCHSCRIPT,
+    "torch_export": pb.MODEL_FORMAT_TORCH_EXPORT,
+    "pickle": pb.MODEL_FORMAT_PICKLE,
+}
+
+
+def format_number(format: str | int | None) -> int:
+    """A ModelFormat number from its name ('onnx') or number; None or '' is UNSPECIFIED (the primary artifact)."""
+    if format is None or format == "":
+        return pb.MODEL_FORMAT_UNSPECIFIED
+    if isinstance(format, int):
+        return format
+    try:
+        return FORMATS[format.lower().removeprefix("model_format_")]
+    except KeyError:
+        raise ValueError(f"unknown artifact format {format!r}; one of: {', '.join(FORMATS)}") from None
+
+
+def format_name(number: int) -> str:
+    """'onnx' for MODEL_FORMAT_ONNX."""
+    return pb.ModelFormat.Name(number).removeprefix("MODEL_FORMAT_").lower()  # type: ignore[arg-type]
+
+
 def _tags(tags: Mapping[str, str] | None) -> list[common_pb2.TagFilter]:
     return [common_pb2.TagFilter(key=k, value=v) for k, v in (tags or {}).items()]
 
@@ -95,6 +123,20 @@ class AsyncRegistry(RegistryClient):
     async def delete_version(self, model: str, version: int, force: bool = False) -> None:
         req = pb.DeleteVersionRequest(model=model, version=version, force=force)
         await self.call(self.stub.DeleteVersion, req, idempotent=False)
+
+    async def download(
+        self, model: str, version: int, dest: Path | str, *, format: str | int | None = None
+    ) -> pb.ArtifactInfo:
+        """One artifact of the version into `dest` (sha256 checked before the file appears); `format`
+        ('onnx', 'safetensors', 'ort', or a ModelFormat number) chooses it, None the primary one."""
+        return await self.download_artifact(model, version, Path(dest), format=format_number(format))
+
+    async def upload(
+        self, model: str, version: int, path: Path | str, *, format: str | int | None = None
+    ) -> pb.ModelVersion:
+        """An artifact for the version: its primary one (None or the version's format) makes it READY;
+        another format adds an artifact beside it."""
+        return await self.upload_artifact(model, version, Path(path), format=format_number(format))
 
     async def list_runs(self, job_id: str = "", page_size: int = 0, page_token: str = "") -> pb.ListRunsResponse:
         req = pb.ListRunsRequest(job_id=job_id, page=common_pb2.PageRequest(page_size=page_size, page_token=page_token))
@@ -188,9 +230,17 @@ class Registry(BlockingClient[AsyncRegistry]):
         """Refused (FailedPrecondition) while an alias points at it, unless `force` (which deletes those aliases)."""
         self._runner.run(self.aio.delete_version(model, version, force))
 
-    def download(self, model: str, version: int, dest: Path | str) -> pb.ArtifactInfo:
-        """The version's artifact into `dest` (sha256 checked before the file appears)."""
-        return self._runner.run(self.aio.download_artifact(model, version, Path(dest)))
+    def download(
+        self, model: str, version: int, dest: Path | str, *, format: str | int | None = None
+    ) -> pb.ArtifactInfo:
+        """One artifact of the version into `dest` (sha256 checked before the file appears); `format`
+        ('onnx', 'safetensors', 'ort', or a ModelFormat number) chooses it, None the primary one."""
+        return self._runner.run(self.aio.download(model, version, dest, format=format))
+
+    def upload(self, model: str, version: int, path: Path | str, *, format: str | int | None = None) -> pb.ModelVersion:
+        """An artifact for the version: its primary one (None or the version's format) makes it READY;
+        another format adds an artifact beside it."""
+        return self._runner.run(self.aio.upload(model, version, path, format=format))
 
     # runs and metrics
     def get_run(self, run_id: str) -> pb.Run:

@@ -99,6 +99,7 @@ class TrainerApp:
                 "verify_datasets": self.settings.verify_datasets,
                 "device": self.settings.device,
                 "threads": self.settings.default_threads,
+                "onnx_tolerance": self.settings.onnx_tolerance,
             },
             grace=self.settings.cancel_grace_seconds,
             sync_interval=self.settings.metrics_sync_interval,

@@ -4,7 +4,9 @@ A run is created with the job's params; step and epoch metrics go to it in
 batches read back from the job's persisted event log (a cursor in the job row
 says what was sent, so a restart neither loses nor resends a batch it
 recorded). At the end the exported weights become a version, its bytes are
-uploaded, and the promotion rule may move an alias. Registry outages are
+uploaded (the checked ONNX export first, while the version is PENDING, then
+the safetensors weights that make it READY, so whoever loads on
+VERSION_READY finds both), and the promotion rule may move an alias. Registry outages are
 waited out with capped exponential backoff; only a refusal that a retry
 cannot fix fails the job.
 """
@@ -147,6 +149,12 @@ class Handoff:
         model = spec["register_as"]
         result = json.loads((export_dir / "result.json").read_text())
         metrics = {k: float(v) for k, v in result["metrics"].items()}
+        onnx = result.get("onnx") or {}
+        onnx_tags: dict[str, str] = {}
+        if onnx:
+            if onnx.get("max_abs_diff") is not None:
+                metrics["onnx_max_abs_diff"] = float(onnx["max_abs_diff"])
+            onnx_tags["onnx_export"] = "ok" if onnx.get("ok") else str(onnx.get("reason", "failed"))[:1000]
         await self.patiently("registry sync", job.job_id, lambda: self.sync_metrics(job.job_id))
         job = await self._in_thread(self._store.get, job.job_id)
         await self.patiently("model check", job.job_id, lambda: self._client.ensure_model(model))
@@ -165,13 +173,23 @@ class Handoff:
                     signature=to_signature(result["signature"]),
                     run_id=job.run_id,
                     description=spec.get("description", ""),
-                    tags={**spec.get("tags", {}), "job_id": job.job_id, "dataset": spec["dataset"]["name"]},
+                    tags={
+                        **spec.get("tags", {}),
+                        **onnx_tags,
+                        "job_id": job.job_id,
+                        "dataset": spec["dataset"]["name"],
+                    },
                     metrics=metrics,
                 ),
             )
         job = await self._in_thread(
             self._store.record, job.job_id, registered_model=model, registered_version=version.version
         )
+        graph = export_dir / "model.onnx"
+        if version.status != rpb.VERSION_STATUS_READY and graph.exists():
+            await self.patiently(
+                "ONNX upload", job.job_id, lambda: self._upload_onnx(job, model, version.version, graph, emit)
+            )
         if version.status != rpb.VERSION_STATUS_READY:
             weights = export_dir / "model.safetensors"
             version = await self.patiently("upload", job.job_id, lambda: self._upload(model, version.version, weights))
@@ -192,6 +210,18 @@ class Handoff:
             rpb.ListVersionsRequest(model=model, tags=[common_pb2.TagFilter(key="job_id", value=job.job_id)])
         )
         return found.versions[0] if found.versions else None
+
+    async def _upload_onnx(
+        self, job: entities.Job, model: str, number: int, graph: Path, emit: Callable[[str], Awaitable[None]]
+    ) -> None:
+        """The ONNX artifact beside the weights; refused, it is left out (the version is served from safetensors)."""
+        try:
+            await self._client.upload_artifact(model, number, graph, format=rpb.MODEL_FORMAT_ONNX)
+        except errors.AlreadyExists:
+            pass  # an earlier attempt's upload landed but its answer was lost
+        except (errors.InvalidArgument, errors.FailedPrecondition, errors.ResourceExhausted) as exc:
+            log.warning("job %s: the registry refused the ONNX artifact of %s/%d: %s", job.job_id, model, number, exc)
+            await emit(f"ONNX artifact refused by the registry ({exc}); the version is served from safetensors")
 
     async def _upload(self, model: str, number: int, weights: Path) -> rpb.ModelVersion:
         try:

@@ -47,6 +47,12 @@ class TrainerSettings(ServerSettings, RegistryConnection):
     poll_interval: float = Field(0.5, gt=0, description="Seconds between polls of the job queue and event log.")
     cancel_grace_seconds: float = Field(5.0, ge=0, description="SIGTERM-to-SIGKILL grace when stopping workers.")
     metrics_sync_interval: float = Field(2.0, gt=0, description="Seconds between batched metric uploads.")
+    onnx_tolerance: float = Field(
+        1e-3,
+        ge=0,
+        description="Largest |onnxruntime - torch| on the validation batch for a trained version's ONNX export; "
+        "over it the export is dropped (the version is served from safetensors).",
+    )
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="Where workers train: auto, cpu or cuda.")
 
     def resolved_database_url(self) -> str:

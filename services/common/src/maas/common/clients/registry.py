@@ -183,15 +183,18 @@ class RegistryClient(AsyncClient):
             raise
 
     async def download_artifact(
-        self, model: str, version: int, dest: Path, *, timeout: float | None = None
+        self, model: str, version: int, dest: Path, *, format: int = 0, timeout: float | None = None
     ) -> pb.ArtifactInfo:
-        """Stream into `dest` atomically; the sha256 is checked before the file appears."""
+        """Stream into `dest` atomically; the sha256 is checked before the file appears.
+
+        `format` chooses the artifact (0, UNSPECIFIED: the version's primary one).
+        """
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
         digest = hashlib.sha256()
         info: pb.ArtifactInfo | None = None
         call = self.stub.DownloadArtifact(
-            pb.DownloadArtifactRequest(model=model, version=version),
+            pb.DownloadArtifactRequest(model=model, version=version, format=format),  # type: ignore[arg-type]
             timeout=timeout or max(self.config.timeout, 300.0),
             metadata=self._metadata,
         )

@@ -23,7 +23,7 @@ from torch import nn
 from maas.common import catalog
 from maas.common.errors import MaasError
 from maas.trainer import datasets
-from maas.trainer.worker import checkpoint
+from maas.trainer.worker import checkpoint, onnx_export
 from maas.trainer.worker.reporter import Reporter
 
 INTERRUPTED = 143  # exit code after a SIGTERM: checkpoint written, resume later
@@ -340,7 +340,14 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
         final.update(test_loss=test_loss, test_accuracy=test_acc)
     final.pop("lr", None)
     if dist_.rank == 0:
-        _export(job_dir / "export", model, arch, final, pos, stopped_early)
+        tolerance = float(runtime.get("onnx_tolerance", onnx_export.DEFAULT_TOLERANCE))
+        onnx = _export(job_dir / "export", model, arch, final, pos, stopped_early, x[val_idx], tolerance)
+        if onnx.ok:
+            reporter.log(
+                f"exported ONNX: max |onnxruntime - torch| {onnx.max_abs_diff:.3g} on {onnx.checked_rows} rows"
+            )
+        else:
+            reporter.log(f"{onnx.reason}; the version is served from its safetensors weights")
         reporter.emit("exported", metrics=final, epochs_run=pos.epoch, stopped_early=stopped_early)
     return 0
 
@@ -365,18 +372,23 @@ def _export(
     metrics: dict[str, float],
     pos: Position,
     early: bool,
-) -> None:
+    validation: torch.Tensor,
+    onnx_tolerance: float,
+) -> onnx_export.OnnxResult:
     directory.mkdir(parents=True, exist_ok=True)
     # The plain network's state_dict: normalization travels in the architecture document.
     weights = catalog.state_dict(model)
     tmp = directory / ".model.safetensors.tmp"
     save_file(weights, str(tmp))
     os.replace(tmp, directory / "model.safetensors")
+    onnx = onnx_export.export(model, arch, validation, directory, onnx_tolerance)
     result = {
         "architecture": arch.to_dict(),
         "signature": arch.signature(),
         "metrics": metrics,
         "epochs_run": pos.epoch,
         "stopped_early": early,
+        "onnx": onnx.to_dict(),
     }
     (directory / "result.json").write_text(json.dumps(result))
+    return onnx
