@@ -17,3 +17,9 @@ def test_short_messages_are_kept_whole() -> None:
     text = "model.args: 'x' not accepted by 'mlp'"
     assert errors.NotFound(text).message == text
     assert errors.Internal("k" * errors.MAX_MESSAGE_BYTES).message == "k" * errors.MAX_MESSAGE_BYTES
+
+
+def test_some_of_names_a_few_keys_and_counts_the_rest() -> None:
+    assert errors.some_of({"b", "a"}) == "'a', 'b'"
+    listed = errors.some_of(f"k{i:04d}" for i in range(2000))
+    assert listed.startswith("'k0000', 'k0001'") and listed.endswith(" and 1995 more")

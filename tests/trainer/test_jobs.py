@@ -217,12 +217,14 @@ async def test_concurrent_watchers_see_the_same_events(suite) -> None:
 @pytest.mark.parametrize("suite", [{"warm_workers": 0}], indirect=True)
 async def test_thousands_of_unknown_model_args_are_invalid_argument_with_a_short_message(suite) -> None:
     for count in (2_000, 200_000):
-        spec = digits_spec()
-        spec.model.args.update({f"unknown_argument_{i:06d}": i for i in range(count)})
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await suite.trainer_stub.SubmitJob(tpb.SubmitJobRequest(spec=spec))
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (count, info.value.code())
-        assert len(info.value.details().encode()) <= 2048, count
+        model, dataset = digits_spec(), digits_spec()
+        model.model.args.update({f"unknown_argument_{i:06d}": i for i in range(count)})
+        dataset.dataset.args.update({f"unknown_argument_{i:06d}": i for i in range(count)})
+        for spec in (model, dataset):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await suite.trainer_stub.SubmitJob(tpb.SubmitJobRequest(spec=spec))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (count, info.value.code())
+            assert len(info.value.details().encode()) <= 2048, count
     listed = await suite.trainer_stub.ListJobs(tpb.ListJobsRequest())
     assert list(listed.jobs) == []
 

@@ -32,7 +32,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from maas.common.errors import InvalidArgument
+from maas.common.errors import InvalidArgument, some_of
 
 MAX_CLASSES = 100_000
 MAX_WIDTH = 65_536
@@ -140,16 +140,10 @@ def _int_list(args: dict[str, Any], key: str, default: list[int], max_len: int, 
     return out
 
 
-SHOWN_KEYS = 5
-
-
 def _only(args: dict[str, Any], allowed: set[str], name: str) -> None:
     extra = set(args) - allowed
     if extra:
-        # A client may send any number of keys: name a few (clipped), count the rest.
-        shown = ", ".join(f"'{key[:40]}'" for key in sorted(extra)[:SHOWN_KEYS])
-        more = f" and {len(extra) - SHOWN_KEYS} more" if len(extra) > SHOWN_KEYS else ""
-        raise InvalidArgument(f"architecture.args: {shown}{more} not accepted by '{name}'")
+        raise InvalidArgument(f"architecture.args: {some_of(extra)} not accepted by '{name}'")
 
 
 # ------------------------------------------------- resolved arguments per entry

@@ -14,6 +14,8 @@ keys, a megabyte-long name) is cut to `MAX_MESSAGE_BYTES` of UTF-8.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 MAX_MESSAGE_BYTES = 1024
 _CUT = " ... (cut)"
 
@@ -26,6 +28,13 @@ def bounded(message: str) -> str:
     if len(raw) <= MAX_MESSAGE_BYTES:
         return message
     return raw[: MAX_MESSAGE_BYTES - len(_CUT)].decode("utf-8", "ignore") + _CUT
+
+
+def some_of(keys: Iterable[str], shown: int = 5) -> str:
+    """A few of `keys` for a message ('a', 'b' and 1998 more): a client may send any number of them."""
+    ordered = sorted(keys)
+    listed = ", ".join(f"'{key[:40]}'" for key in ordered[:shown])
+    return listed + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
 
 
 class MaasError(Exception):

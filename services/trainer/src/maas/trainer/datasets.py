@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from maas.common.errors import FailedPrecondition, InvalidArgument
+from maas.common.errors import FailedPrecondition, InvalidArgument, some_of
 
 CIFAR10_LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FASHION_LABELS = (
@@ -56,9 +56,9 @@ def _arg_int(args: dict[str, Any], key: str, default: int, lo: int, hi: int) -> 
 
 
 def _only(args: dict[str, Any], allowed: set[str], name: str) -> None:
-    extra = sorted(set(args) - allowed)
+    extra = set(args) - allowed
     if extra:
-        raise InvalidArgument(f"dataset.args: {', '.join(extra)} not accepted by '{name}'")
+        raise InvalidArgument(f"dataset.args: {some_of(extra)} not accepted by '{name}'")
 
 
 def safe_path(data_root: Path, relative: str) -> Path:
