@@ -22,35 +22,50 @@ log = logging.getLogger("maas.inference.cache")
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 SUFFIX = {rpb.MODEL_FORMAT_SAFETENSORS: ".safetensors", rpb.MODEL_FORMAT_ONNX: ".onnx"}
+PREFERRED = {"onnx": rpb.MODEL_FORMAT_ONNX, "safetensors": rpb.MODEL_FORMAT_SAFETENSORS}
+
+
+def choose_artifact(version: rpb.ModelVersion, preferred: str) -> rpb.Artifact:
+    """The artifact to serve: the preferred format when the version has it, else its primary one."""
+    want = PREFERRED[preferred]
+    for artifact in version.artifacts:
+        if artifact.format == want:
+            return artifact
+    return rpb.Artifact(format=version.format, size_bytes=version.size_bytes, sha256=version.sha256)
 
 
 class ArtifactCache:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def path_for(self, version: rpb.ModelVersion) -> Path:
-        if not SHA256.fullmatch(version.sha256):
+    def path_for(self, version: rpb.ModelVersion, artifact: rpb.Artifact | None = None) -> Path:
+        sha, fmt = (artifact.sha256, artifact.format) if artifact is not None else (version.sha256, version.format)
+        if not SHA256.fullmatch(sha):
             raise errors.FailedPrecondition(f"{version.model}/{version.version} has no valid artifact checksum")
-        suffix = SUFFIX.get(version.format)
+        suffix = SUFFIX.get(fmt)
         if suffix is None:
             raise errors.FailedPrecondition(
-                f"{version.model}/{version.version}: format {rpb.ModelFormat.Name(version.format)} is not served "
+                f"{version.model}/{version.version}: format {rpb.ModelFormat.Name(fmt)} is not served "
                 "(only safetensors and ONNX)"
             )
-        return self.root / "blobs" / f"{version.sha256}{suffix}"
+        return self.root / "blobs" / f"{sha}{suffix}"
 
-    async def fetch(self, client: RegistryClient, version: rpb.ModelVersion) -> Path:
-        """The verified local file of `version`, downloading it when needed."""
-        path = self.path_for(version)
+    async def fetch(
+        self, client: RegistryClient, version: rpb.ModelVersion, artifact: rpb.Artifact | None = None
+    ) -> Path:
+        """The verified local file of `artifact` (default: the version's primary one), downloading it when needed."""
+        path = self.path_for(version, artifact)
+        expected = artifact.sha256 if artifact is not None else version.sha256
         if path.exists():
-            if await asyncio.to_thread(sha256_file, path) == version.sha256:
+            if await asyncio.to_thread(sha256_file, path) == expected:
                 return path
             log.warning(
                 "cached artifact of %s/%s does not match its sha256; downloading again", version.model, version.version
             )
             path.unlink(missing_ok=True)
-        info = await client.download_artifact(version.model, version.version, path)
-        if info.sha256 != version.sha256:
+        fmt = artifact.format if artifact is not None else 0
+        info = await client.download_artifact(version.model, version.version, path, format=fmt)
+        if info.sha256 != expected:
             path.unlink(missing_ok=True)
             raise errors.DataLoss(
                 f"the artifact of {version.model}/{version.version} does not match its recorded sha256"

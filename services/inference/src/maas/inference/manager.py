@@ -31,7 +31,7 @@ from maas.common import errors, names
 from maas.common.clients.registry import RegistryClient
 from maas.inference import runtimes
 from maas.inference.batcher import Batcher, BatchPolicy, Outcome
-from maas.inference.cache import ArtifactCache
+from maas.inference.cache import ArtifactCache, choose_artifact
 from maas.inference.converters import signature_from_registry
 from maas.inference.metrics import InferenceMetrics
 from maas.inference.settings import InferenceSettings
@@ -335,7 +335,8 @@ class ModelManager:
         ref = f"{entry.name}/{version.version}"
         if version.status != rpb.VERSION_STATUS_READY:
             raise errors.FailedPrecondition(f"{ref} is not READY in the registry")
-        path = await self.cache.fetch(self.registry, version)
+        artifact = choose_artifact(version, self.settings.preferred_format)
+        path = await self.cache.fetch(self.registry, version, artifact)
         settings = self.settings
         opts = entry.options
         max_rows = opts.max_batch_size or settings.max_batch_size
@@ -349,7 +350,7 @@ class ModelManager:
         def build() -> tuple[runtimes.Runtime, Signature, int | None]:
             try:
                 runtime: runtimes.Runtime
-                if version.format == rpb.MODEL_FORMAT_SAFETENSORS:
+                if artifact.format == rpb.MODEL_FORMAT_SAFETENSORS:
                     arch = json_format.MessageToDict(version.architecture)
                     runtime, signature = runtimes.load_torch(arch, path, self._options)
                 else:
