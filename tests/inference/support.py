@@ -211,6 +211,21 @@ def onnx_identity(width: int = 64) -> bytes:
     return model.SerializeToString()
 
 
+def onnx_unknown_op(width: int = 64) -> bytes:
+    """A well-formed graph whose one node is an operator no runtime implements: [-1, width] FP32."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("NoSuchOperator", ["input"], ["output"])],
+        "unknown_op",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", width])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 def onnx_identity_image(shape: tuple[int, int, int] = (3, 32, 32)) -> bytes:
     """A model that does nothing on images: output = input, [-1, C, H, W] FP32."""
     import onnx
