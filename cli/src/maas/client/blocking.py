@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from maas.client.config import Endpoints
+from maas.client.config import channel_config
 from maas.client.runner import LoopThread, shared
 from maas.common.clients.base import AsyncClient, ChannelConfig, RetryPolicy
 
@@ -29,8 +29,7 @@ class BlockingClient(Generic[A]):
         retry: RetryPolicy | None = None,
         runner: LoopThread | None = None,
     ) -> None:
-        if config is None or isinstance(config, str):
-            config = Endpoints.from_env(None, **{self.service: config}).channel(self.service)
+        config = channel_config(self.service, config)
         self._runner = runner or shared()
         self.aio: A = self._runner.run(_make(self.async_class, config, retry))
 

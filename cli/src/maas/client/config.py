@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from maas.common.clients.base import ChannelConfig
 from maas.common.errors import InvalidArgument
@@ -39,41 +40,65 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+# Each field of Endpoints and the variable it is read from when no value is given.
+VARIABLES = {
+    "registry": "MAAS_REGISTRY_ADDRESS",
+    "trainer": "MAAS_TRAINER_ADDRESS",
+    "inference": "MAAS_INFERENCE_ADDRESS",
+    "timeout": "MAAS_TIMEOUT",
+    "token": "MAAS_TOKEN",
+    "tls": "MAAS_TLS",
+    "ca_file": "MAAS_TLS_CA",
+    "cert_file": "MAAS_TLS_CERT",
+    "key_file": "MAAS_TLS_KEY",
+}
+
+
+def from_environment(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """The value of one Endpoints field from its MAAS_* variable, or its default: the one place they are read."""
+    env = os.environ if env is None else env
+    raw = env.get(VARIABLES[name]) or ""
+    if name in DEFAULT_ADDRESSES:
+        return raw or DEFAULT_ADDRESSES[name]
+    if name == "timeout":
+        try:
+            return float(raw) if raw else 10.0
+        except ValueError:
+            raise InvalidArgument(f"MAAS_TIMEOUT: not a number: '{raw[:20]}'") from None
+    if name == "tls":
+        return _truthy(raw)
+    return raw or None
+
+
+def _env(name: str) -> Any:
+    return field(default_factory=lambda: from_environment(name))
+
+
 @dataclass(frozen=True)
 class Endpoints:
-    """Addresses of the three services plus the security options they share."""
+    """Addresses of the three services plus the security options they share.
 
-    registry: str = DEFAULT_ADDRESSES["registry"]
-    trainer: str = DEFAULT_ADDRESSES["trainer"]
-    inference: str = DEFAULT_ADDRESSES["inference"]
-    timeout: float = 10.0
-    token: str | None = None
-    tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+    A field given no value is read from its MAAS_* variable (`VARIABLES`), else its
+    default: `Endpoints()` is the environment's, `Endpoints(registry="h:1")` the
+    environment's with that address.
+    """
+
+    registry: str = _env("registry")
+    trainer: str = _env("trainer")
+    inference: str = _env("inference")
+    timeout: float = _env("timeout")
+    token: str | None = _env("token")
+    tls: bool = _env("tls")
+    ca_file: str | None = _env("ca_file")
+    cert_file: str | None = _env("cert_file")
+    key_file: str | None = _env("key_file")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Endpoints:
-        """The environment's values, with every non-None override on top."""
-        env = os.environ if env is None else env
-        timeout = env.get("MAAS_TIMEOUT") or ""
-        try:
-            timeout_value = float(timeout) if timeout else 10.0
-        except ValueError:
-            raise InvalidArgument(f"MAAS_TIMEOUT: not a number: '{timeout[:20]}'") from None
-        base = cls(
-            registry=env.get("MAAS_REGISTRY_ADDRESS") or DEFAULT_ADDRESSES["registry"],
-            trainer=env.get("MAAS_TRAINER_ADDRESS") or DEFAULT_ADDRESSES["trainer"],
-            inference=env.get("MAAS_INFERENCE_ADDRESS") or DEFAULT_ADDRESSES["inference"],
-            timeout=timeout_value,
-            token=env.get("MAAS_TOKEN") or None,
-            tls=_truthy(env.get("MAAS_TLS")),
-            ca_file=env.get("MAAS_TLS_CA") or None,
-            cert_file=env.get("MAAS_TLS_CERT") or None,
-            key_file=env.get("MAAS_TLS_KEY") or None,
-        )
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        """The values of `env` (default os.environ), with every non-None override on top."""
+        values = {name: from_environment(name, env) for name in VARIABLES}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
 
     def address(self, service: str) -> str:
         if service not in DEFAULT_ADDRESSES:
@@ -95,3 +120,11 @@ class Endpoints:
             private_key=_read(self.key_file, "client key"),
             token=self.token,
         )
+
+
+def channel_config(service: str, config: ChannelConfig | str | None) -> ChannelConfig:
+    """What every client constructor takes: a ChannelConfig as given, else the environment's for
+    `service` (a string replaces only its address)."""
+    if isinstance(config, ChannelConfig):
+        return config
+    return Endpoints.from_env(None, **{service: config}).channel(service)

@@ -16,6 +16,7 @@ import numpy as np
 
 from maas.client import tensors
 from maas.client.blocking import BlockingClient
+from maas.client.config import channel_config
 from maas.common.clients.base import AsyncClient, ChannelConfig, RetryPolicy
 from maas.common.errors import InvalidArgument
 from maas.oip import grpc_service_pb2 as oip
@@ -59,8 +60,8 @@ def _parameter(value: str | int | bool) -> oip.ModelRepositoryParameter:
 
 
 class AsyncInference(AsyncClient):
-    def __init__(self, config: ChannelConfig, retry: RetryPolicy | None = None) -> None:
-        super().__init__(config, retry)
+    def __init__(self, config: ChannelConfig | str | None = None, retry: RetryPolicy | None = None) -> None:
+        super().__init__(channel_config("inference", config), retry)
         self.stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
         self._metadata_cache: dict[tuple[str, str], ModelInfo] = {}
         self._batch_cache: dict[tuple[str, str], int] = {}

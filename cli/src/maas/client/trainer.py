@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mappin
 from typing import Any
 
 from maas.client.blocking import BlockingClient
+from maas.client.config import channel_config
 from maas.client.specs import job_spec
 from maas.common import errors
 from maas.common.clients.base import AsyncClient, ChannelConfig, RetryPolicy
@@ -37,8 +38,8 @@ def is_final(event: pb.JobEvent) -> bool:
 
 
 class AsyncTrainer(AsyncClient):
-    def __init__(self, config: ChannelConfig, retry: RetryPolicy | None = None) -> None:
-        super().__init__(config, retry)
+    def __init__(self, config: ChannelConfig | str | None = None, retry: RetryPolicy | None = None) -> None:
+        super().__init__(channel_config("trainer", config), retry)
         self.stub = trainer_pb2_grpc.TrainerServiceStub(self.channel)
 
     async def __aenter__(self) -> AsyncTrainer:
