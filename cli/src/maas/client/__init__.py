@@ -8,6 +8,8 @@
                           "promotion": {"alias": "production", "metric": "val_accuracy", "threshold": 0.9}})
     final = trainer.wait(job.job_id)
     Inference().predict("digits", pixels)      # {"logits": array([...], dtype=float32)}
+    Registry().push("my-net", "net.onnx", promote="production")    # a model built anywhere
+    log_model("my-net", module, example_input)  # a live torch module, exported to ONNX and checked
 
 Every method has a deadline; failures raise the `maas.common.errors` classes
 (NotFound, InvalidArgument, FailedPrecondition, Unavailable, ...). The
@@ -23,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from maas.client.config import Endpoints
+from maas.client.log_model import log_model
 from maas.client.registry import AsyncRegistry, Registry
 from maas.client.trainer import AsyncTrainer, Trainer
 from maas.common import errors
@@ -46,6 +49,7 @@ __all__ = [
     "RetryPolicy",
     "Trainer",
     "errors",
+    "log_model",
 ]
 
 _LAZY = {"AsyncInference", "Inference", "InferResult", "ModelInfo"}

@@ -6,11 +6,16 @@ on top (paged iteration, updates, archive); `Registry` is its blocking twin.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator, Iterable, Mapping
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from maas.client import push as pushing
 from maas.client.blocking import BlockingClient
+from maas.client.config import channel_config
+from maas.common.clients.base import ChannelConfig
 from maas.common.clients.registry import RegistryClient
+from maas.common.retry import RetryPolicy
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as pb
 
@@ -54,6 +59,9 @@ def _tags(tags: Mapping[str, str] | None) -> list[common_pb2.TagFilter]:
 
 
 class AsyncRegistry(RegistryClient):
+    def __init__(self, config: ChannelConfig | str | None = None, retry: RetryPolicy | None = None) -> None:
+        super().__init__(channel_config("registry", config), retry)
+
     async def __aenter__(self) -> AsyncRegistry:
         return self
 
@@ -137,6 +145,47 @@ class AsyncRegistry(RegistryClient):
         """An artifact for the version: its primary one (None or the version's format) makes it READY;
         another format adds an artifact beside it."""
         return await self.upload_artifact(model, version, Path(path), format=format_number(format))
+
+    async def push(
+        self,
+        model: str,
+        path: Path | str,
+        *,
+        architecture: Mapping[str, Any] | str | None = None,
+        args: Mapping[str, Any] | None = None,
+        input_shape: Sequence[int] | None = None,
+        labels: Sequence[str] | None = None,
+        normalize: tuple[Sequence[float], Sequence[float]] | Mapping[str, Sequence[float]] | None = None,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+        run_id: str = "",
+        metrics: Mapping[str, float] | None = None,
+        promote: str | None = None,
+        progress: pushing.Progress | None = None,
+    ) -> pb.ModelVersion:
+        """Register an ONNX or safetensors file as a new version of `model` (created if needed), READY.
+
+        Safetensors needs `architecture`: a whole document, or a catalog name with `args` and
+        `input_shape`; `labels` and `normalize` ((mean, std), one value or one per channel) set
+        their keys. `promote` points that alias at the version once READY; `progress(sent, total)`
+        follows the upload. A refused or interrupted upload leaves the version FAILED with the reason.
+        """
+        return await pushing.push(
+            self,
+            model,
+            path,
+            architecture=architecture,
+            args=args,
+            input_shape=input_shape,
+            labels=labels,
+            normalize=normalize,
+            description=description,
+            tags=tags,
+            run_id=run_id,
+            metrics=metrics,
+            promote=promote,
+            progress=progress,
+        )
 
     async def list_runs(self, job_id: str = "", page_size: int = 0, page_token: str = "") -> pb.ListRunsResponse:
         req = pb.ListRunsRequest(job_id=job_id, page=common_pb2.PageRequest(page_size=page_size, page_token=page_token))
@@ -241,6 +290,16 @@ class Registry(BlockingClient[AsyncRegistry]):
         """An artifact for the version: its primary one (None or the version's format) makes it READY;
         another format adds an artifact beside it."""
         return self._runner.run(self.aio.upload(model, version, path, format=format))
+
+    def push(self, model: str, path: Path | str, **options: Any) -> pb.ModelVersion:
+        """Register an ONNX or safetensors file as a new version, READY (`AsyncRegistry.push` has the
+        options); Ctrl-C while it uploads leaves the version FAILED, not PENDING.
+
+        >>> reg.push("my-resnet", "resnet18.onnx", labels=["cat", "dog"], promote="production")
+        >>> reg.push("my-resnet", "resnet18.safetensors", architecture="resnet18",
+        ...          args={"num_classes": 2}, input_shape=(3, 224, 224))
+        """
+        return self._runner.run_cancelling(self.aio.push(model, path, **options))
 
     # runs and metrics
     def get_run(self, run_id: str) -> pb.Run:

@@ -27,6 +27,26 @@ class LoopThread:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
+    def run_cancelling(self, coro: Coroutine[Any, Any, T], cleanup_seconds: float = 10.0) -> T:
+        """`run`, except that an exception in the waiting thread (Ctrl-C) cancels the coroutine
+        and waits up to `cleanup_seconds` for its own cleanup (a push failing its version) to end."""
+        finished = threading.Event()
+
+        async def guarded() -> T:
+            try:
+                return await coro
+            finally:
+                finished.set()
+
+        future = asyncio.run_coroutine_threadsafe(guarded(), self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            if not future.done():
+                future.cancel()
+                finished.wait(cleanup_seconds)
+            raise
+
     def iterate(self, stream: AsyncIterator[T]) -> Generator[T, None, None]:
         """Drive an async iterator from this thread; closing the generator closes the stream.
 

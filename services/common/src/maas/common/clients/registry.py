@@ -162,22 +162,47 @@ class RegistryClient(AsyncClient):
     # ------------------------------------------------------------- artifacts
 
     async def upload_artifact(
-        self, model: str, version: int, path: Path, *, format: int = 0, timeout: float | None = None
+        self,
+        model: str,
+        version: int,
+        path: Path,
+        *,
+        format: int = 0,
+        timeout: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> pb.ModelVersion:
+        """Stream the file (its sha256 computed first: the registry checks it); `progress(sent, total)`
+        is called with the bytes sent so far, from 0 to the size."""
         size = path.stat().st_size
         digest = await asyncio.to_thread(sha256_file, path)
+
+        # grpc.aio only cancels the call when the request stream raises: keep what stopped it.
+        stopped: list[Exception] = []
 
         async def messages() -> AsyncIterator[pb.UploadArtifactRequest]:
             header = pb.ArtifactHeader(model=model, version=version, size_bytes=size, sha256=digest, format=format)  # type: ignore[arg-type]
             yield pb.UploadArtifactRequest(header=header)
-            with path.open("rb") as f:
-                while chunk := await asyncio.to_thread(f.read, CHUNK):
-                    yield pb.UploadArtifactRequest(chunk=chunk)
+            sent = 0
+            try:
+                if progress is not None:
+                    progress(0, size)
+                with path.open("rb") as f:
+                    while chunk := await asyncio.to_thread(f.read, CHUNK):
+                        yield pb.UploadArtifactRequest(chunk=chunk)
+                        sent += len(chunk)
+                        if progress is not None:
+                            progress(sent, size)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, in the caller's task
+                stopped.append(exc)
+                call.cancel()
 
         budget = timeout or max(self.config.timeout, 30.0 + size / (20 * 1024 * 1024))
+        call = self.stub.UploadArtifact(messages(), timeout=budget, metadata=self._metadata)
         try:
-            return await self.stub.UploadArtifact(messages(), timeout=budget, metadata=self._metadata)
-        except Exception as exc:
+            return await call
+        except (Exception, asyncio.CancelledError) as exc:
+            if stopped:
+                raise stopped[0] from None
             if hasattr(exc, "code"):
                 raise to_error(exc) from None  # type: ignore[arg-type]
             raise
