@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import time
@@ -43,6 +44,13 @@ def worker_pid(job_dir: Path, rank: int = 0) -> int:
     return int((job_dir / f"worker-{rank}.pid").read_text())
 
 
+def attempts_seen(events: list[tpb.JobEvent]) -> tuple[list[int], set[int]]:
+    """The attempt of each RUNNING StateChange, in order, and the attempt numbers the log names."""
+    states = [e.state.attempt for e in events if e.WhichOneof("kind") == "state" and e.state.state == 2]
+    named = {int(n) for m in logs(events) for n in re.findall(r"attempt (\d+)", m)}
+    return states, named
+
+
 async def test_cancel_stops_the_worker_within_seconds(suite) -> None:
     job = await suite.trainer_stub.SubmitJob(tpb.SubmitJobRequest(spec=long_spec()))
     await wait_for_epoch(suite.trainer_stub, job.job_id)
@@ -76,9 +84,14 @@ async def test_killed_worker_resumes_from_its_checkpoint(suite) -> None:
     done = await wait_job(suite.trainer_stub, job.job_id)
     assert done.state == tpb.JOB_STATE_SUCCEEDED, done.reason
     assert done.attempt == 1 and done.epoch == 8
-    messages = logs(await collect(suite.trainer_stub, job.job_id))
+    events = await collect(suite.trainer_stub, job.job_id)
+    messages = logs(events)
     assert any("killed by SIGKILL" in m and "retrying" in m for m in messages)
     assert any("resumed at epoch" in m for m in messages)
+    # One number for the attempt everywhere: GetJob, the StateChanges, the log.
+    states, named = attempts_seen(events)
+    assert states[0] == 0 and states[-1] == 1 and states == sorted(states)
+    assert named == {0, 1}
 
 
 async def test_worker_killed_past_max_retries_fails_with_the_reason(suite) -> None:
@@ -190,8 +203,12 @@ async def test_trainer_restart_resumes_running_jobs(sqlite_registry, tmp_path: P
             done = await wait_job(stub, job.job_id)
             assert done.state == tpb.JOB_STATE_SUCCEEDED, done.reason
             assert done.epoch == 6 and done.registered_version == 1
-            messages = logs(await collect(stub, job.job_id))
-            assert any("resumed at epoch" in m for m in messages)
+            events = await collect(stub, job.job_id)
+            assert any("resumed at epoch" in m for m in logs(events))
+            # A worker lost with a crashed trainer is a new attempt; a clean stop and resume is not.
+            lost = 1 if how == signal.SIGKILL else 0
+            states, named = attempts_seen(events)
+            assert done.attempt == lost and states[-1] == lost and named == set(range(lost + 1))
     finally:
         proc.terminate()
         proc.wait(timeout=30)

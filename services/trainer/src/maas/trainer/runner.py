@@ -183,11 +183,22 @@ class JobRunner:
     async def _train(self) -> Outcome | None:
         spec = self.job.spec
         self.job_dir.mkdir(parents=True, exist_ok=True)
+        attempt = self.job.attempt
+        if (self.job_dir / "spec.json").exists() and self.job.phase != entities.Phase.INTERRUPTED.value:
+            # A worker of this job ran under a trainer that died without stopping it (a clean
+            # stop says 'interrupted'): it was lost, and resuming from its checkpoint is a new
+            # attempt, as a retry after a crashed worker is.
+            attempt += 1
+            note = f"worker lost with the trainer; resuming from the last checkpoint as attempt {attempt}"
+            await self._record(
+                [("log", {"level": "WARNING", "message": note})],
+                phase=entities.Phase.RETRYING.value,
+                attempt=attempt,
+            )
         doc = {"spec": spec, "runtime": {**self._runtime, "threads": spec.get("threads") or self._runtime["threads"]}}
         (self.job_dir / "spec.json").write_text(json.dumps(doc))
         deadline = time.monotonic() + int(spec["max_runtime_seconds"]) - self._elapsed()
         world = int(spec["world_size"])
-        attempt = self.job.attempt
         while True:
             if self._cancelled:
                 return Outcome(entities.JobState.CANCELLED, "cancelled")
@@ -198,7 +209,7 @@ class JobRunner:
                 self._proc = await self._launcher.group(self.job_dir, world, int(spec["max_retries"]))
             else:
                 self._proc = await self._launcher.single(self.job_dir)
-            await self._log(f"attempt {attempt + 1}: started worker pid {self._proc.pid} (world size {world})")
+            await self._log(f"attempt {attempt}: started worker pid {self._proc.pid} (world size {world})")
             result = Attempt()
             code, timed_out = await self._watch(self._proc, result, deadline)
             self._proc = None
@@ -216,14 +227,16 @@ class JobRunner:
             if code == 0:
                 why = "worker exited without exporting a model"
             tail = " | ".join(result.stderr_tail[-3:])
-            if world > 1 or attempt >= int(spec["max_retries"]):
-                tries = attempt + 1
+            retries = int(spec["max_retries"])
+            if world > 1 or attempt >= retries:
                 return Outcome(
-                    entities.JobState.FAILED, f"worker {why} (attempt {tries} of {tries}){': ' + tail if tail else ''}"
+                    entities.JobState.FAILED,
+                    f"worker {why} on attempt {attempt} (max_retries {retries}){': ' + tail if tail else ''}",
                 )
             attempt += 1
+            note = f"worker {why}; retrying from the last checkpoint as attempt {attempt}"
             await self._record(
-                [("log", {"level": "WARNING", "message": f"worker {why}; retrying from the last checkpoint"})],
+                [("log", {"level": "WARNING", "message": note})],
                 phase=entities.Phase.RETRYING.value,
                 attempt=attempt,
             )
