@@ -48,7 +48,7 @@ class RegistrySettings(ServerSettings):
     pending_version_seconds: float = Field(
         3600.0,
         gt=0,
-        description="A PENDING version becomes FAILED (\"upload abandoned\") once this long has passed since "
+        description='A PENDING version becomes FAILED ("upload abandoned") once this long has passed since '
         "it was created and since its upload last received bytes: an upload that keeps sending is never "
         "cut, one idle this long is ended and its bytes removed (checked every quarter of this, 0.25 s to "
         "10 min).",

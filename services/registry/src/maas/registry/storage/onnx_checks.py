@@ -176,5 +176,6 @@ def agree(declared: Signature, found: Signature) -> None:
                 a != b and -1 not in (a, b) for a, b in zip(got.shape, spec.shape, strict=True)
             ):
                 raise _refuse(
-                    f"{side} '{spec.name}' has shape {list(got.shape)} in the graph, the signature says {list(spec.shape)}"
+                    f"{side} '{spec.name}' has shape {list(got.shape)} in the graph, "
+                    f"the signature says {list(spec.shape)}"
                 )
