@@ -1,16 +1,18 @@
 """Request validation, in-process: every bad request is INVALID_ARGUMENT naming the input.
 
-Requests are built with tritonclient's generated messages (the published
-protocol); validation reads them by field name, exactly as it reads ours.
+Requests are the domain's InferRequest, as converters builds them from the
+protocol's message: validation never sees protobuf.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
-from tritonclient.grpc import service_pb2 as pb
 
 from maas.common.errors import InvalidArgument
+from maas.inference.domain import InferRequest, InputTensor
 from maas.inference.tensors import Signature, TensorSpec
 from maas.inference.validation import Limits, parse
 
@@ -21,29 +23,38 @@ SIG = Signature(
 LIMITS = Limits(max_batch_size=8, max_elements=10_000)
 
 
-def request(rows: int = 2, *, raw: bool = True) -> pb.ModelInferRequest:
+def new(inputs: list[InputTensor], raw: list[bytes] | None = None, outputs: list[str] | None = None) -> InferRequest:
+    return InferRequest("m", "", "", inputs, raw if raw is not None else [], outputs if outputs is not None else [])
+
+
+def tensor(name: str, datatype: str, shape: Any, contents: Any = None) -> InputTensor:
+    return InputTensor(name, datatype, tuple(shape), contents)
+
+
+def request(rows: int = 2, *, raw: bool = True) -> InferRequest:
     image = np.arange(rows * 6, dtype=np.float32).reshape(rows, 2, 3)
     mask = np.arange(rows * 2, dtype=np.int32).reshape(rows, 2)
-    req = pb.ModelInferRequest(model_name="m")
-    for name, datatype, array in (("image", "FP32", image), ("mask", "INT32", mask)):
-        tensor = req.inputs.add(name=name, datatype=datatype, shape=array.shape)
-        if raw:
-            req.raw_input_contents.append(array.tobytes())
-        elif datatype == "FP32":
-            tensor.contents.fp32_contents.extend(array.ravel().tolist())
-        else:
-            tensor.contents.int_contents.extend(array.ravel().tolist())
-    return req
-
-
-@pytest.mark.parametrize("raw", [True, False])
-def test_valid_request_parses_in_signature_order(raw: bool) -> None:
-    # Inputs in reverse order: validation maps by name, not position.
-    good = request(3, raw=raw)
-    req = pb.ModelInferRequest(model_name="m")
-    req.inputs.extend([good.inputs[1], good.inputs[0]])
+    arrays = (("image", "FP32", image), ("mask", "INT32", mask))
     if raw:
-        req.raw_input_contents.extend([good.raw_input_contents[1], good.raw_input_contents[0]])
+        return new([tensor(n, t, a.shape) for n, t, a in arrays], [a.tobytes() for _, _, a in arrays])
+    return new([tensor(n, t, a.shape, a.ravel().tolist()) for n, t, a in arrays])
+
+
+def inputs(req: InferRequest) -> list[InputTensor]:
+    assert isinstance(req.inputs, list)
+    return req.inputs
+
+
+def raw(req: InferRequest) -> list[bytes]:
+    assert isinstance(req.raw, list)
+    return req.raw
+
+
+@pytest.mark.parametrize("as_raw", [True, False])
+def test_valid_request_parses_in_signature_order(as_raw: bool) -> None:
+    # Inputs in reverse order: validation maps by name, not position.
+    good = request(3, raw=as_raw)
+    req = new(inputs(good)[::-1], raw(good)[::-1])
     parsed = parse(req, SIG, LIMITS)
     assert parsed.rows == 3
     assert parsed.arrays[0].dtype == np.float32 and parsed.arrays[0].shape == (3, 2, 3)
@@ -54,11 +65,17 @@ def test_valid_request_parses_in_signature_order(raw: bool) -> None:
 
 def test_requested_outputs_are_selected_by_name() -> None:
     req = request()
-    req.outputs.add(name="probs")
+    req.outputs = ["probs"]
     assert parse(req, SIG, LIMITS).outputs == (1,)
 
 
-def invalid(req: pb.ModelInferRequest, naming: str) -> None:
+def test_raw_inputs_become_arrays_over_the_request_bytes() -> None:
+    req = request()
+    parsed = parse(req, SIG, LIMITS)
+    assert not parsed.arrays[0].flags.owndata and parsed.arrays[0].base is not None
+
+
+def invalid(req: InferRequest, naming: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         parse(req, SIG, LIMITS)
     assert naming in info.value.message
@@ -66,178 +83,155 @@ def invalid(req: pb.ModelInferRequest, naming: str) -> None:
 
 def test_missing_input() -> None:
     req = request()
-    del req.inputs[1]
-    del req.raw_input_contents[1]
+    del inputs(req)[1]
+    del raw(req)[1]
     invalid(req, "mask")
 
 
 def test_extra_input() -> None:
     req = request()
-    req.inputs.add(name="extra", datatype="FP32", shape=[1])
-    req.raw_input_contents.append(b"\0" * 4)
+    inputs(req).append(tensor("extra", "FP32", [1]))
+    raw(req).append(b"\0" * 4)
     invalid(req, "extra")
 
 
 def test_an_input_given_twice_is_named() -> None:
     req = request()
-    req.inputs.add().CopyFrom(req.inputs[1])
-    req.raw_input_contents.append(req.raw_input_contents[1])
+    inputs(req).append(inputs(req)[1])
+    raw(req).append(raw(req)[1])
     invalid(req, "'mask'")
 
 
 def test_unknown_input_instead_of_a_known_one() -> None:
     req = request()
-    req.inputs[1].name = "other"
+    inputs(req)[1].name = "other"
     invalid(req, "other")
 
 
 def test_wrong_datatype() -> None:
     req = request()
-    req.inputs[1].datatype = "INT64"
+    inputs(req)[1].datatype = "INT64"
     invalid(req, "mask")
 
 
 def test_wrong_rank_and_wrong_dims() -> None:
     req = request()
-    del req.inputs[0].shape[:]
-    req.inputs[0].shape.extend([2, 6])
+    inputs(req)[0].shape = (2, 6)
     invalid(req, "image")
     req = request()
-    req.inputs[0].shape[1] = 3
-    req.inputs[0].shape[2] = 2
+    inputs(req)[0].shape = (2, 3, 2)
     invalid(req, "image")
 
 
 def test_negative_dimension() -> None:
     req = request()
-    req.inputs[1].shape[1] = -2
+    inputs(req)[1].shape = (2, -2)
     invalid(req, "mask")
 
 
 def test_raw_length_must_equal_elements_times_item_size() -> None:
     req = request()
-    req.raw_input_contents[0] = req.raw_input_contents[0][:-1]
+    raw(req)[0] = raw(req)[0][:-1]
     invalid(req, "image")
 
 
 def test_contents_and_raw_together() -> None:
     req = request()
-    req.inputs[0].contents.fp32_contents.append(1.0)
+    inputs(req)[0].contents = [1.0]
     invalid(req, "image")
 
 
 def test_raw_for_only_some_inputs() -> None:
     req = request()
-    del req.raw_input_contents[1]
+    del raw(req)[1]
     invalid(req, "raw_input_contents")
 
 
 def test_typed_contents_count() -> None:
     req = request(raw=False)
-    req.inputs[1].contents.int_contents.append(7)
+    contents = inputs(req)[1].contents
+    assert isinstance(contents, list)
+    contents.append(7)
     invalid(req, "mask")
 
 
 def test_typed_values_out_of_range_for_the_datatype() -> None:
     sig = Signature((TensorSpec("x", "INT8", (-1, 1)),), (TensorSpec("y", "FP32", (-1, 1)),))
-    req = pb.ModelInferRequest()
-    req.inputs.add(name="x", datatype="INT8", shape=[1, 1]).contents.int_contents.append(1000)
+    req = new([tensor("x", "INT8", [1, 1], [1000])])
     with pytest.raises(InvalidArgument, match="'x'"):
         parse(req, sig, LIMITS)
 
 
 def test_element_cap_before_any_allocation() -> None:
     req = request()
-    req.inputs[0].shape[0] = 2**40  # a tiny payload claiming 2^40 rows
+    inputs(req)[0].shape = (2**40, 2, 3)  # a tiny payload claiming 2^40 rows
     invalid(req, "image")
 
 
 def test_batch_limits_and_consistency() -> None:
     invalid(request(9), "max_batch_size")
     req = request()
-    req.inputs[1].shape[0] = 1
-    req.raw_input_contents[1] = req.raw_input_contents[1][:8]
+    inputs(req)[1].shape = (1, 2)
+    raw(req)[1] = raw(req)[1][:8]
     invalid(req, "mask")
     empty = request()
-    empty.inputs[0].shape[0] = 0
-    empty.raw_input_contents[0] = b""
+    inputs(empty)[0].shape = (0, 2, 3)
+    raw(empty)[0] = b""
     invalid(empty, "image")
 
 
 def test_unknown_duplicate_and_too_many_requested_outputs() -> None:
     req = request()
-    req.outputs.add(name="nope")
+    req.outputs = ["nope"]
     invalid(req, "nope")
     req = request()
-    req.outputs.add(name="logits")
-    req.outputs.add(name="logits")
+    req.outputs = ["logits", "logits"]
     invalid(req, "logits")
     req = request()
-    for _ in range(100_000):
-        req.outputs.add(name="logits")
+    req.outputs = ["logits"] * 100_000
     invalid(req, "outputs")
 
 
 def test_fp16_only_raw() -> None:
     sig = Signature((TensorSpec("h", "FP16", (-1, 2)),), (TensorSpec("y", "FP32", (-1, 1)),))
-    req = pb.ModelInferRequest()
-    req.inputs.add(name="h", datatype="FP16", shape=[1, 2]).contents.fp32_contents.extend([1.0, 2.0])
+    # Typed contents for a datatype without a contents field: converters gives no values.
+    req = new([tensor("h", "FP16", [1, 2], ())])
     with pytest.raises(InvalidArgument, match="'h'"):
         parse(req, sig, LIMITS)
-    req = pb.ModelInferRequest()
-    req.inputs.add(name="h", datatype="FP16", shape=[1, 2])
-    req.raw_input_contents.append(np.array([[1.0, 2.0]], dtype=np.float16).tobytes())
+    req = new([tensor("h", "FP16", [1, 2])], [np.array([[1.0, 2.0]], dtype=np.float16).tobytes()])
     assert parse(req, sig, LIMITS).arrays[0].tolist() == [[1.0, 2.0]]
 
 
 # ------------------------------------------------- the plain raw fast path
 
 
-def _variants() -> list[tuple[str, pb.ModelInferRequest]]:
+def _variants() -> list[tuple[str, InferRequest]]:
     """Raw requests in signature order (the fast path's candidates): valid ones and broken ones."""
-    out: list[tuple[str, pb.ModelInferRequest]] = [("plain", request(2)), ("one row", request(1))]
-    r = request(8)
-    out.append(("max batch", r))
-    r = request(9)
-    out.append(("over max batch", r))
-    r = request(2)
-    r.inputs[1].shape[:] = [3, 2]
-    out.append(("inconsistent batch", r))
-    r = request(2)
-    r.inputs[0].shape[:] = [2, 3, 2]
-    out.append(("wrong dims", r))
-    r = request(2)
-    r.inputs[0].shape[:] = [2, 6]
-    out.append(("wrong rank", r))
-    r = request(2)
-    r.inputs[0].shape[:] = [0, 2, 3]
-    out.append(("empty batch", r))
-    r = request(2)
-    r.inputs[0].shape[:] = [-2, 2, 3]
-    out.append(("negative batch", r))
-    r = request(2)
-    r.inputs[1].datatype = "INT64"
-    out.append(("wrong datatype", r))
-    r = request(2)
-    r.inputs[0].name = "other"
-    out.append(("wrong name", r))
-    r = request(2)
-    r.raw_input_contents[0] = r.raw_input_contents[0][:-1]
-    out.append(("short raw", r))
-    r = request(2)
-    r.inputs[0].contents.fp32_contents.append(1.0)
-    out.append(("contents and raw", r))
-    r = request(2)
-    del r.raw_input_contents[1]
-    out.append(("raw for one input", r))
-    r = request(2)
-    r.outputs.add(name="probs")
-    out.append(("requested output", r))
+    out: list[tuple[str, InferRequest]] = [("plain", request(2)), ("one row", request(1))]
+    out.append(("max batch", request(8)))
+    out.append(("over max batch", request(9)))
+
+    def changed(name: str, change: Any) -> None:
+        r = request(2)
+        change(r)
+        out.append((name, r))
+
+    changed("inconsistent batch", lambda r: setattr(r.inputs[1], "shape", (3, 2)))
+    changed("wrong dims", lambda r: setattr(r.inputs[0], "shape", (2, 3, 2)))
+    changed("wrong rank", lambda r: setattr(r.inputs[0], "shape", (2, 6)))
+    changed("empty batch", lambda r: setattr(r.inputs[0], "shape", (0, 2, 3)))
+    changed("negative batch", lambda r: setattr(r.inputs[0], "shape", (-2, 2, 3)))
+    changed("wrong datatype", lambda r: setattr(r.inputs[1], "datatype", "INT64"))
+    changed("wrong name", lambda r: setattr(r.inputs[0], "name", "other"))
+    changed("short raw", lambda r: raw(r).__setitem__(0, raw(r)[0][:-1]))
+    changed("contents and raw", lambda r: setattr(r.inputs[0], "contents", [1.0]))
+    changed("raw for one input", lambda r: raw(r).pop(1))
+    changed("requested output", lambda r: setattr(r, "outputs", ["probs"]))
     return out
 
 
 @pytest.mark.parametrize("name,req", _variants(), ids=[n for n, _ in _variants()])
-def test_the_fast_path_answers_exactly_as_the_full_checks(name: str, req: pb.ModelInferRequest) -> None:
+def test_the_fast_path_answers_exactly_as_the_full_checks(name: str, req: InferRequest) -> None:
     from maas.inference.validation import _parse
 
     def outcome(fn: object) -> object:
@@ -256,7 +250,7 @@ def test_the_fast_path_takes_the_plain_request_and_nothing_unusual() -> None:
     plan = SIG.raw_plan
     assert plan is not None
     for name, req in _variants():
-        taken = _parse_plain_raw(req.inputs, req.raw_input_contents, plan, LIMITS) is not None
+        taken = _parse_plain_raw(req.inputs, req.raw, plan, LIMITS) is not None
         # (parse itself sends requests that name outputs to the full checks before this)
         assert taken == (name in ("plain", "one row", "max batch", "requested output")), name
     # Signatures with another variable dimension, or without a batch dimension, always take the full checks.
@@ -271,12 +265,7 @@ DYNAMIC = Signature((TensorSpec("x", "FP32", (-1, -1)),), (TensorSpec("y", "FP32
 
 @pytest.mark.parametrize("shape", [[1, 0], [0, 64], [0, 0]], ids=["inner", "batch", "both"])
 def test_a_zero_size_dimension_is_refused_whatever_the_dimension(shape: list[int]) -> None:
-    req = pb.ModelInferRequest()
-    req.inputs.add(name="x", datatype="FP32", shape=shape)
-    req.raw_input_contents.append(b"")
     with pytest.raises(InvalidArgument, match="'x'"):
-        parse(req, DYNAMIC, LIMITS)
-    typed = pb.ModelInferRequest()
-    typed.inputs.add(name="x", datatype="FP32", shape=shape).contents.SetInParent()
+        parse(new([tensor("x", "FP32", shape)], [b""]), DYNAMIC, LIMITS)
     with pytest.raises(InvalidArgument, match="'x'"):
-        parse(typed, DYNAMIC, LIMITS)
+        parse(new([tensor("x", "FP32", shape, [])]), DYNAMIC, LIMITS)

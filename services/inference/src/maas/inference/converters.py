@@ -1,26 +1,28 @@
 """Conversions between the Open Inference Protocol's messages and the domain.
 
 Paired to_x / from_x functions, nothing else: the servicer calls these around
-one data-plane call.
+one data-plane call. Only this module (and the servicer) touches generated
+protocol code; the domain types live in `domain`, so nothing here imports the
+manager.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from google.protobuf import json_format
 
-from maas.common import errors
-from maas.inference.tensors import Signature, TensorSpec
+from maas.common import errors, names
+from maas.inference.domain import IndexEntry, InferRequest, InferResult, InputTensor, ModelOptions, Target
+from maas.inference.tensors import CONTENTS_FIELD, Signature, TensorSpec
 from maas.oip import grpc_service_pb2 as pb
 from maas.oip import model_config_pb2 as mc
 from maas.v1 import common_pb2
 
 if TYPE_CHECKING:
-    from maas.inference.manager import ModelOptions, ServedVersion, Target
+    from maas.inference.served import ServedVersion
     from maas.inference.statistics import Duration, VersionStats
 
 CONFIG_TYPE: dict[str, Any] = {
@@ -44,23 +46,6 @@ CONFIG_TYPE: dict[str, Any] = {
 CONFIG_TYPE["BYTES"] = mc.TYPE_STRING
 
 
-@dataclass(slots=True)
-class InferResult:
-    """One request's answer (built per request: slotted, not frozen, which costs more to build)."""
-
-    served: ServedVersion
-    request_id: str
-    outputs: list[tuple[TensorSpec, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    name: str
-    version: str
-    state: str
-    reason: str = ""
-
-
 # ------------------------------------------------------------- signatures
 
 
@@ -77,6 +62,36 @@ def signature_from_registry(sig: common_pb2.Signature) -> Signature | None:
 
 
 # -------------------------------------------------------------- inference
+
+_EMPTY: tuple[Any, ...] = ()
+
+
+def from_infer_request(request: pb.ModelInferRequest) -> InferRequest:
+    """The request as the domain reads it; nothing checked yet (validation bounds it all).
+
+    Cheap on the hot path: one slotted object per request and per input, and
+    raw_input_contents is the message's own sequence of bytes, not a copy.
+    Repeated fields are sliced before they are iterated: with protobuf's upb
+    backend a slice costs a third of iterating the container.
+    """
+    outputs = request.outputs
+    return InferRequest(
+        request.model_name,
+        request.model_version,
+        request.id,
+        [
+            InputTensor(t.name, t.datatype, tuple(t.shape[:]), _contents(t) if t.HasField("contents") else None)
+            for t in request.inputs[:]
+        ],
+        request.raw_input_contents,
+        [out.name for out in outputs[:]] if outputs else _EMPTY,
+    )
+
+
+def _contents(tensor: pb.ModelInferRequest.InferInputTensor) -> Sequence[Any]:
+    """The typed values of the tensor's datatype (none for a datatype without a contents field)."""
+    field = CONTENTS_FIELD.get(tensor.datatype)
+    return getattr(tensor.contents, field) if field is not None else _EMPTY
 
 
 def to_infer_response(result: InferResult) -> pb.ModelInferResponse:
@@ -106,7 +121,7 @@ def _fill_infer_response(response: pb.ModelInferResponse, result: InferResult) -
         raw.append(array.tobytes())
 
 
-def to_stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
+def to_stream_error(request: InferRequest, message: str) -> pb.ModelStreamInferResponse:
     return pb.ModelStreamInferResponse(
         error_message=message,
         infer_response=pb.ModelInferResponse(
@@ -242,9 +257,6 @@ def _param(value: pb.ModelRepositoryParameter) -> Any:
 
 def from_load_request(request: pb.RepositoryModelLoadRequest) -> tuple[Target | None, ModelOptions | None]:
     """Parameters: "alias" or "version" choose the target; "config" (JSON) sets batching."""
-    from maas.common import names
-    from maas.inference.manager import Target
-
     params = {key: _param(value) for key, value in request.parameters.items()}
     unknown = sorted(set(params) - {"alias", "version", "config"})
     if unknown:
@@ -271,8 +283,6 @@ def from_load_request(request: pb.RepositoryModelLoadRequest) -> tuple[Target | 
 
 
 def _options_from_config(text: Any) -> ModelOptions:
-    from maas.inference.manager import ModelOptions
-
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     if not isinstance(text, str) or len(text) > 64 * 1024:

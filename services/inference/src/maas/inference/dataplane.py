@@ -10,13 +10,13 @@ import asyncio
 import logging
 from importlib.metadata import version as distribution_version
 from time import monotonic, perf_counter_ns
-from typing import Any
 
 from maas.common import errors
 from maas.inference import validation
 from maas.inference.batcher import Outcome
-from maas.inference.converters import IndexEntry, InferResult
-from maas.inference.manager import ModelManager, ModelOptions, ServedVersion, State, Target
+from maas.inference.domain import IndexEntry, InferRequest, InferResult, ModelOptions, State, Target
+from maas.inference.manager import ModelManager
+from maas.inference.served import ServedVersion
 from maas.inference.statistics import Statistics, VersionStats
 from maas.inference.validation import ParsedRequest
 
@@ -53,7 +53,7 @@ class DataPlane:
     # then succeeded or failed: no coroutine, task or callback of its own here.
 
     def submit(
-        self, request: Any, time_remaining: float | None
+        self, request: InferRequest, time_remaining: float | None
     ) -> tuple[ServedVersion, ParsedRequest, asyncio.Future[Outcome], int]:
         """Look up, validate and queue one request; the caller calls `served.release()` once the future is done.
 

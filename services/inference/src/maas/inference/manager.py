@@ -22,7 +22,6 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from google.protobuf import json_format
@@ -30,46 +29,19 @@ from google.protobuf import json_format
 from maas.common import errors, names
 from maas.common.clients.registry import RegistryClient
 from maas.inference import runtimes
-from maas.inference.batcher import Batcher, BatchPolicy, Outcome
+from maas.inference.batcher import BatchPolicy
 from maas.inference.cache import ArtifactCache, choose_artifact
 from maas.inference.converters import signature_from_registry
+from maas.inference.domain import ModelOptions, State, Target
 from maas.inference.metrics import InferenceMetrics
+from maas.inference.served import ServedVersion
 from maas.inference.settings import InferenceSettings
 from maas.inference.statistics import Recorder, Statistics
 from maas.inference.tensors import Signature
-from maas.inference.validation import Limits, ParsedRequest
+from maas.inference.validation import Limits
 from maas.v1 import registry_pb2 as rpb
 
 log = logging.getLogger("maas.inference.manager")
-
-
-class State(StrEnum):
-    READY = "READY"
-    LOADING = "LOADING"
-    UNLOADING = "UNLOADING"
-    UNAVAILABLE = "UNAVAILABLE"
-
-
-@dataclass(frozen=True)
-class Target:
-    """Follow `alias`, or serve exactly `version`."""
-
-    alias: str = ""
-    version: int = 0
-
-    def ref(self, model: str) -> str:
-        return f"{model}/{self.version}" if self.version else f"{model}@{self.alias}"
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """Per-model overrides of the batching settings (from RepositoryModelLoad's config)."""
-
-    max_batch_size: int | None = None
-    max_queue_delay_us: int | None = None
-    preferred_batch_sizes: tuple[int, ...] | None = None
-    max_queue_size: int | None = None
-    instances: int | None = None
 
 
 @dataclass
@@ -77,63 +49,6 @@ class Failure:
     version: int
     reason: str
     permanent: bool
-
-
-class ServedVersion:
-    """One loaded version: runtime, batcher, statistics, and its in-flight count."""
-
-    def __init__(
-        self,
-        model: str,
-        version: int,
-        runtime: runtimes.Runtime,
-        signature: Signature,
-        policy: BatchPolicy,
-        limits: Limits,
-        recorder: Recorder,
-        options: ModelOptions,
-    ) -> None:
-        self.model = model
-        self.version = version
-        self.version_str = str(version)
-        self.runtime = runtime
-        self.signature = signature
-        self.policy = policy
-        self.limits = limits
-        self.recorder = recorder
-        self.options = options
-        self.batcher = Batcher(runtime.run, policy, name=f"{model}-{version}", on_execution=recorder.execution)
-        self.state = State.READY
-        self.inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def submit(self, parsed: ParsedRequest, deadline: float | None) -> asyncio.Future[Outcome]:
-        """Queue one request; the caller calls `release` once the future is done."""
-        future = self.batcher.submit(parsed.arrays, parsed.rows, deadline)
-        self.inflight += 1
-        self._idle.clear()
-        return future
-
-    def release(self) -> None:
-        self.inflight -= 1
-        if self.inflight == 0:
-            self._idle.set()
-
-    async def drain(self, timeout: float) -> None:
-        self.state = State.UNLOADING
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            log.warning(
-                "%s/%s: %d requests still running after %.0fs of drain",
-                self.model,
-                self.version,
-                self.inflight,
-                timeout,
-            )
-        await self.batcher.close()
-        self.runtime.close()
 
 
 @dataclass
@@ -416,4 +331,4 @@ def _clip(value: str) -> str:
     return shown + ("..." if len(value) > 64 else "")
 
 
-__all__ = ["ModelEntry", "ModelManager", "ModelOptions", "ServedVersion", "State", "Target", "parse_model_ref"]
+__all__ = ["ModelEntry", "ModelManager", "parse_model_ref"]

@@ -27,7 +27,8 @@ from maas.common.interceptors import abort_mapped, maps_own_errors
 from maas.inference import converters
 from maas.inference.batcher import Outcome
 from maas.inference.dataplane import EXTENSIONS, SERVER_NAME, SERVER_VERSION, DataPlane, record_failure
-from maas.inference.manager import ServedVersion
+from maas.inference.domain import InferRequest
+from maas.inference.served import ServedVersion
 from maas.inference.validation import ParsedRequest
 from maas.oip import grpc_service_pb2 as pb
 from maas.oip import grpc_service_pb2_grpc as pb_grpc
@@ -70,7 +71,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
         plane = self.plane
         try:
-            served, parsed, future, start = plane.submit(request, context.time_remaining())
+            infer = converters.from_infer_request(request)
+            served, parsed, future, start = plane.submit(infer, context.time_remaining())
             try:
                 outcome = await future
             except BaseException as exc:
@@ -78,7 +80,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 raise
             finally:
                 served.release()
-            return converters.to_infer_response(plane.succeeded(served, parsed, outcome, start, request.id))
+            return converters.to_infer_response(plane.succeeded(served, parsed, outcome, start, infer.id))
         except Exception as exc:
             await abort_mapped(MODEL_INFER, exc, context)
             raise  # not reached: abort_mapped raises
@@ -160,7 +162,8 @@ class _Stream:
                 await self.room
             self._submit(request)
 
-    def _submit(self, request: pb.ModelInferRequest) -> None:
+    def _submit(self, message: pb.ModelInferRequest) -> None:
+        request = converters.from_infer_request(message)
         try:
             served, parsed, future, start = self.plane.submit(request, None)
         except Exception as exc:  # noqa: BLE001 - answered in-stream; the stream goes on
@@ -192,7 +195,7 @@ class _Finish:
     __slots__ = ("parsed", "request", "served", "start", "stream")
 
     def __init__(
-        self, stream: _Stream, request: pb.ModelInferRequest, served: ServedVersion, parsed: ParsedRequest, start: int
+        self, stream: _Stream, request: InferRequest, served: ServedVersion, parsed: ParsedRequest, start: int
     ) -> None:
         self.stream = stream
         self.request = request
@@ -226,7 +229,7 @@ class _Finish:
         stream._answer(answer)
 
 
-def _stream_error(request: pb.ModelInferRequest, exc: BaseException) -> pb.ModelStreamInferResponse:
+def _stream_error(request: InferRequest, exc: BaseException) -> pb.ModelStreamInferResponse:
     if isinstance(exc, errors.MaasError):
         return converters.to_stream_error(request, exc.message)
     log.error("internal error in a streamed request", exc_info=exc)
