@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from maas.v1 import common_pb2 as maas_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15maas/v1/trainer.proto\x12\x07maas.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14maas/v1/common.proto\"@\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"P\n\x0b\x44\x61tasetSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12%\n\x04\x61rgs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"Q\n\rOptimizerSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x10\n\x08momentum\x18\x03 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x04 \x01(\x01\">\n\x0cScheduleSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tstep_size\x18\x02 \x01(\x05\x12\r\n\x05gamma\x18\x03 \x01(\x01\"^\n\rEarlyStopping\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x10\n\x08patience\x18\x02 \x01(\x05\x12\x18\n\x10higher_is_better\x18\x03 \x01(\x08\x12\x11\n\tmin_delta\x18\x04 \x01(\x01\"[\n\rPromotionRule\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x18\n\x10higher_is_better\x18\x04 \x01(\x08\"\xbb\x04\n\x07JobSpec\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.maas.v1.ModelSpec\x12%\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x14.maas.v1.DatasetSpec\x12)\n\toptimizer\x18\x03 \x01(\x0b\x32\x16.maas.v1.OptimizerSpec\x12\'\n\x08schedule\x18\x04 \x01(\x0b\x32\x15.maas.v1.ScheduleSpec\x12\x0e\n\x06\x65pochs\x18\x05 \x01(\x05\x12\x12\n\nbatch_size\x18\x06 \x01(\x05\x12\x18\n\x10validation_split\x18\x07 \x01(\x01\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x12\n\nworld_size\x18\t \x01(\x05\x12\x1b\n\x13max_runtime_seconds\x18\n \x01(\x05\x12.\n\x0e\x65\x61rly_stopping\x18\x0b \x01(\x0b\x32\x16.maas.v1.EarlyStopping\x12\x13\n\x0bregister_as\x18\x0c \x01(\t\x12)\n\tpromotion\x18\r \x01(\x0b\x32\x16.maas.v1.PromotionRule\x12\x18\n\x0bmax_retries\x18\x0e \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07threads\x18\x0f \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x10 \x01(\t\x12(\n\x04tags\x18\x11 \x03(\x0b\x32\x1a.maas.v1.JobSpec.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_max_retries\"\x9c\x04\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1e\n\x04spec\x18\x02 \x01(\x0b\x32\x10.maas.v1.JobSpec\x12 \n\x05state\x18\x03 \x01(\x0e\x32\x11.maas.v1.JobState\x12\r\n\x05phase\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\r\n\x05\x65poch\x18\x07 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x08 \x01(\x05\x12*\n\x07metrics\x18\t \x03(\x0b\x32\x19.maas.v1.Job.MetricsEntry\x12\x0e\n\x06run_id\x18\n \x01(\t\x12\x18\n\x10registered_model\x18\x0b \x01(\t\x12\x1a\n\x12registered_version\x18\x0c \x01(\x03\x12\x16\n\x0epromoted_alias\x18\r \x01(\t\x12\x17\n\x0fidempotency_key\x18\x0e \x01(\t\x12.\n\ncreated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08last_seq\x18\x12 \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"K\n\x10SubmitJobRequest\x12\x1e\n\x04spec\x18\x01 \x01(\x0b\x32\x10.maas.v1.JobSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"X\n\x0fListJobsRequest\x12\"\n\x04page\x18\x01 \x01(\x0b\x32\x14.maas.v1.PageRequest\x12!\n\x06states\x18\x02 \x03(\x0e\x32\x11.maas.v1.JobState\"G\n\x10ListJobsResponse\x12\x1a\n\x04jobs\x18\x01 \x03(\x0b\x32\x0c.maas.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"_\n\x0bStateChange\x12 \n\x05state\x18\x01 \x01(\x0e\x32\x11.maas.v1.JobState\x12\r\n\x05phase\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"\xa4\x01\n\x0cStepProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\x17\n\x0fsteps_per_epoch\x18\x03 \x01(\x05\x12\x13\n\x0bglobal_step\x18\x04 \x01(\x03\x12\x0c\n\x04loss\x18\x05 \x01(\x01\x12\n\n\x02lr\x18\x06 \x01(\x01\x12\x1a\n\x12samples_per_second\x18\x07 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x08 \x01(\x01\"\xd2\x01\n\x0b\x45pochResult\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x02 \x01(\x05\x12\x32\n\x07metrics\x18\x03 \x03(\x0b\x32!.maas.v1.EpochResult.MetricsEntry\x12\x1a\n\x12samples_per_second\x18\x04 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x05 \x01(\x01\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\")\n\x07LogLine\x12\r\n\x05level\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xef\x01\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05state\x18\x04 \x01(\x0b\x32\x14.maas.v1.StateChangeH\x00\x12%\n\x04step\x18\x05 \x01(\x0b\x32\x15.maas.v1.StepProgressH\x00\x12%\n\x05\x65poch\x18\x06 \x01(\x0b\x32\x14.maas.v1.EpochResultH\x00\x12\x1f\n\x03log\x18\x07 \x01(\x0b\x32\x10.maas.v1.LogLineH\x00\x42\x06\n\x04kind\"4\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xa8\x02\n\x0eTrainerService\x12\x34\n\tSubmitJob\x12\x19.maas.v1.SubmitJobRequest\x1a\x0c.maas.v1.Job\x12.\n\x06GetJob\x12\x16.maas.v1.GetJobRequest\x1a\x0c.maas.v1.Job\x12?\n\x08ListJobs\x12\x18.maas.v1.ListJobsRequest\x1a\x19.maas.v1.ListJobsResponse\x12\x34\n\tCancelJob\x12\x19.maas.v1.CancelJobRequest\x1a\x0c.maas.v1.Job\x12\x39\n\x08WatchJob\x12\x18.maas.v1.WatchJobRequest\x1a\x11.maas.v1.JobEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15maas/v1/trainer.proto\x12\x07maas.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14maas/v1/common.proto\"@\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"P\n\x0b\x44\x61tasetSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12%\n\x04\x61rgs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"Q\n\rOptimizerSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x10\n\x08momentum\x18\x03 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x04 \x01(\x01\">\n\x0cScheduleSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tstep_size\x18\x02 \x01(\x05\x12\r\n\x05gamma\x18\x03 \x01(\x01\"^\n\rEarlyStopping\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x10\n\x08patience\x18\x02 \x01(\x05\x12\x18\n\x10higher_is_better\x18\x03 \x01(\x08\x12\x11\n\tmin_delta\x18\x04 \x01(\x01\"[\n\rPromotionRule\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x18\n\x10higher_is_better\x18\x04 \x01(\x08\"\xe4\x04\n\x07JobSpec\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.maas.v1.ModelSpec\x12%\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x14.maas.v1.DatasetSpec\x12)\n\toptimizer\x18\x03 \x01(\x0b\x32\x16.maas.v1.OptimizerSpec\x12\'\n\x08schedule\x18\x04 \x01(\x0b\x32\x15.maas.v1.ScheduleSpec\x12\x0e\n\x06\x65pochs\x18\x05 \x01(\x05\x12\x12\n\nbatch_size\x18\x06 \x01(\x05\x12\x18\n\x10validation_split\x18\x07 \x01(\x01\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x12\n\nworld_size\x18\t \x01(\x05\x12\x1b\n\x13max_runtime_seconds\x18\n \x01(\x05\x12.\n\x0e\x65\x61rly_stopping\x18\x0b \x01(\x0b\x32\x16.maas.v1.EarlyStopping\x12\x13\n\x0bregister_as\x18\x0c \x01(\t\x12)\n\tpromotion\x18\r \x01(\x0b\x32\x16.maas.v1.PromotionRule\x12\x18\n\x0bmax_retries\x18\x0e \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07threads\x18\x0f \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x10 \x01(\t\x12(\n\x04tags\x18\x11 \x03(\x0b\x32\x1a.maas.v1.JobSpec.TagsEntry\x12\'\n\x08optimize\x18\x12 \x01(\x0b\x32\x15.maas.v1.OptimizeSpec\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_max_retries\"\xd5\x01\n\x0cOptimizeSpec\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x10\n\x08quantize\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x0f\n\x07\x66ormats\x18\x04 \x03(\t\x12%\n\x07\x64\x61taset\x18\x05 \x01(\x0b\x32\x14.maas.v1.DatasetSpec\x12\x13\n\x0bregister_as\x18\x06 \x01(\t\x12)\n\tpromotion\x18\x07 \x01(\x0b\x32\x16.maas.v1.PromotionRule\x12\x1b\n\x13\x63\x61libration_batches\x18\x08 \x01(\x05\"V\n\x16OptimizeVersionRequest\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.maas.v1.OptimizeSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"\x9c\x04\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1e\n\x04spec\x18\x02 \x01(\x0b\x32\x10.maas.v1.JobSpec\x12 \n\x05state\x18\x03 \x01(\x0e\x32\x11.maas.v1.JobState\x12\r\n\x05phase\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\r\n\x05\x65poch\x18\x07 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x08 \x01(\x05\x12*\n\x07metrics\x18\t \x03(\x0b\x32\x19.maas.v1.Job.MetricsEntry\x12\x0e\n\x06run_id\x18\n \x01(\t\x12\x18\n\x10registered_model\x18\x0b \x01(\t\x12\x1a\n\x12registered_version\x18\x0c \x01(\x03\x12\x16\n\x0epromoted_alias\x18\r \x01(\t\x12\x17\n\x0fidempotency_key\x18\x0e \x01(\t\x12.\n\ncreated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08last_seq\x18\x12 \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"K\n\x10SubmitJobRequest\x12\x1e\n\x04spec\x18\x01 \x01(\x0b\x32\x10.maas.v1.JobSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"X\n\x0fListJobsRequest\x12\"\n\x04page\x18\x01 \x01(\x0b\x32\x14.maas.v1.PageRequest\x12!\n\x06states\x18\x02 \x03(\x0e\x32\x11.maas.v1.JobState\"G\n\x10ListJobsResponse\x12\x1a\n\x04jobs\x18\x01 \x03(\x0b\x32\x0c.maas.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"_\n\x0bStateChange\x12 \n\x05state\x18\x01 \x01(\x0e\x32\x11.maas.v1.JobState\x12\r\n\x05phase\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"\xa4\x01\n\x0cStepProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\x17\n\x0fsteps_per_epoch\x18\x03 \x01(\x05\x12\x13\n\x0bglobal_step\x18\x04 \x01(\x03\x12\x0c\n\x04loss\x18\x05 \x01(\x01\x12\n\n\x02lr\x18\x06 \x01(\x01\x12\x1a\n\x12samples_per_second\x18\x07 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x08 \x01(\x01\"\xd2\x01\n\x0b\x45pochResult\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x02 \x01(\x05\x12\x32\n\x07metrics\x18\x03 \x03(\x0b\x32!.maas.v1.EpochResult.MetricsEntry\x12\x1a\n\x12samples_per_second\x18\x04 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x05 \x01(\x01\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\")\n\x07LogLine\x12\r\n\x05level\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xef\x01\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05state\x18\x04 \x01(\x0b\x32\x14.maas.v1.StateChangeH\x00\x12%\n\x04step\x18\x05 \x01(\x0b\x32\x15.maas.v1.StepProgressH\x00\x12%\n\x05\x65poch\x18\x06 \x01(\x0b\x32\x14.maas.v1.EpochResultH\x00\x12\x1f\n\x03log\x18\x07 \x01(\x0b\x32\x10.maas.v1.LogLineH\x00\x42\x06\n\x04kind\"4\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xea\x02\n\x0eTrainerService\x12\x34\n\tSubmitJob\x12\x19.maas.v1.SubmitJobRequest\x1a\x0c.maas.v1.Job\x12.\n\x06GetJob\x12\x16.maas.v1.GetJobRequest\x1a\x0c.maas.v1.Job\x12?\n\x08ListJobs\x12\x18.maas.v1.ListJobsRequest\x1a\x19.maas.v1.ListJobsResponse\x12\x34\n\tCancelJob\x12\x19.maas.v1.CancelJobRequest\x1a\x0c.maas.v1.Job\x12\x39\n\x08WatchJob\x12\x18.maas.v1.WatchJobRequest\x1a\x11.maas.v1.JobEvent0\x01\x12@\n\x0fOptimizeVersion\x12\x1f.maas.v1.OptimizeVersionRequest\x1a\x0c.maas.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,8 +40,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_EPOCHRESULT_METRICSENTRY']._loaded_options = None
   _globals['_EPOCHRESULT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=2846
-  _globals['_JOBSTATE']._serialized_end=3000
+  _globals['_JOBSTATE']._serialized_start=3191
+  _globals['_JOBSTATE']._serialized_end=3345
   _globals['_MODELSPEC']._serialized_start=119
   _globals['_MODELSPEC']._serialized_end=183
   _globals['_DATASETSPEC']._serialized_start=185
@@ -55,37 +55,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROMOTIONRULE']._serialized_start=510
   _globals['_PROMOTIONRULE']._serialized_end=601
   _globals['_JOBSPEC']._serialized_start=604
-  _globals['_JOBSPEC']._serialized_end=1175
-  _globals['_JOBSPEC_TAGSENTRY']._serialized_start=1116
-  _globals['_JOBSPEC_TAGSENTRY']._serialized_end=1159
-  _globals['_JOB']._serialized_start=1178
-  _globals['_JOB']._serialized_end=1718
-  _globals['_JOB_METRICSENTRY']._serialized_start=1672
-  _globals['_JOB_METRICSENTRY']._serialized_end=1718
-  _globals['_SUBMITJOBREQUEST']._serialized_start=1720
-  _globals['_SUBMITJOBREQUEST']._serialized_end=1795
-  _globals['_GETJOBREQUEST']._serialized_start=1797
-  _globals['_GETJOBREQUEST']._serialized_end=1828
-  _globals['_LISTJOBSREQUEST']._serialized_start=1830
-  _globals['_LISTJOBSREQUEST']._serialized_end=1918
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1920
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1991
-  _globals['_CANCELJOBREQUEST']._serialized_start=1993
-  _globals['_CANCELJOBREQUEST']._serialized_end=2027
-  _globals['_STATECHANGE']._serialized_start=2029
-  _globals['_STATECHANGE']._serialized_end=2124
-  _globals['_STEPPROGRESS']._serialized_start=2127
-  _globals['_STEPPROGRESS']._serialized_end=2291
-  _globals['_EPOCHRESULT']._serialized_start=2294
-  _globals['_EPOCHRESULT']._serialized_end=2504
-  _globals['_EPOCHRESULT_METRICSENTRY']._serialized_start=1672
-  _globals['_EPOCHRESULT_METRICSENTRY']._serialized_end=1718
-  _globals['_LOGLINE']._serialized_start=2506
-  _globals['_LOGLINE']._serialized_end=2547
-  _globals['_JOBEVENT']._serialized_start=2550
-  _globals['_JOBEVENT']._serialized_end=2789
-  _globals['_WATCHJOBREQUEST']._serialized_start=2791
-  _globals['_WATCHJOBREQUEST']._serialized_end=2843
-  _globals['_TRAINERSERVICE']._serialized_start=3003
-  _globals['_TRAINERSERVICE']._serialized_end=3299
+  _globals['_JOBSPEC']._serialized_end=1216
+  _globals['_JOBSPEC_TAGSENTRY']._serialized_start=1157
+  _globals['_JOBSPEC_TAGSENTRY']._serialized_end=1200
+  _globals['_OPTIMIZESPEC']._serialized_start=1219
+  _globals['_OPTIMIZESPEC']._serialized_end=1432
+  _globals['_OPTIMIZEVERSIONREQUEST']._serialized_start=1434
+  _globals['_OPTIMIZEVERSIONREQUEST']._serialized_end=1520
+  _globals['_JOB']._serialized_start=1523
+  _globals['_JOB']._serialized_end=2063
+  _globals['_JOB_METRICSENTRY']._serialized_start=2017
+  _globals['_JOB_METRICSENTRY']._serialized_end=2063
+  _globals['_SUBMITJOBREQUEST']._serialized_start=2065
+  _globals['_SUBMITJOBREQUEST']._serialized_end=2140
+  _globals['_GETJOBREQUEST']._serialized_start=2142
+  _globals['_GETJOBREQUEST']._serialized_end=2173
+  _globals['_LISTJOBSREQUEST']._serialized_start=2175
+  _globals['_LISTJOBSREQUEST']._serialized_end=2263
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2265
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2336
+  _globals['_CANCELJOBREQUEST']._serialized_start=2338
+  _globals['_CANCELJOBREQUEST']._serialized_end=2372
+  _globals['_STATECHANGE']._serialized_start=2374
+  _globals['_STATECHANGE']._serialized_end=2469
+  _globals['_STEPPROGRESS']._serialized_start=2472
+  _globals['_STEPPROGRESS']._serialized_end=2636
+  _globals['_EPOCHRESULT']._serialized_start=2639
+  _globals['_EPOCHRESULT']._serialized_end=2849
+  _globals['_EPOCHRESULT_METRICSENTRY']._serialized_start=2017
+  _globals['_EPOCHRESULT_METRICSENTRY']._serialized_end=2063
+  _globals['_LOGLINE']._serialized_start=2851
+  _globals['_LOGLINE']._serialized_end=2892
+  _globals['_JOBEVENT']._serialized_start=2895
+  _globals['_JOBEVENT']._serialized_end=3134
+  _globals['_WATCHJOBREQUEST']._serialized_start=3136
+  _globals['_WATCHJOBREQUEST']._serialized_end=3188
+  _globals['_TRAINERSERVICE']._serialized_start=3348
+  _globals['_TRAINERSERVICE']._serialized_end=3710
 # @@protoc_insertion_point(module_scope)

@@ -92,7 +92,7 @@ class PromotionRule(_message.Message):
     def __init__(self, alias: _Optional[str] = ..., metric: _Optional[str] = ..., threshold: _Optional[float] = ..., higher_is_better: _Optional[bool] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("model", "dataset", "optimizer", "schedule", "epochs", "batch_size", "validation_split", "seed", "world_size", "max_runtime_seconds", "early_stopping", "register_as", "promotion", "max_retries", "threads", "description", "tags")
+    __slots__ = ("model", "dataset", "optimizer", "schedule", "epochs", "batch_size", "validation_split", "seed", "world_size", "max_runtime_seconds", "early_stopping", "register_as", "promotion", "max_retries", "threads", "description", "tags", "optimize")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,7 @@ class JobSpec(_message.Message):
     THREADS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZE_FIELD_NUMBER: _ClassVar[int]
     model: ModelSpec
     dataset: DatasetSpec
     optimizer: OptimizerSpec
@@ -134,7 +135,36 @@ class JobSpec(_message.Message):
     threads: int
     description: str
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, model: _Optional[_Union[ModelSpec, _Mapping]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., optimizer: _Optional[_Union[OptimizerSpec, _Mapping]] = ..., schedule: _Optional[_Union[ScheduleSpec, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., validation_split: _Optional[float] = ..., seed: _Optional[int] = ..., world_size: _Optional[int] = ..., max_runtime_seconds: _Optional[int] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ..., register_as: _Optional[str] = ..., promotion: _Optional[_Union[PromotionRule, _Mapping]] = ..., max_retries: _Optional[int] = ..., threads: _Optional[int] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    optimize: OptimizeSpec
+    def __init__(self, model: _Optional[_Union[ModelSpec, _Mapping]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., optimizer: _Optional[_Union[OptimizerSpec, _Mapping]] = ..., schedule: _Optional[_Union[ScheduleSpec, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., validation_split: _Optional[float] = ..., seed: _Optional[int] = ..., world_size: _Optional[int] = ..., max_runtime_seconds: _Optional[int] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ..., register_as: _Optional[str] = ..., promotion: _Optional[_Union[PromotionRule, _Mapping]] = ..., max_retries: _Optional[int] = ..., threads: _Optional[int] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., optimize: _Optional[_Union[OptimizeSpec, _Mapping]] = ...) -> None: ...
+
+class OptimizeSpec(_message.Message):
+    __slots__ = ("source", "quantize", "method", "formats", "dataset", "register_as", "promotion", "calibration_batches")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    FORMATS_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_AS_FIELD_NUMBER: _ClassVar[int]
+    PROMOTION_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    quantize: str
+    method: str
+    formats: _containers.RepeatedScalarFieldContainer[str]
+    dataset: DatasetSpec
+    register_as: str
+    promotion: PromotionRule
+    calibration_batches: int
+    def __init__(self, source: _Optional[str] = ..., quantize: _Optional[str] = ..., method: _Optional[str] = ..., formats: _Optional[_Iterable[str]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., register_as: _Optional[str] = ..., promotion: _Optional[_Union[PromotionRule, _Mapping]] = ..., calibration_batches: _Optional[int] = ...) -> None: ...
+
+class OptimizeVersionRequest(_message.Message):
+    __slots__ = ("spec", "idempotency_key")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    spec: OptimizeSpec
+    idempotency_key: str
+    def __init__(self, spec: _Optional[_Union[OptimizeSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "spec", "state", "phase", "reason", "attempt", "epoch", "epochs", "metrics", "run_id", "registered_model", "registered_version", "promoted_alias", "idempotency_key", "created_at", "started_at", "finished_at", "last_seq")

@@ -59,6 +59,11 @@ class TrainerServiceStub:
                 request_serializer=maas_dot_v1_dot_trainer__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=maas_dot_v1_dot_trainer__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.OptimizeVersion = channel.unary_unary(
+                '/maas.v1.TrainerService/OptimizeVersion',
+                request_serializer=maas_dot_v1_dot_trainer__pb2.OptimizeVersionRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_trainer__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -99,6 +104,17 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OptimizeVersion(self, request, context):
+        """Queues a job that derives deployable formats from a READY version:
+        int8 quantization (a new version, linked to its parent, with the
+        accuracy delta, size ratio and latency ratio as metrics) and edge
+        formats (ORT) checked by running them. The job is watched, listed and
+        cancelled like a training job; its spec has `optimize` set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +142,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=maas_dot_v1_dot_trainer__pb2.WatchJobRequest.FromString,
                     response_serializer=maas_dot_v1_dot_trainer__pb2.JobEvent.SerializeToString,
+            ),
+            'OptimizeVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.OptimizeVersion,
+                    request_deserializer=maas_dot_v1_dot_trainer__pb2.OptimizeVersionRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_trainer__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +284,33 @@ class TrainerService:
             '/maas.v1.TrainerService/WatchJob',
             maas_dot_v1_dot_trainer__pb2.WatchJobRequest.SerializeToString,
             maas_dot_v1_dot_trainer__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OptimizeVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.TrainerService/OptimizeVersion',
+            maas_dot_v1_dot_trainer__pb2.OptimizeVersionRequest.SerializeToString,
+            maas_dot_v1_dot_trainer__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
