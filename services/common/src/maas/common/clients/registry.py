@@ -76,6 +76,7 @@ class RegistryClient(AsyncClient):
         description: str = "",
         tags: Mapping[str, str] | None = None,
         metrics: Mapping[str, float] | None = None,
+        lineage: pb.Lineage | None = None,
     ) -> pb.ModelVersion:
         arch = struct_pb2.Struct()
         arch.update(dict(architecture or {}))
@@ -88,6 +89,7 @@ class RegistryClient(AsyncClient):
             description=description,
             tags=dict(tags or {}),
             metrics=dict(metrics or {}),
+            lineage=lineage,
         )
         return await self.call(self.stub.CreateVersion, req, idempotent=False)
 
@@ -101,6 +103,11 @@ class RegistryClient(AsyncClient):
 
     async def list_versions(self, request: pb.ListVersionsRequest) -> pb.ListVersionsResponse:
         return await self.call(self.stub.ListVersions, request, idempotent=True)
+
+    async def set_version_tags(self, model: str, version: int, tags: Mapping[str, str]) -> pb.ModelVersion:
+        # Setting the same tags twice lands once.
+        req = pb.UpdateVersionRequest(model=model, version=version, set_tags=dict(tags))
+        return await self.call(self.stub.UpdateVersion, req, idempotent=True)
 
     async def fail_version(self, model: str, version: int, reason: str) -> pb.ModelVersion:
         req = pb.FailVersionRequest(model=model, version=version, reason=reason)
