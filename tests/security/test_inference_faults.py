@@ -114,7 +114,9 @@ def test_a_flipped_byte_in_a_stored_artifact_is_refused_and_the_old_version_keep
 
 # ---------------------------------------------------------------- SIGTERM
 
-WIDTH, DEPTH = 2048, 600  # about a second per request on one thread
+# A few seconds per request on one thread: every call must be in flight (one
+# running, the rest queued) before the first finishes, on a loaded machine too.
+WIDTH, DEPTH = 2048, 1500
 
 
 SLOW_SIGNATURE = {
