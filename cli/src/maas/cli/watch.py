@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from maas.cli.context import Context
 from maas.cli.output import print_json_line, to_dict
@@ -41,7 +42,10 @@ def verdict(ctx: Context, job: pb.Job) -> tuple[bool, str, rpb.ModelVersion | No
     return True, text, version
 
 
-def watch(ctx: Context, job_id: str, *, after_seq: int = 0, title: str = "") -> int:
+Judge = Callable[[Context, pb.Job], tuple[bool, str, "rpb.ModelVersion | None"]]
+
+
+def watch(ctx: Context, job_id: str, *, after_seq: int = 0, title: str = "", judge: Judge | None = None) -> int:
     view = None if ctx.json else ProgressView(job_id, title)
     retry = view.reconnecting if view is not None else _note_retry
     try:
@@ -58,7 +62,7 @@ def watch(ctx: Context, job_id: str, *, after_seq: int = 0, title: str = "") -> 
     if view is not None:
         view.close()
     job = ctx.trainer.get(job_id)
-    ok, summary, version = verdict(ctx, job)
+    ok, summary, version = (judge or verdict)(ctx, job)
     if ctx.json:
         print_json_line(
             {"ok": ok, "summary": summary, "job": to_dict(job), "version": to_dict(version) if version else None}

@@ -13,7 +13,7 @@ field names (`register_as`) or their JSON names (`registerAs`):
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,35 @@ def job_spec(doc: Mapping[str, Any]) -> pb.JobSpec:
         return json_format.ParseDict(dict(doc), pb.JobSpec())
     except json_format.ParseError as exc:
         raise InvalidArgument(f"job spec: {exc}") from None
+
+
+def optimize_spec(
+    source: str | pb.OptimizeSpec | Mapping[str, Any],
+    *,
+    quantize: str = "",
+    method: str = "",
+    formats: Iterable[str] = (),
+    dataset: Mapping[str, Any] | None = None,
+    register_as: str = "",
+    promotion: Mapping[str, Any] | None = None,
+    calibration_batches: int = 0,
+) -> pb.OptimizeSpec:
+    """An OptimizeSpec: a whole message or document, or a source ref and the keyword options."""
+    if isinstance(source, pb.OptimizeSpec):
+        return source
+    if isinstance(source, Mapping):
+        doc = dict(source)
+    else:
+        doc = {"source": source, "quantize": quantize, "method": method, "formats": list(formats)}
+        doc.update(register_as=register_as, calibration_batches=calibration_batches)
+        if dataset:
+            doc["dataset"] = dict(dataset)
+        if promotion:
+            doc["promotion"] = dict(promotion)
+    try:
+        return json_format.ParseDict(doc, pb.OptimizeSpec())
+    except json_format.ParseError as exc:
+        raise InvalidArgument(f"optimize spec: {exc}") from None
 
 
 def load_document(path: Path) -> dict[str, Any]:

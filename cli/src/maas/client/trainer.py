@@ -15,7 +15,7 @@ from typing import Any
 
 from maas.client.blocking import BlockingClient
 from maas.client.config import channel_config
-from maas.client.specs import job_spec
+from maas.client.specs import job_spec, optimize_spec
 from maas.common import errors
 from maas.common.clients.base import AsyncClient, ChannelConfig, RetryPolicy
 from maas.v1 import common_pb2, trainer_pb2_grpc
@@ -50,6 +50,14 @@ class AsyncTrainer(AsyncClient):
         message = spec if isinstance(spec, pb.JobSpec) else job_spec(spec)
         req = pb.SubmitJobRequest(spec=message, idempotency_key=idempotency_key)
         return await self.call(self.stub.SubmitJob, req, idempotent=bool(idempotency_key))
+
+    async def optimize(
+        self, source: str | pb.OptimizeSpec | Mapping[str, Any], *, idempotency_key: str = "", **options: Any
+    ) -> pb.Job:
+        """Queue an optimization job of a READY version (see specs.optimize_spec for the options):
+        int8 quantization as a new version, and/or edge formats (ort). Watch it like a training job."""
+        req = pb.OptimizeVersionRequest(spec=optimize_spec(source, **options), idempotency_key=idempotency_key)
+        return await self.call(self.stub.OptimizeVersion, req, idempotent=bool(idempotency_key))
 
     async def get(self, job_id: str) -> pb.Job:
         return await self.call(self.stub.GetJob, pb.GetJobRequest(job_id=job_id), idempotent=True)
@@ -151,6 +159,12 @@ class Trainer(BlockingClient[AsyncTrainer]):
 
     def submit(self, spec: pb.JobSpec | Mapping[str, Any], idempotency_key: str = "") -> pb.Job:
         return self._runner.run(self.aio.submit(spec, idempotency_key))
+
+    def optimize(
+        self, source: str | pb.OptimizeSpec | Mapping[str, Any], *, idempotency_key: str = "", **options: Any
+    ) -> pb.Job:
+        """Queue an optimization job, e.g. `optimize("digits/1", quantize="int8", formats=["ort"])`."""
+        return self._runner.run(self.aio.optimize(source, idempotency_key=idempotency_key, **options))
 
     def get(self, job_id: str) -> pb.Job:
         return self._runner.run(self.aio.get(job_id))

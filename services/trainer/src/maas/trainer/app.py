@@ -15,9 +15,10 @@ from maas.common.clients.registry import RegistryClient
 from maas.common.loops import LoopService
 from maas.common.server import Health
 from maas.common.sql import Database, OutageLog
-from maas.trainer import entities
+from maas.trainer import entities, optimize_source
 from maas.trainer.db import migrate
 from maas.trainer.db.store import JobStore
+from maas.trainer.derived import DerivedHandoff
 from maas.trainer.handoff import Handoff
 from maas.trainer.launcher import Launcher
 from maas.trainer.runner import JobRunner
@@ -68,6 +69,9 @@ class TrainerApp:
         self.settings.resolved_data_root().mkdir(parents=True, exist_ok=True)
         self._registry = RegistryClient(self.settings.registry_channel())
         self.handoff = Handoff(self._registry, self.store, in_thread=self.in_thread)
+        self.derived = DerivedHandoff(self._registry, self.handoff, self.store, in_thread=self.in_thread)
+        registry = self._registry
+        self.jobs.find_source = lambda ref: optimize_source.find(registry, ref)
         await self.launcher.start()
         self.scheduler = Scheduler(
             self.store,
@@ -105,6 +109,7 @@ class TrainerApp:
             sync_interval=self.settings.metrics_sync_interval,
             in_thread=self.in_thread,
             notify=self.jobs.notify,
+            derived=self.derived,
         )
         self.jobs.runners[job.job_id] = runner
 

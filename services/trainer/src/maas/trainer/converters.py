@@ -69,6 +69,51 @@ def from_spec(spec: pb.JobSpec) -> dict[str, Any]:
     return raw
 
 
+def from_optimize(spec: pb.OptimizeSpec) -> dict[str, Any]:
+    """The request's OptimizeSpec as a plain document for maas.trainer.optimize_spec.check."""
+    raw: dict[str, Any] = {
+        "source": spec.source,
+        "quantize": spec.quantize,
+        "method": spec.method,
+        "formats": list(spec.formats),
+        "register_as": spec.register_as,
+        "calibration_batches": spec.calibration_batches,
+    }
+    if spec.dataset.name:
+        raw["dataset"] = {
+            "name": spec.dataset.name,
+            "path": spec.dataset.path,
+            "args": from_struct(spec.dataset.args, "spec.dataset.args"),
+        }
+    if spec.promotion.alias:
+        pr = spec.promotion
+        raw["promotion"] = {"alias": pr.alias, "metric": pr.metric, "threshold": pr.threshold}
+        if pr.higher_is_better:
+            raw["promotion"]["higher_is_better"] = True
+    return raw
+
+
+def to_optimize(doc: dict[str, Any]) -> pb.OptimizeSpec:
+    """The stored optimization: its source pinned to the version the request named."""
+    parent = doc["parent"]
+    out = pb.OptimizeSpec(
+        source=f"{parent['model']}/{parent['version']}",
+        quantize=doc["quantize"],
+        method=doc["method"],
+        formats=doc["formats"],
+        register_as=doc["register_as"],
+        calibration_batches=doc["calibration_batches"],
+    )
+    if doc.get("dataset"):
+        ds = doc["dataset"]
+        out.dataset.CopyFrom(
+            pb.DatasetSpec(name=ds["name"], path=ds.get("path", ""), args=to_struct(ds.get("args") or {}))
+        )
+    if doc.get("promotion"):
+        out.promotion.CopyFrom(pb.PromotionRule(**doc["promotion"]))
+    return out
+
+
 def to_spec(doc: dict[str, Any]) -> pb.JobSpec:
     """The resolved spec, with every default filled in."""
     out = pb.JobSpec(
@@ -94,6 +139,8 @@ def to_spec(doc: dict[str, Any]) -> pb.JobSpec:
         out.early_stopping.CopyFrom(pb.EarlyStopping(**doc["early_stopping"]))
     if doc.get("promotion"):
         out.promotion.CopyFrom(pb.PromotionRule(**doc["promotion"]))
+    if doc.get("optimize"):
+        out.optimize.CopyFrom(to_optimize(doc["optimize"]))
     return out
 
 

@@ -23,6 +23,7 @@ class Phase(enum.StrEnum):
     QUEUED = "queued"
     STARTING = "starting"
     TRAINING = "training"
+    OPTIMIZING = "optimizing"
     RETRYING = "retrying"
     INTERRUPTED = "interrupted"
     REGISTERING = "registering"

@@ -25,6 +25,7 @@ from typing import Any
 from maas.common import errors
 from maas.trainer import entities
 from maas.trainer.db.store import EventSpec, JobStore
+from maas.trainer.derived import DerivedHandoff
 from maas.trainer.handoff import Handoff
 from maas.trainer.launcher import Launcher, WorkerProcess
 from maas.trainer.worker.loop import FATAL
@@ -70,8 +71,10 @@ class JobRunner:
         sync_interval: float,
         in_thread: Callable[..., Awaitable[Any]],
         notify: Callable[[str], None],
+        derived: DerivedHandoff | None = None,
     ) -> None:
         self.job = job
+        self._derived = derived
         self.job_id = job.job_id
         self._store = store
         self._launcher = launcher
@@ -150,16 +153,25 @@ class JobRunner:
         spec = self.job.spec
         export_dir = self.job_dir / "export"
         trained = (export_dir / "result.json").exists() and self.job.phase == entities.Phase.REGISTERING.value
+        derived = self._derived if spec.get("optimize") else None
+        if not trained and derived is not None and not (self.job_dir / "source" / "version.json").exists():
+            outcome = await self._until_stopped(derived.fetch(self.job, self.job_dir / "source"), "fetching")
+            if outcome is not None:
+                return outcome
         if not trained:
             outcome = await self._train()
             if outcome is not None:
                 return outcome
         if self._cancelled:
             return Outcome(entities.JobState.CANCELLED, "cancelled")
-        if not spec.get("register_as"):
+        if derived is None and not spec.get("register_as"):
             return Outcome(entities.JobState.SUCCEEDED, "trained (not registered)")
         await self._record(phase=entities.Phase.REGISTERING.value)
-        register = asyncio.create_task(self._handoff.register(self.job, export_dir, self._log))
+        register = asyncio.create_task(
+            self._handoff.register(self.job, export_dir, self._log)
+            if derived is None
+            else derived.register(self.job, export_dir, self._log)
+        )
         stop = asyncio.create_task(self._stopped.wait())
         done, _ = await asyncio.wait({register, stop}, return_when=asyncio.FIRST_COMPLETED)
         if register not in done:
@@ -174,11 +186,34 @@ class JobRunner:
             job = register.result()
         except errors.MaasError as exc:
             return Outcome(entities.JobState.FAILED, f"registry refused the result: {exc.message}")
+        if derived is not None and not spec["register_as"]:
+            formats = ", ".join(spec["optimize"]["formats"])
+            where = f"{job.registered_model}/{job.registered_version}"
+            return Outcome(entities.JobState.SUCCEEDED, f"added {formats} to {where}")
         return Outcome(
             entities.JobState.SUCCEEDED,
             f"registered {job.registered_model}/{job.registered_version}"
             + (f", promoted to {job.promoted_alias}" if job.promoted_alias else ""),
         )
+
+    async def _until_stopped(self, work: Awaitable[Any], what: str) -> Outcome | None:
+        """Run `work` unless the job is cancelled or the trainer stops first; None when it completed."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.create_task(self._stopped.wait())
+        done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if task not in done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            if self._shutting_down:
+                return Outcome(None)
+            return Outcome(entities.JobState.CANCELLED, f"cancelled while {what}")
+        try:
+            task.result()
+        except errors.MaasError as exc:
+            return Outcome(entities.JobState.FAILED, exc.message)
+        return None
 
     async def _train(self) -> Outcome | None:
         spec = self.job.spec
@@ -321,12 +356,14 @@ class JobRunner:
                     ("log", {"level": str(item.get("level", "INFO")), "message": str(item.get("message", ""))})
                 )
             elif kind == "started":
-                phase = entities.Phase.TRAINING.value
+                optimizing = bool(self.job.spec.get("optimize"))
+                phase = (entities.Phase.OPTIMIZING if optimizing else entities.Phase.TRAINING).value
                 restart = int(item.get("restart", 0))
                 note = f" (torchrun restart {restart})" if restart else ""
                 resumed = f", resumed at epoch {int(item['epoch']) + 1}" if item.get("resumed") else ""
+                doing = "optimizing" if optimizing else "training"
                 events.append(
-                    ("log", {"level": "INFO", "message": f"worker pid {item.get('pid')} training{resumed}{note}"})
+                    ("log", {"level": "INFO", "message": f"worker pid {item.get('pid')} {doing}{resumed}{note}"})
                 )
             elif kind == "exported":
                 result.exported = item

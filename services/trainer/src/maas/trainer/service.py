@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from maas.common import errors, paging
-from maas.trainer import entities, spec
+from maas.trainer import entities, optimize_spec, spec
 from maas.trainer.db.store import JobStore
 from maas.trainer.runner import JobRunner
 
@@ -21,6 +21,11 @@ def check_job_id(job_id: str) -> str:
     if not (1 <= len(job_id) <= 32) or not set(job_id) <= JOB_ID_CHARS:
         raise errors.InvalidArgument(f"job_id: invalid job id '{job_id[:40]}'")
     return job_id
+
+
+def check_key(idempotency_key: str) -> None:
+    if idempotency_key and (len(idempotency_key) > 128 or "\x00" in idempotency_key):
+        raise errors.InvalidArgument("idempotency_key: at most 128 characters")
 
 
 class JobService:
@@ -43,14 +48,15 @@ class JobService:
         self.runners: dict[str, JobRunner] = {}
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self.on_submit: Callable[[], None] = lambda: None
+        # Looks a source version up in the registry (set once the registry client exists).
+        self.find_source: Callable[[str], Awaitable[optimize_spec.Source]] | None = None
 
     def notify(self, job_id: str) -> None:
         for waker in self._watchers.get(job_id, ()):
             waker.set()
 
     async def submit(self, raw: dict[str, Any], idempotency_key: str) -> entities.Job:
-        if idempotency_key and (len(idempotency_key) > 128 or "\x00" in idempotency_key):
-            raise errors.InvalidArgument("idempotency_key: at most 128 characters")
+        check_key(idempotency_key)
         resolved = await self._in_thread(
             lambda: spec.resolve(
                 raw, data_root=self._data_root, max_world_size=self._max_world, max_runtime=self._max_runtime
@@ -59,6 +65,27 @@ class JobService:
         job, created = await self._in_thread(self._store.submit, resolved, spec.fingerprint(resolved), idempotency_key)
         if created:
             log.info("job %s queued", job.job_id)
+            self.on_submit()
+        return job
+
+    async def optimize(self, raw: dict[str, Any], idempotency_key: str) -> entities.Job:
+        """Queue an optimization of a READY version; the source and its data set are checked first."""
+        check_key(idempotency_key)
+        checked = optimize_spec.check(raw)
+        digest = optimize_spec.fingerprint(checked)
+        if idempotency_key:
+            earlier = await self._in_thread(self._store.submitted, idempotency_key, digest)
+            if earlier is not None:
+                return earlier
+        if self.find_source is None:
+            raise errors.Unavailable("the trainer is starting")
+        source = await self.find_source(checked["source"])
+        resolved = await self._in_thread(
+            lambda: optimize_spec.resolve(checked, source, data_root=self._data_root, max_runtime=self._max_runtime)
+        )
+        job, created = await self._in_thread(self._store.submit, resolved, digest, idempotency_key)
+        if created:
+            log.info("job %s queued: optimize %s", job.job_id, checked["source"])
             self.on_submit()
         return job
 

@@ -19,6 +19,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: aio.ServicerContext) -> pb.Job:
         return cv.to_job(await self._jobs.submit(cv.from_spec(request.spec), request.idempotency_key))
 
+    async def OptimizeVersion(self, request: pb.OptimizeVersionRequest, context: aio.ServicerContext) -> pb.Job:
+        return cv.to_job(await self._jobs.optimize(cv.from_optimize(request.spec), request.idempotency_key))
+
     async def GetJob(self, request: pb.GetJobRequest, context: aio.ServicerContext) -> pb.Job:
         return cv.to_job(await self._jobs.get(request.job_id))
 

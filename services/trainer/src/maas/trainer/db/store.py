@@ -96,6 +96,19 @@ class JobStore:
 
     # --------------------------------------------------------------- writes
 
+    def submitted(self, idempotency_key: str, spec_hash: str) -> entities.Job | None:
+        """The job an earlier submit with this key created (None if none), as `submit` would return it."""
+
+        def tx(s: Session) -> entities.Job | None:
+            existing = s.scalars(select(JobRow).where(JobRow.idempotency_key == idempotency_key)).one_or_none()
+            if existing is None:
+                return None
+            if existing.spec_hash != spec_hash:
+                raise errors.FailedPrecondition("idempotency_key: already used for a different spec")
+            return existing.to_entity()
+
+        return self.db.read(tx)
+
     def submit(self, spec: dict[str, Any], spec_hash: str, idempotency_key: str) -> tuple[entities.Job, bool]:
         """Returns (job, created). A known idempotency key returns its job."""
 

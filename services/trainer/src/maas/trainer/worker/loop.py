@@ -146,6 +146,10 @@ def run(job_dir: Path) -> int:
     (job_dir / f"worker-{dist_.rank}.pid").write_text(str(os.getpid()))
     Stop.install()
     try:
+        if spec.get("optimize"):
+            from maas.trainer.worker import optimize
+
+            return optimize.run(job_dir, spec, runtime, reporter)
         return _train(job_dir, spec, runtime, dist_, reporter)
     except MaasError as exc:
         reporter.emit("fatal", message=exc.message)

@@ -1,0 +1,216 @@
+"""The registry side of an optimization job: fetch its source version, register what it derived.
+
+Before the worker starts, the source version's ONNX artifact (or, if it has
+none, its safetensors weights) and its architecture and signature are put in
+job_dir/source; the worker never talks to the registry. After it, an int8
+model becomes a new version (format ONNX, the parent's architecture and
+signature so labels and normalization carry over, tags and lineage linking
+it to its parent, the measured metrics), its ORT file is added while it is
+PENDING and the ONNX model makes it READY; then the job's promotion rule
+runs as a training job's does. Formats alone are added to the source
+version itself, their check recorded as tags (a READY version's metrics are
+fixed). Outages are waited out; a refusal fails the job and, for a new
+version, leaves it FAILED with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from maas.common import errors
+from maas.common.clients.registry import RegistryClient
+from maas.common.structs import from_struct
+from maas.trainer import entities
+from maas.trainer.db.store import JobStore
+from maas.trainer.handoff import Handoff, to_signature
+from maas.v1 import common_pb2
+from maas.v1 import registry_pb2 as rpb
+
+log = logging.getLogger("maas.trainer.derived")
+Emit = Callable[[str], Awaitable[None]]
+
+
+def signature_doc(signature: common_pb2.Signature) -> dict[str, Any]:
+    """A Signature as handoff.to_signature reads it back."""
+
+    def specs(items: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": t.name,
+                "datatype": common_pb2.DataType.Name(t.datatype).removeprefix("DATA_TYPE_"),
+                "shape": list(t.shape),
+            }
+            for t in items
+        ]
+
+    return {"inputs": specs(signature.inputs), "outputs": specs(signature.outputs)}
+
+
+def to_lineage(job: entities.Job, result: dict[str, Any]) -> rpb.Lineage:
+    opt, ds = job.spec["optimize"], result["dataset"]
+    args = struct_pb2.Struct()
+    args.update(ds.get("args") or {})
+    return rpb.Lineage(
+        source="optimize",
+        job_id=job.job_id,
+        parent=rpb.VersionRef(model=result["source"]["model"], version=int(result["source"]["version"])),
+        dataset=rpb.DatasetLineage(
+            name=ds["name"],
+            args=args,
+            path=ds.get("path", ""),
+            fingerprint=opt.get("dataset_fingerprint", ""),
+            validation_split=float(ds["validation_split"]),
+            seed=int(ds["seed"]),
+        ),
+        method=f"quantize-int8-{result['quantized']['method']}",
+        software=result["software"],
+    )
+
+
+class DerivedHandoff:
+    def __init__(
+        self, client: RegistryClient, handoff: Handoff, store: JobStore, *, in_thread: Callable[..., Awaitable[Any]]
+    ) -> None:
+        self._client = client
+        self._handoff = handoff
+        self._store = store
+        self._in_thread = in_thread
+
+    async def fetch(self, job: entities.Job, directory: Path) -> None:
+        """The source version's model and description into `directory` (version.json written last)."""
+        parent = job.spec["optimize"]["parent"]
+        model, number = parent["model"], int(parent["version"])
+        ref = f"{model}/{number}"
+        patiently = self._handoff.patiently
+        version = await patiently("source lookup", job.job_id, lambda: self._client.get_version(model, number))
+        if version.status != rpb.VERSION_STATUS_READY or version.archived:
+            raise errors.FailedPrecondition(f"{ref} is no longer READY")
+        formats = {a.format for a in version.artifacts}
+        if rpb.MODEL_FORMAT_ONNX in formats:
+            fmt, name = rpb.MODEL_FORMAT_ONNX, "model.onnx"
+        elif rpb.MODEL_FORMAT_SAFETENSORS in formats:
+            fmt, name = rpb.MODEL_FORMAT_SAFETENSORS, "model.safetensors"
+        else:
+            raise errors.FailedPrecondition(f"{ref} has neither an ONNX artifact nor safetensors weights")
+        directory.mkdir(parents=True, exist_ok=True)
+        await patiently(
+            "source download",
+            job.job_id,
+            lambda: self._client.download_artifact(model, number, directory / name, format=fmt),
+        )
+        doc = {
+            "model": model,
+            "version": number,
+            "architecture": from_struct(version.architecture, "architecture"),
+            "signature": signature_doc(version.signature),
+            "artifact": name,
+        }
+        tmp = directory / ".version.json.tmp"
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(directory / "version.json")
+
+    async def register(self, job: entities.Job, export_dir: Path, emit: Emit) -> entities.Job:
+        result = json.loads((export_dir / "result.json").read_text())
+        if job.spec["optimize"]["quantize"]:
+            return await self._register_version(job, export_dir, result, emit)
+        return await self._add_formats(job, export_dir, result, emit)
+
+    async def _register_version(
+        self, job: entities.Job, export_dir: Path, result: dict[str, Any], emit: Emit
+    ) -> entities.Job:
+        h, spec = self._handoff, job.spec
+        model, parent = spec["register_as"], result["source"]
+        parent_ref = f"{parent['model']}/{parent['version']}"
+        metrics = {k: float(v) for k, v in result["metrics"].items()}
+        if result.get("ort"):
+            metrics["ort_max_abs_diff"] = float(result["ort"]["max_abs_diff"])
+        await h.patiently("registry sync", job.job_id, lambda: h.sync_metrics(job.job_id))
+        job = await self._in_thread(self._store.get, job.job_id)
+        await h.patiently("model check", job.job_id, lambda: self._client.ensure_model(model))
+        found = await h.patiently("version lookup", job.job_id, lambda: h._find_version(model, job))
+        tags = {
+            "job_id": job.job_id,
+            "quantization": "int8",
+            "quantization_method": result["quantized"]["method"],
+            "parent": parent_ref,
+            "dataset": result["dataset"]["name"],
+        }
+        version = found
+        if version is None:
+            version = await h.patiently(
+                "version create",
+                job.job_id,
+                lambda: self._client.create_version(
+                    model,
+                    format=rpb.MODEL_FORMAT_ONNX,
+                    architecture=result["architecture"],
+                    signature=to_signature(result["signature"]),
+                    run_id=job.run_id,
+                    description=spec.get("description", ""),
+                    tags=tags,
+                    metrics=metrics,
+                    lineage=to_lineage(job, result),
+                ),
+            )
+        number = int(version.version)
+        job = await self._in_thread(self._store.record, job.job_id, registered_model=model, registered_version=number)
+        try:
+            if version.status != rpb.VERSION_STATUS_READY and result.get("ort"):
+                await h.patiently(
+                    "ORT upload", job.job_id, lambda: self._add_ort(model, number, export_dir / result["ort"]["file"])
+                )
+            if version.status != rpb.VERSION_STATUS_READY:
+                version = await h.patiently(
+                    "upload", job.job_id, lambda: h._upload(model, number, export_dir / "model.onnx")
+                )
+        except errors.MaasError as exc:
+            await self._fail(job, model, number, f"upload refused: {exc.message}")
+            raise
+        await emit(
+            f"registered {model}/{number} (int8 of {parent_ref}, {version.size_bytes} bytes, "
+            f"accuracy delta {metrics['accuracy_delta']:+.4f}, size ratio {metrics['size_ratio']:.3f}, "
+            f"latency ratio {metrics['latency_ratio']:.3f})"
+        )
+        promoted = ""
+        rule = spec.get("promotion")
+        if rule:
+            promoted = await h._promote(job, model, number, metrics, rule, emit)
+        await h.patiently("run finish", job.job_id, lambda: h.finish_run(job.job_id, rpb.RUN_STATUS_FINISHED))
+        return await self._in_thread(self._store.record, job.job_id, promoted_alias=promoted)
+
+    async def _add_formats(
+        self, job: entities.Job, export_dir: Path, result: dict[str, Any], emit: Emit
+    ) -> entities.Job:
+        h, source = self._handoff, result["source"]
+        model, number = source["model"], int(source["version"])
+        ort = result["ort"]
+        await h.patiently("ORT upload", job.job_id, lambda: self._add_ort(model, number, export_dir / ort["file"]))
+        await h.patiently(
+            "tags",
+            job.job_id,
+            lambda: self._client.set_version_tags(
+                model, number, {"ort_max_abs_diff": f"{ort['max_abs_diff']:.6g}", "ort_job_id": job.job_id}
+            ),
+        )
+        await emit(f"added an ORT artifact to {model}/{number} ({ort['size_bytes']} bytes)")
+        await h.patiently("registry sync", job.job_id, lambda: h.sync_metrics(job.job_id))
+        await h.patiently("run finish", job.job_id, lambda: h.finish_run(job.job_id, rpb.RUN_STATUS_FINISHED))
+        return await self._in_thread(self._store.record, job.job_id, registered_model=model, registered_version=number)
+
+    async def _add_ort(self, model: str, number: int, path: Path) -> None:
+        try:
+            await self._client.upload_artifact(model, number, path, format=rpb.MODEL_FORMAT_ORT)
+        except errors.AlreadyExists:
+            pass  # an earlier attempt's upload landed but its answer was lost
+
+    async def _fail(self, job: entities.Job, model: str, number: int, reason: str) -> None:
+        try:
+            await self._client.fail_version(model, number, reason[:1000])
+        except errors.MaasError as exc:
+            log.warning("job %s: could not fail %s/%d: %s", job.job_id, model, number, exc)
