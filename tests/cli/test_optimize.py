@@ -194,3 +194,43 @@ def test_refusals_are_synchronous_and_register_nothing(suite: Suite, trained: di
     assert_one_line_error(bad)
     usage = suite.maas("optimize", ref, "--quantize", "int4")
     assert usage.rc == 2
+
+
+def test_a_conv_net_is_quantized_statically_and_promoted_by_its_rule(suite: Suite, tmp_path: Path) -> None:
+    trained = suite.maas(
+        "train",
+        *("--model", "lenet", "--dataset", "digits", "--epochs", "4", "--batch-size", "32", "--lr", "0.05"),
+        *("--seed", "3", "--register-as", "digits-cnn", "--watch", "--json"),
+    )
+    assert trained.rc == 0, trained.stderr
+    parent = trained.json_lines()[-1]["version"]
+    ref = f"digits-cnn/{parent['version']}"
+
+    shape = suite.maas("optimize", ref, "--quantize", "int8", "--dataset", "fake")
+    assert_one_line_error(shape)  # 3x32x32 images for a 1x8x8 network: refused before anything runs
+    assert "[1, 8, 8]" in shape.stderr
+
+    result = suite.maas(
+        "optimize",
+        *(ref, "--quantize", "int8", "--format", "ort", "--calibration-batches", "4"),
+        *("--promote", "edge", "--metric", "accuracy_delta", "--threshold", "-0.05", "--json"),
+    )
+    assert result.rc == 0, result.stderr
+    final = result.json_lines()[-1]
+    version, job = final["version"], final["job"]
+    assert version["tags"]["quantization_method"] == "static" and version["tags"]["parent"] == ref
+    metrics = version["metrics"]
+    assert metrics["parent_val_accuracy"] == pytest.approx(parent["metrics"]["val_accuracy"], abs=1e-9)
+    assert metrics["accuracy_delta"] >= -0.05 and 0 < metrics["size_ratio"] < 1 and metrics["latency_ratio"] > 0
+    assert job["promoted_alias"] == "edge" and "promoted to edge" in final["summary"]
+    logs = " ".join(e["log"]["message"] for e in result.json_lines()[:-1] if "log" in e)
+    assert "calibrated on 4 batches" in logs and "per channel" in logs
+    with Registry(suite.registry.address) as registry:
+        assert registry.resolve("digits-cnn@edge").version == version["version"]
+
+    x, _ = digits()
+    int8 = download(suite, f"digits-cnn/{version['version']}", "onnx", tmp_path / "cnn.int8.onnx")
+    edge = download(suite, f"digits-cnn/{version['version']}", "ort", tmp_path / "cnn.ort")
+    base = download(suite, ref, "onnx", tmp_path / "cnn.onnx")
+    np.testing.assert_allclose(run_onnx(edge, x), run_onnx(int8, x), atol=1e-3)
+    assert (run_onnx(int8, x).argmax(1) == run_onnx(base, x).argmax(1)).mean() >= 0.95

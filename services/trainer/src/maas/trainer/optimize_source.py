@@ -48,4 +48,5 @@ async def find(client: RegistryClient, ref: str) -> Source:
         formats=frozenset(FORMATS.get(a.format, "") for a in version.artifacts) | {FORMATS.get(version.format, "")},
         dataset=dataset,
         dataset_from=origin if dataset is not None else "",
+        input_shape=tuple(int(d) for d in version.signature.inputs[0].shape[1:]) if version.signature.inputs else None,
     )

@@ -13,7 +13,7 @@ listed, watched and cancelled as a training job is.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ class Source:
     # The data set it was trained on: {name, path, args, validation_split, seed, fingerprint}, or None.
     dataset: dict[str, Any] | None = None
     dataset_from: str = ""  # lineage or run
-    extra: dict[str, Any] = field(default_factory=dict)
+    input_shape: tuple[int, ...] | None = None  # of one row (the signature's first input less its batch)
 
     @property
     def ref(self) -> str:
@@ -128,6 +128,11 @@ def resolve(checked: dict[str, Any], source: Source, *, data_root: Path, max_run
     info = datasets.describe(
         str(chosen.get("name", "")), str(chosen.get("path", "")), dict(chosen.get("args") or {}), data_root
     )
+    if source.input_shape is not None and tuple(info.input_shape) != source.input_shape:
+        raise FailedPrecondition(
+            f"data set {info.name} yields inputs of shape {list(info.input_shape)}, "
+            f"{source.ref} takes {list(source.input_shape)}"
+        )
     split = float(lineage.get("validation_split") or DEFAULT_SPLIT)
     seed = int(lineage.get("seed") or 0)
     same = asked is None or (info.name == lineage.get("name") and info.args == (lineage.get("args") or {}))
