@@ -15,6 +15,9 @@ from maas.v1 import trainer_pb2 as pb
 
 
 def job_title(spec: pb.JobSpec) -> str:
+    if spec.HasField("optimize"):
+        what = " + ".join((["int8"] if spec.optimize.quantize else []) + list(spec.optimize.formats))
+        return f"optimize {spec.optimize.source} ({what})" + (f" -> {spec.register_as}" if spec.register_as else "")
     text = f"{spec.model.name or '?'} on {spec.dataset.name or '?'}"
     return text + (f" -> {spec.register_as}" if spec.register_as else "")
 
