@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import selectors
@@ -13,6 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LISTENING = re.compile(r"listening on (\S+?)(?:,|$)")
+
+
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+def kill_at_exit(popen: subprocess.Popen[str]) -> subprocess.Popen[str]:
+    """A test that fails before it stops its server must not leave the server running once pytest exits."""
+    _STARTED.append(popen)
+    return popen
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for popen in _STARTED:
+        if popen.poll() is None:
+            popen.kill()
 
 
 @dataclass
@@ -47,12 +64,14 @@ def start_service(
     module: str, env: dict[str, str], log_path: Path, *, args: tuple[str, ...] = ("serve",), timeout: float = 60
 ) -> ServiceProcess:
     """Start `python -m module serve` and wait for its "listening on HOST:PORT" line."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        stdout=subprocess.PIPE,
-        stderr=log_path.open("w"),
-        text=True,
-        env={**os.environ, **env},
+    proc = kill_at_exit(
+        subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdout=subprocess.PIPE,
+            stderr=log_path.open("w"),
+            text=True,
+            env={**os.environ, **env},
+        )
     )
     assert proc.stdout is not None
     selector = selectors.DefaultSelector()

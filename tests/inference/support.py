@@ -27,6 +27,7 @@ from maas.common.clients.base import ChannelConfig
 from maas.common.clients.registry import BlockingRegistryClient
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as rpb
+from tests.processes import kill_at_exit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,8 +67,10 @@ def start(
     """Run `python -m module` and wait for `count` lines '<ready> listening on HOST:PORT'."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
     log = log_path.open("w")
-    popen = subprocess.Popen(
-        [sys.executable, "-m", module], env=full_env, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT
+    popen = kill_at_exit(
+        subprocess.Popen(
+            [sys.executable, "-m", module], env=full_env, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT
+        )
     )
     proc = Process(popen, "", log_path)
     seen: list[str] = []
