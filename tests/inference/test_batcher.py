@@ -17,16 +17,24 @@ from tests.inference import support
 
 
 class Recording:
-    """A runner that doubles its input and records the batches it saw."""
+    """A runner that doubles its input and records the batches it saw.
+
+    It runs on the batcher's instance thread: each execution announces its size on
+    `started` (through the loop, as it begins, before it blocks on the gate), so a
+    test waits for "an execution is running" instead of sleeping.
+    """
 
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.sizes: list[int] = []
         self.batches: list[np.ndarray] = []
         self.gate = gate
+        self.started: asyncio.Queue[int] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
 
     def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        self._loop.call_soon_threadsafe(self.started.put_nowait, int(inputs[0].shape[0]))
         if self.gate is not None:
-            self.gate.wait(5)
+            assert self.gate.wait(10), "the test never opened the gate"
         self.sizes.append(int(inputs[0].shape[0]))
         self.batches.append(inputs[0].copy())
         if (inputs[0] < 0).any():
@@ -38,12 +46,17 @@ def row(value: float, rows: int = 1) -> list[np.ndarray]:
     return [np.full((rows, 3), value, dtype=np.float32)]
 
 
+async def execution_started(runner: Recording) -> int:
+    """Wait until the runner has begun one more execution; its rows (it holds its instance while on the gate)."""
+    return await asyncio.wait_for(runner.started.get(), timeout=10)
+
+
 async def test_a_lone_request_is_not_held_for_the_batch_window() -> None:
     runner = Recording()
-    # A one-second window: a lone request that waited for it would take a second.
-    batcher = Batcher(runner, BatchPolicy(max_batch_size=8, max_queue_delay_us=1_000_000, stack=True))
+    # A 30-second window: a lone request that waited for it would time out.
+    batcher = Batcher(runner, BatchPolicy(max_batch_size=8, max_queue_delay_us=30_000_000, stack=True))
     for i in range(5):
-        outcome = await asyncio.wait_for(batcher.submit(row(i), 1), timeout=0.5)
+        outcome = await asyncio.wait_for(batcher.submit(row(i), 1), timeout=5)
         np.testing.assert_array_equal(outcome.outputs[0], row(2 * i)[0])
     assert runner.sizes == [1] * 5
     await batcher.close()
@@ -55,7 +68,7 @@ async def test_requests_queued_behind_a_running_execution_are_stacked_and_split(
     executions: list[Execution] = []
     batcher = Batcher(runner, BatchPolicy(max_batch_size=8, stack=True), on_execution=executions.append)
     first = batcher.submit(row(1), 1)
-    await asyncio.sleep(0.05)  # the first one is now running (blocked on the gate)
+    assert await execution_started(runner) == 1  # the first one is running, blocked on the gate
     rest = [batcher.submit(row(10 + i, rows=1 + i % 2), 1 + i % 2) for i in range(4)]
     gate.set()
     await first
@@ -73,7 +86,7 @@ async def test_without_stacking_each_request_runs_on_its_own_rows() -> None:
     runner = Recording(gate)
     batcher = Batcher(runner, BatchPolicy(max_batch_size=8, stack=False))
     first = batcher.submit(row(1), 1)
-    await asyncio.sleep(0.05)
+    await execution_started(runner)
     rest = [batcher.submit(row(5, rows=2), 2) for _ in range(3)]
     gate.set()
     await asyncio.gather(first, *rest)
@@ -86,7 +99,7 @@ async def test_a_failing_request_fails_alone_in_a_stacked_group() -> None:
     runner = Recording(gate)
     batcher = Batcher(runner, BatchPolicy(max_batch_size=8, stack=True))
     first = batcher.submit(row(1), 1)
-    await asyncio.sleep(0.05)
+    await execution_started(runner)
     good = batcher.submit(row(3), 1)
     bad = batcher.submit(row(-1), 1)
     gate.set()
@@ -95,15 +108,16 @@ async def test_a_failing_request_fails_alone_in_a_stacked_group() -> None:
     with pytest.raises(errors.InvalidArgument):
         await bad
     # stacked attempt [3, -1] failed, then each alone
-    assert runner.sizes[-2:] == [1, 1]
+    assert runner.sizes == [1, 2, 1, 1]
     await batcher.close()
 
 
 async def test_a_full_queue_refuses_at_once() -> None:
     gate = threading.Event()
-    batcher = Batcher(Recording(gate), BatchPolicy(max_batch_size=1, max_queue_size=2))
+    runner = Recording(gate)
+    batcher = Batcher(runner, BatchPolicy(max_batch_size=1, max_queue_size=2))
     running = batcher.submit(row(1), 1)
-    await asyncio.sleep(0.05)
+    await execution_started(runner)  # off the queue: it holds the only instance
     queued = [batcher.submit(row(1), 1) for _ in range(2)]
     with pytest.raises(errors.ResourceExhausted):
         batcher.submit(row(1), 1)
@@ -117,10 +131,12 @@ async def test_expired_requests_are_dropped_before_compute() -> None:
     runner = Recording(gate)
     batcher = Batcher(runner, BatchPolicy(max_batch_size=8, stack=True))
     running = batcher.submit(row(1), 1)
-    await asyncio.sleep(0.05)
-    expired = batcher.submit(row(7), 1, deadline=time.monotonic() + 0.01)
-    alive = batcher.submit(row(8), 1, deadline=time.monotonic() + 10)
-    await asyncio.sleep(0.05)
+    await execution_started(runner)
+    expires = time.monotonic() + 0.01
+    expired = batcher.submit(row(7), 1, deadline=expires)
+    alive = batcher.submit(row(8), 1, deadline=time.monotonic() + 60)
+    while time.monotonic() <= expires:  # its deadline (on the batcher's clock) passes while it is queued
+        await asyncio.sleep(0.005)
     gate.set()
     await running
     with pytest.raises(errors.DeadlineExceeded):
@@ -133,32 +149,41 @@ async def test_expired_requests_are_dropped_before_compute() -> None:
 async def test_under_load_the_window_fills_a_batch() -> None:
     """After several requests were seen at once, a lone arrival waits (briefly) for company."""
     runner = Recording()
-    batcher = Batcher(runner, BatchPolicy(max_batch_size=4, max_queue_delay_us=2_000_000, stack=True))
+    # A 5-second window: far longer than the test takes when the batch fills, so the hold
+    # observed below cannot end early on a slow machine.
+    batcher = Batcher(runner, BatchPolicy(max_batch_size=4, max_queue_delay_us=5_000_000, stack=True))
     # Teach it that four requests arrive together.
     await asyncio.gather(*[batcher.submit(row(i), 1) for i in range(4)])
-    runner.sizes.clear()
+    assert runner.sizes == [4]
+    assert await execution_started(runner) == 4
     first = batcher.submit(row(1), 1)
-    await asyncio.sleep(0.05)
-    assert not first.done()  # held: others are expected
+    await asyncio.sleep(0)  # the scheduling pass that submit asked for runs first
+    assert batcher.queued == 1  # held: others are expected (sent, it would have left the queue)
+    with pytest.raises(TimeoutError):  # and no execution starts while it waits
+        await asyncio.wait_for(runner.started.get(), timeout=0.2)
+    assert batcher.queued == 1 and not first.done()
     others = [batcher.submit(row(i), 1) for i in range(3)]
     await asyncio.gather(first, *others)
-    assert runner.sizes == [4]
+    assert runner.sizes == [4, 4]
     await batcher.close()
 
 
 async def test_close_fails_queued_requests_and_refuses_new_ones() -> None:
     gate = threading.Event()
-    batcher = Batcher(Recording(gate), BatchPolicy(max_batch_size=1))
+    runner = Recording(gate)
+    batcher = Batcher(runner, BatchPolicy(max_batch_size=1))
     running = batcher.submit(row(1), 1)
-    await asyncio.sleep(0.05)
+    await execution_started(runner)
     queued = batcher.submit(row(1), 1)
     closing = asyncio.create_task(batcher.close())
-    await asyncio.sleep(0.05)
     with pytest.raises(errors.Unavailable):
-        await queued
+        await asyncio.wait_for(queued, timeout=10)
+    # The queued one failed at once; close still waits for the running execution (held on the gate).
+    assert not running.done() and not closing.done()
     gate.set()
     await running
     await closing
+    assert runner.sizes == [1]  # the queued request never ran
     with pytest.raises(errors.Unavailable):
         batcher.submit(row(1), 1)
 
@@ -186,7 +211,7 @@ async def test_a_stacked_group_smaller_than_the_minimum_is_padded_once() -> None
     runner = Recording(gate)
     batcher = Batcher(runner, BatchPolicy(max_batch_size=8, stack=True, min_rows=4))
     first = batcher.submit(row(1), 1)
-    await asyncio.sleep(0.05)
+    assert await execution_started(runner) == 4  # the lone first one, padded
     rest = [batcher.submit(row(10 + i), 1) for i in range(2)]
     gate.set()
     await first
@@ -204,7 +229,7 @@ async def test_after_a_failed_stacked_execution_each_request_is_retried_padded()
     runner = Recording(gate)
     batcher = Batcher(runner, BatchPolicy(max_batch_size=8, stack=True, min_rows=4))
     first = batcher.submit(row(1), 1)
-    await asyncio.sleep(0.05)
+    await execution_started(runner)
     good, bad = batcher.submit(row(3), 1), batcher.submit(row(-1), 1)
     gate.set()
     await first
