@@ -104,12 +104,12 @@ def to_event_type(value: entities.EventType) -> int:
     return _EVENT_TYPE_NUMBERS[value]
 
 
-def from_struct(value: struct_pb2.Struct) -> dict[str, Any]:
+def from_struct(value: struct_pb2.Struct, field: str) -> dict[str, Any]:
     """Struct numbers are doubles; integral ones come back as ints (num_classes: 10)."""
     try:
         return json.loads(_struct_json(value.SerializeToString(deterministic=True)))
     except ValueError as exc:  # NaN and Infinity have no JSON form
-        raise errors.InvalidArgument("architecture: numbers must be finite") from exc
+        raise errors.InvalidArgument(f"{field}: numbers must be finite") from exc
 
 
 @functools.lru_cache(maxsize=4096)
@@ -208,7 +208,7 @@ def from_create_version(req: registry_pb2.CreateVersionRequest) -> entities.NewV
     return entities.NewVersion(
         model=req.model,
         format=fmt,
-        architecture=from_struct(req.architecture),
+        architecture=from_struct(req.architecture, "architecture"),
         signature=from_signature(req.signature),
         run_id=req.run_id,
         description=req.description,
