@@ -12,6 +12,7 @@ from maas.cli.context import Context
 from maas.cli.output import fields, metrics_text, print_json, table, to_dict, when
 from maas.client.registry import FORMATS, VERSION_STATUSES
 from maas.common.errors import InvalidArgument
+from maas.common.metric_direction import lower_is_better
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as rpb
 
@@ -23,15 +24,6 @@ def _human_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return str(n)
-
-
-LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "perplexity")
-
-
-def lower_is_better(metric: str) -> bool:
-    """Losses and errors are best when lowest; accuracy, F1 and the rest when highest."""
-    name = metric.lower()
-    return any(word in name for word in LOWER_IS_BETTER)
 
 
 def ls(args: argparse.Namespace, ctx: Context) -> int:

@@ -17,12 +17,12 @@ from typing import Any
 
 from maas.common import catalog, names
 from maas.common.errors import InvalidArgument
+from maas.common.metric_direction import higher_is_better
 from maas.trainer import datasets
 
 OPTIMIZERS = {"sgd": 0.01, "adam": 0.001, "adamw": 0.001}
 SCHEDULES = ("none", "step", "cosine", "exponential")
 METRICS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
-LOWER_IS_BETTER = ("val_loss", "train_loss")
 
 
 def _num(value: float, field: str, lo: float, hi: float) -> float:
@@ -112,7 +112,7 @@ def resolve(raw: dict[str, Any], *, data_root: Path, max_world_size: int, max_ru
         early_stopping = {
             "metric": metric,
             "patience": _int(int(early.get("patience") or 3), "early_stopping.patience", 1, 10_000),
-            "higher_is_better": bool(early.get("higher_is_better", metric not in LOWER_IS_BETTER)),
+            "higher_is_better": bool(early.get("higher_is_better", higher_is_better(metric))),
             "min_delta": _num(float(early.get("min_delta") or 0.0), "early_stopping.min_delta", 0, 1e6),
         }
 
@@ -132,7 +132,7 @@ def resolve(raw: dict[str, Any], *, data_root: Path, max_world_size: int, max_ru
             "alias": str(promo["alias"]),
             "metric": metric,
             "threshold": _num(float(promo.get("threshold") or 0.0), "promotion.threshold", -1e12, 1e12),
-            "higher_is_better": bool(promo.get("higher_is_better", metric not in LOWER_IS_BETTER)),
+            "higher_is_better": bool(promo.get("higher_is_better", higher_is_better(metric))),
         }
 
     description = names.text_value(str(raw.get("description") or ""), "description")
