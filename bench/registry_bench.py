@@ -28,7 +28,6 @@ import platform
 import random
 import re
 import selectors
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -50,6 +49,10 @@ from maas.v1 import common_pb2, registry_pb2_grpc
 from maas.v1 import registry_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers import unused_port  # noqa: E402 - the metrics port helper shared with the tests
+
 OUT = ROOT / "bench" / "out"
 PG_ADMIN_URL = os.environ.get("MAAS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -89,12 +92,6 @@ class BackendResult:
 # ------------------------------------------------------------ the server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """`python -m maas.registry serve` in its own process."""
 
@@ -102,7 +99,7 @@ class Server:
         env = {
             **os.environ,
             "MAAS_REGISTRY_PORT": "0",
-            "MAAS_REGISTRY_METRICS_PORT": str(free_port()),  # as deployed: metrics on
+            "MAAS_REGISTRY_METRICS_PORT": str(unused_port()),  # as deployed: metrics on ("0" turns them off)
             "MAAS_REGISTRY_DATABASE_URL": db_url,
             "MAAS_REGISTRY_ARTIFACT_ROOT": str(artifact_root),
             "MAAS_REGISTRY_LOG_LEVEL": "WARNING",
