@@ -11,7 +11,7 @@ STAMP := $(VENV)/.maas-installed
 PACKAGES := services/common services/registry services/trainer services/inference cli
 EDITABLE := $(foreach p,$(PACKAGES),-e $(p))
 
-.PHONY: help install install-tools run demo soak test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference bench-overload bench-report clean
+.PHONY: help install install-tools run demo soak test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference bench-overload bench-formats bench-report clean
 
 help:
 	@echo "make run           start the suite on embedded defaults (state in ./.maas)"
@@ -69,7 +69,7 @@ lint: install
 		services/trainer/src/maas/trainer services/inference/src/maas/inference cli/src/maas/cli cli/src/maas/client \
 		tools demo bench/report.py
 
-bench: bench-registry bench-trainer bench-inference bench-overload
+bench: bench-registry bench-trainer bench-inference bench-overload bench-formats
 	$(MAKE) bench-report
 
 bench-report: install
@@ -86,6 +86,10 @@ bench-inference: install
 
 bench-overload: install
 	$(PY) bench/overload.py
+
+# torch vs onnxruntime vs int8 onnxruntime serving of trained catalog models (about 8 min; QUICK=1: 2.5 min)
+bench-formats: install
+	$(PY) bench/formats_bench.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf .maas bench/out

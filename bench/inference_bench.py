@@ -9,8 +9,9 @@ Measures, in one run on this machine:
 - the in-process torch ceiling: the same network and thread count called in a
   loop at batch 1, 8 and 32.
 
-The load generator is perf_analyzer when one is on the PATH (its PyPI wheels
-need glibc 2.38; this machine has 2.36). Otherwise ours, in C++
+The load generator (bench/grpcload.py, shared with bench/formats_bench.py) is
+perf_analyzer when one is on the PATH (its PyPI wheels need glibc 2.38; this
+machine has 2.36). Otherwise ours, in C++
 (bench/loadgen/loadgen.cc, built here into bench/out/loadgen from Debian's
 libgrpc++-dev, installed with apt-get when missing): one ModelInferRequest
 serialized once by this script (with tritonclient's message) and sent as bytes
@@ -31,18 +32,15 @@ bench/out/inference.md and bench/out/inference.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
-import multiprocessing as mp
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -51,362 +49,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.grpcload import LoadGenerator, Result, json_safe, load_average, other_share, request_bytes, wait_for_quiet  # noqa: E402
 from tests.inference import support  # noqa: E402 - processes and models shared with the tests
 
 OUT = ROOT / "bench" / "out"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 MODELS = {
     # name: (registry model, input name, row shape, noop twin)
     "mlp": ("bench-mlp", "input", (64,), "bench-noop-mlp"),
     "cnn": ("bench-cnn", "input", (3, 32, 32), "bench-noop-cnn"),
 }
-
-
-@dataclass
-class Result:
-    scenario: str
-    model: str
-    concurrency: int
-    batching: str
-    requests: int
-    errors: int
-    seconds: float
-    infer_per_s: float
-    p50_ms: float
-    p99_ms: float
-    server_cpu_s: float
-    loadgen_cpu_s: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------- load generator
-
-
-MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
-MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
-
-
-def request_bytes(model: str, input_name: str, shape: tuple[int, ...], seed: int) -> bytes:
-    """One ModelInferRequest with a raw FP32 row, serialized once (as perf_analyzer prepares its inputs once)."""
-    from tritonclient.grpc import service_pb2
-
-    x = np.random.default_rng(seed).standard_normal((1, *shape)).astype(np.float32)
-    request = service_pb2.ModelInferRequest(model_name=model)
-    request.inputs.add(name=input_name, datatype="FP32", shape=[1, *shape])
-    request.raw_input_contents.append(x.tobytes())
-    return request.SerializeToString()
-
-
-def _load_process(
-    address: str,
-    payload: bytes,
-    tasks: int,
-    channels: int,
-    start_at: float,
-    duration: float,
-    streaming: bool,
-    conn: Any,
-) -> None:
-    """Send `payload` from `tasks` asyncio tasks over `channels` connections; report latencies and CPU.
-
-    Generic calls on a raw grpc.aio channel: the request goes out as the bytes
-    serialized once, and the response is not parsed (a unary call succeeded
-    or raised; a stream answer whose first field is error_message - tag 0x0a -
-    is an error). That is the least CPU a Python client can spend per call.
-    """
-    import grpc
-
-    async def main() -> tuple[list[float], int, float]:
-        options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 64 << 20)]
-        chans = [grpc.aio.insecure_channel(address, options=options) for _ in range(channels)]
-        unary = [c.unary_unary(MODEL_INFER) for c in chans]
-        stream = [c.stream_stream(MODEL_STREAM_INFER) for c in chans]
-        for call in unary:  # connect and warm every connection before the clock starts
-            await call(payload)
-        latencies: list[float] = []
-        errors = 0
-        end = start_at + duration
-        now = time.time
-
-        async def run_unary(k: int) -> None:
-            nonlocal errors
-            call = unary[k % channels]
-            while (t0 := now()) < end:
-                try:
-                    await call(payload)
-                except grpc.RpcError:
-                    errors += t0 >= start_at
-                    continue
-                if t0 >= start_at:
-                    latencies.append(now() - t0)
-
-        async def run_stream(k: int) -> None:
-            """One bidirectional stream per task, one request in flight on it (as perf_analyzer --streaming)."""
-            nonlocal errors
-            call = stream[k % channels]()
-            try:
-                while (t0 := now()) < end:
-                    await call.write(payload)
-                    answer = await call.read()
-                    if answer[:1] == b"\x0a":
-                        errors += t0 >= start_at
-                    elif t0 >= start_at:
-                        latencies.append(now() - t0)
-            finally:
-                await call.done_writing()
-
-        cpu: list[float] = []
-
-        async def cpu_window() -> None:
-            await asyncio.sleep(max(0.0, start_at - time.time()))
-            cpu.append(time.process_time())
-            await asyncio.sleep(max(0.0, end - time.time()))
-            cpu.append(time.process_time())
-
-        run = run_stream if streaming else run_unary
-        await asyncio.gather(cpu_window(), *(run(k) for k in range(tasks)))
-        for c in chans:
-            await c.close()
-        return latencies, errors, cpu[1] - cpu[0]
-
-    latencies, errors, cpu = asyncio.run(main())
-    conn.send((latencies, errors, cpu))
-    conn.close()
-
-
-def _proc_cpu(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
-
-
-def _server_pids(proc: support.Process) -> list[int]:
-    pids = [proc.popen.pid]
-    try:
-        children = Path(f"/proc/{proc.popen.pid}/task/{proc.popen.pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    except OSError:
-        pass
-    return pids
-
-
-def measure(
-    proc: support.Process,
-    scenario: str,
-    model_key: str,
-    model: str,
-    concurrency: int,
-    batching: str,
-    *,
-    duration: float,
-    warmup: float,
-    loadgen_processes: int,
-    channels: int = 0,
-    streaming: bool = False,
-) -> Result:
-    _, input_name, shape, _ = MODELS[model_key]
-    procs = max(1, min(loadgen_processes, concurrency))
-    payload = request_bytes(model, input_name, shape, seed=concurrency)
-    ctx = mp.get_context("spawn")
-    start_at = time.time() + warmup + 2.0  # spawning and importing take a moment
-    workers = []
-    for i in range(procs):
-        tasks = concurrency // procs + (1 if i < concurrency % procs else 0)
-        parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(
-            target=_load_process,
-            args=(
-                proc.address,
-                payload,
-                tasks,
-                max(1, min(tasks, channels or tasks)),
-                start_at,
-                duration,
-                streaming,
-                child,
-            ),
-        )
-        p.start()
-        workers.append((p, parent))
-    pids = _server_pids(proc)
-    time.sleep(max(0.0, start_at - time.time()))
-    cpu0 = _proc_cpu(pids)
-    time.sleep(duration)
-    cpu1 = _proc_cpu(pids)
-    latencies: list[float] = []
-    errors = 0
-    loadgen_cpu = 0.0
-    for p, parent in workers:
-        lat, err, cpu = parent.recv()
-        latencies += lat
-        errors += err
-        loadgen_cpu += cpu
-        p.join(30)
-    lat_ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
-    return Result(
-        scenario=scenario,
-        model=model_key,
-        concurrency=concurrency,
-        batching=batching,
-        requests=len(latencies),
-        errors=errors,
-        seconds=duration,
-        infer_per_s=len(latencies) / duration,
-        p50_ms=float(np.percentile(lat_ms, 50)),
-        p99_ms=float(np.percentile(lat_ms, 99)),
-        server_cpu_s=cpu1 - cpu0,
-        loadgen_cpu_s=loadgen_cpu,
-    )
-
-
-# ------------------------------------------------------- C++ load generator
-
-LOADGEN_SOURCE = ROOT / "bench" / "loadgen" / "loadgen.cc"
-LOADGEN_BINARY = OUT / "loadgen"
-LOADGEN_PACKAGES = ("g++", "pkg-config", "libgrpc++-dev", "libprotobuf-dev", "protobuf-compiler-grpc")
-
-
-def _have_grpcpp() -> bool:
-    return (
-        shutil.which("g++") is not None
-        and shutil.which("pkg-config") is not None
-        and subprocess.run(["pkg-config", "--exists", "grpc++"], capture_output=True).returncode == 0
-    )
-
-
-def build_loadgen() -> tuple[Path | None, str]:
-    """bench/out/loadgen, built when missing or older than its source; (None, why) when it cannot be."""
-    if LOADGEN_BINARY.exists() and LOADGEN_BINARY.stat().st_mtime >= LOADGEN_SOURCE.stat().st_mtime:
-        return LOADGEN_BINARY, "built before"
-    if not _have_grpcpp():
-        # Like the Makefile's install-tools: Debian packages, when apt-get can install them.
-        if shutil.which("apt-get") is None or os.geteuid() != 0:
-            return None, "gRPC C++ development files missing and apt-get not usable here"
-        print(f"installing {' '.join(LOADGEN_PACKAGES)} (apt) for the C++ load generator", flush=True)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *LOADGEN_PACKAGES]):
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-            if done.returncode != 0:
-                return None, f"apt-get failed: {done.stderr.strip()[-300:]}"
-        if not _have_grpcpp():
-            return None, "gRPC C++ development files still missing after apt-get"
-    flags = subprocess.run(
-        ["pkg-config", "--cflags", "--libs", "grpc++"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    OUT.mkdir(parents=True, exist_ok=True)
-    cmd = ["g++", "-O2", "-Wall", "-Wextra", "-std=c++17", "-o", str(LOADGEN_BINARY), str(LOADGEN_SOURCE), *flags]
-    print("building the C++ load generator: " + " ".join(cmd), flush=True)
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        LOADGEN_BINARY.unlink(missing_ok=True)
-        return None, f"g++ failed: {done.stderr.strip()[-500:]}"
-    if done.stderr.strip():
-        print(done.stderr, flush=True)  # warnings: there should be none
-    return LOADGEN_BINARY, "built now"
-
-
-def measure_cpp(
-    binary: Path,
-    proc: support.Process,
-    scenario: str,
-    model_key: str,
-    model: str,
-    concurrency: int,
-    batching: str,
-    *,
-    duration: float,
-    warmup: float,
-    channels: int = 0,
-    threads: int = 1,
-    streaming: bool = False,
-) -> Result:
-    """One point with the C++ load generator; the server's CPU is read by it at the window's edges."""
-    _, input_name, shape, _ = MODELS[model_key]
-    payload = OUT / f"request-{model}.bin"
-    payload.write_bytes(request_bytes(model, input_name, shape, seed=concurrency))
-    cmd = [
-        str(binary), "--target", proc.address, "--payload", str(payload), "--concurrency", str(concurrency),
-        "--channels", str(channels or concurrency), "--threads", str(threads), "--warmup", str(warmup),
-        "--duration", str(duration), "--watch-pids", ",".join(str(p) for p in _server_pids(proc)),
-        *(["--streaming"] if streaming else []),
-    ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=warmup + duration + 120)
-    if done.returncode != 0:
-        raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr[-2000:]}")
-    out = json.loads(done.stdout)
-    requests = int(out["requests"])
-    return Result(
-        scenario=scenario,
-        model=model_key,
-        concurrency=concurrency,
-        batching=batching,
-        requests=requests,
-        errors=int(out["errors"]),
-        seconds=float(out["seconds"]),
-        infer_per_s=float(out["infer_per_s"]),
-        p50_ms=_num(out["p50_ms"]),
-        p99_ms=_num(out["p99_ms"]),
-        server_cpu_s=_num(out["watched_cpu_s"]),
-        loadgen_cpu_s=_num(out["loadgen_cpu_s"]),
-        extra={
-            "p90_ms": out["p90_ms"],
-            "mean_ms": out["mean_ms"],
-            "error_samples": out["error_samples"],
-            "machine_busy_cpu_s": out["machine_busy_cpu_s"],
-            "machine_steal_cpu_s": out["machine_steal_cpu_s"],
-        },
-    )
-
-
-def _num(value: Any) -> float:
-    return float("nan") if value is None else float(value)
-
-
-def perf_analyzer(
-    proc: support.Process,
-    scenario: str,
-    model_key: str,
-    model: str,
-    concurrency: int,
-    batching: str,
-    duration: float,
-    streaming: bool,
-) -> Result:
-    """One perf_analyzer measurement (used when the binary is on the PATH)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        csv = Path(tmp) / "pa.csv"
-        cmd = [
-            "perf_analyzer", "-m", model, "-u", proc.address, "-i", "grpc", "-b", "1",
-            "--concurrency-range", str(concurrency), "--measurement-interval", str(int(duration * 1000)),
-            "--percentile", "99", "-f", str(csv), *(["--streaming"] if streaming else []),
-        ]  # fmt: skip
-        pids = _server_pids(proc)
-        cpu0 = _proc_cpu(pids)
-        subprocess.run(cmd, check=True, capture_output=True, timeout=600)
-        cpu1 = _proc_cpu(pids)
-        header, row = csv.read_text().splitlines()[:2]
-        values = dict(zip(header.split(","), row.split(","), strict=False))
-    return Result(
-        scenario=scenario,
-        model=model_key,
-        concurrency=concurrency,
-        batching=batching,
-        requests=0,
-        errors=0,
-        seconds=duration,
-        infer_per_s=float(values["Inferences/Second"]),
-        p50_ms=float(values.get("p50 latency", "nan")) / 1000,
-        p99_ms=float(values.get("p99 latency", "nan")) / 1000,
-        server_cpu_s=cpu1 - cpu0,
-        loadgen_cpu_s=float("nan"),
-        extra={"note": "server CPU includes perf_analyzer's own warm-up windows"},
-    )
 
 
 # ------------------------------------------------------------ torch ceiling
@@ -459,15 +111,6 @@ def _share(cpu_s: float, r: Result) -> str:
     return f"{cpu_s / r.seconds / (os.cpu_count() or 1) * 100:.0f}"
 
 
-def _other_share(r: Result) -> str:
-    """CPU the rest of the machine used during the window (neither server nor load generator), % of all cores."""
-    busy = r.extra.get("machine_busy_cpu_s")
-    if busy is None or r.server_cpu_s != r.server_cpu_s or r.loadgen_cpu_s != r.loadgen_cpu_s or not r.seconds:
-        return ""
-    other = max(0.0, float(busy) - r.server_cpu_s - r.loadgen_cpu_s)
-    return f"{other / r.seconds / (os.cpu_count() or 1) * 100:.0f}"
-
-
 def _ms(value: Any) -> str:
     return "" if value is None or value != value else f"{float(value):.2f}"
 
@@ -492,22 +135,11 @@ def report(results: list[Result], meta: dict[str, Any]) -> str:
             f"| {r.scenario} | {r.model} | {r.concurrency or ''} | {r.batching} | {r.infer_per_s:,.0f} | "
             f"{_ms(r.p50_ms)} | {_ms(r.extra.get('p90_ms'))} | {_ms(r.p99_ms)} | {r.errors} | "
             f"{_per(r.server_cpu_s, r)} | {_per(r.loadgen_cpu_s, r)} | "
-            f"{_share(r.server_cpu_s, r)} | {_share(r.loadgen_cpu_s, r)} | {_other_share(r)} |"
+            f"{_share(r.server_cpu_s, r)} | {_share(r.loadgen_cpu_s, r)} | {other_share(r)} |"
         )
     lines += ["", "## Goals", ""]
     lines += [f"- {g}" for g in meta["goals"]]
     return "\n".join(lines) + "\n"
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become null (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def goals(results: list[Result]) -> list[str]:
@@ -543,18 +175,6 @@ def goals(results: list[Result]) -> list[str]:
 
 
 # --------------------------------------------------------------------- main
-
-
-def wait_for_quiet(threshold: float, patience: float) -> str:
-    """Wait (up to `patience` seconds) for the 1-minute load average to drop to `threshold`; say how it went."""
-    start = time.monotonic()
-    while os.getloadavg()[0] > threshold and time.monotonic() - start < patience:
-        time.sleep(10)
-    load = os.getloadavg()[0]
-    waited = time.monotonic() - start
-    if load > threshold:
-        return f"gave up waiting for a load average <= {threshold:g} after {waited:.0f} s (it was {load:.2f})"
-    return f"waited {waited:.0f} s for a load average <= {threshold:g}" if waited > 1 else "machine quiet at start"
 
 
 def main() -> int:
@@ -595,34 +215,17 @@ def main() -> int:
     rpcs = [{"unary": "", "stream": " (stream)"}[r] for r in args.rpcs.split(",")]
     scenarios = set(args.scenarios.split(","))
 
-    use_pa = args.loadgen == "auto" and shutil.which("perf_analyzer") is not None
-    binary: Path | None = None
-    why = "not asked for"
-    if not use_pa and args.loadgen in ("auto", "cpp"):
-        binary, why = build_loadgen()
-        if binary is None and args.loadgen == "cpp":
-            print(f"the C++ load generator cannot be built: {why}", file=sys.stderr)
-            return 1
-    if use_pa:
-        loadgen = "perf_analyzer"
-    elif binary is not None:
-        loadgen = (
-            f"ours in C++ (bench/loadgen/loadgen.cc, grpc++ GenericStub, {args.loadgen_threads} completion-queue "
-            f"thread(s), {args.channels or 'one'} connection(s)"
-            f"{' in all' if args.channels else ' per concurrent request'}"
-            ", the request serialized once with tritonclient's message; not perf_analyzer: none on the PATH)"
+    try:
+        loadgen = LoadGenerator.pick(
+            args.loadgen, threads=args.loadgen_threads, processes=args.loadgen_processes, channels=args.channels
         )
-    else:
-        loadgen = (
-            f"ours in Python, the fallback (the C++ one could not be built: {why}; {args.loadgen_processes} "
-            f"processes, {args.channels or 'one connection per task,'} {'connections each, ' if args.channels else ''}"
-            "request serialized once with tritonclient's message and sent as bytes through generic calls on a raw "
-            "grpc.aio channel; not perf_analyzer: none on the PATH)"
-        )
-    print(f"load generator: {loadgen}", flush=True)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"load generator: {loadgen.description}", flush=True)
     quiet = wait_for_quiet(args.quiet_load, args.quiet_patience)
     print(quiet, flush=True)
-    load_before = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_before = load_average()
     work = Path(tempfile.mkdtemp(prefix="maas-bench-inference-"))
     results: list[Result] = []
     registry = support.start_registry(work / "registry")
@@ -646,25 +249,17 @@ def main() -> int:
 
     def run(proc: support.Process, scenario: str, key: str, model: str, c: int, batching: str) -> None:
         streaming = scenario.endswith("(stream)")
-        if use_pa:
-            r = perf_analyzer(proc, scenario, key, model, c, batching, args.duration, streaming)
-        elif binary is not None:
-            r = measure_cpp(
-                binary, proc, scenario, key, model, c, batching,
-                duration=args.duration, warmup=args.warmup, channels=args.channels, threads=args.loadgen_threads,
-                streaming=streaming,
-            )  # fmt: skip
-        else:
-            r = measure(
-                proc, scenario, key, model, c, batching,
-                duration=args.duration, warmup=args.warmup, loadgen_processes=args.loadgen_processes,
-                channels=args.channels, streaming=streaming,
-            )  # fmt: skip
+        _, input_name, shape, _ = MODELS[key]
+        payload = request_bytes(model, input_name, shape, seed=c)
+        r = loadgen.measure(
+            proc, scenario, key, model, payload, c, batching,
+            duration=args.duration, warmup=args.warmup, streaming=streaming,
+        )  # fmt: skip
         r.extra["load_1min"] = os.getloadavg()[0]
         print(
             f"{scenario:24s} {key:4s} c={c:<3d} batching={batching:3s} {r.infer_per_s:8.0f}/s "
             f"p50 {r.p50_ms:6.2f} ms p99 {r.p99_ms:6.2f} ms errors {r.errors} "
-            f"cpu server {r.server_cpu_s:.2f}s loadgen {r.loadgen_cpu_s:.2f}s other {_other_share(r)}",
+            f"cpu server {r.server_cpu_s:.2f}s loadgen {r.loadgen_cpu_s:.2f}s other {other_share(r)}",
             flush=True,
         )
         results.append(r)
@@ -710,20 +305,20 @@ def main() -> int:
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
-        "loadgen": loadgen,
-        "loadgen_kind": "perf_analyzer" if use_pa else ("cpp" if binary is not None else "python"),
+        "loadgen": loadgen.description,
+        "loadgen_kind": loadgen.kind,
         "server": f"python -m maas.inference, {args.workers} worker process(es), {args.instances} instance(s), "
         f"{args.threads} intra-op thread(s), {delay}",
         "duration": args.duration,
         "warmup": args.warmup,
         "quiet": quiet,
         "load_before": load_before,
-        "load_after": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "load_after": load_average(),
     }
     meta["goals"] = goals(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    document = _json_safe({"meta": meta, "results": [asdict(r) for r in results]})
+    document = json_safe({"meta": meta, "results": [asdict(r) for r in results]})
     out.with_suffix(".json").write_text(json.dumps(document, indent=2, allow_nan=False))
     out.with_suffix(".md").write_text(report(results, meta))
     print(report(results, meta))

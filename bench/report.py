@@ -1,7 +1,7 @@
 """`make bench` (last step): one Markdown report with charts from the benchmarks' JSON files.
 
-Reads bench/out/{inference,registry,trainer,overload}.json (or --out DIR) (each written by its own benchmark), draws
-PNG charts next to them, and writes bench/out/report.md: per benchmark its charts and the
+Reads bench/out/{inference,registry,trainer,overload,formats}.json (or --out DIR) (each written by its own
+benchmark), draws PNG charts next to them, and writes bench/out/report.md: per benchmark its charts and the
 benchmark's own Markdown tables (bench/out/<name>.md). A missing or unreadable result is
 reported as such; the report fails only when there is nothing at all to report.
 """
@@ -210,6 +210,56 @@ def overload(data: dict[str, Any]) -> list[str]:
     ]
 
 
+# ------------------------------------------------------------------ formats
+
+SERVINGS = (("torch", "C0"), ("onnxruntime", "C1"), ("int8 onnxruntime", "C2"))
+
+
+def formats(data: dict[str, Any]) -> list[str]:
+    """Per concurrency, each model's three servings (median of the rounds, min-max as error bars)."""
+    summary = data["summary"]
+    concurrencies = sorted({int(row["concurrency"]) for row in summary})
+    fig, axes = plt.subplots(1, len(concurrencies), figsize=(6.5 * len(concurrencies), 4.5), squeeze=False)
+    width = 0.8 / len(SERVINGS)
+    for ax, c in zip(axes[0], concurrencies, strict=True):
+        rows = [row for row in summary if int(row["concurrency"]) == c]
+        for i, (serving, color) in enumerate(SERVINGS):
+            spread = [row[serving]["infer_per_s"] for row in rows]
+            medians = [s["median"] for s in spread]
+            errors = [[s["median"] - s["min"] for s in spread], [s["max"] - s["median"] for s in spread]]
+            xs = [j + i * width for j in range(len(rows))]
+            bars = ax.bar(xs, medians, width=width, yerr=errors, capsize=3, color=color, label=serving)
+            ax.bar_label(bars, labels=[f"{v:,.0f}" for v in medians], fontsize=6)
+        ax.set_xticks([j + width for j in range(len(rows))], [row["model"] for row in rows], fontsize=8)
+        ax.set_ylabel("infer/s (median of rounds, min-max)")
+        ax.set_title(f"served at concurrency {c}")
+        ax.legend(fontsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+    chart = _save(fig, "formats_throughput.png")
+    meta = data.get("meta", {})
+    lines = [
+        f"Measured {meta.get('when', '?')}, {meta.get('rounds', '?')} rounds of {meta.get('duration', '?')} s per "
+        f"point; load average {meta.get('load_before', '?')} at the start, {meta.get('load_after', '?')} at the end; "
+        f"load generator: {meta.get('loadgen_kind', '?')}; servers: {meta.get('server', '?')}.",
+        "",
+    ]
+    for row in summary:
+        ratios = [
+            f"{label} {r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
+            for label in ("onnxruntime/torch", "int8/onnxruntime")
+            if (r := row.get(label))
+        ]
+        lines.append(f"- {row['model']} at concurrency {row['concurrency']}: {', '.join(ratios)}")
+    for model in data.get("models", []):
+        m = model["metrics"]
+        lines.append(
+            f"- {model['key']} int8 ({model['method']}): val_accuracy {m['val_accuracy']:.4f} against "
+            f"{m['parent_val_accuracy']:.4f}, accuracy_delta {m['accuracy_delta']:+.4f}, "
+            f"size ratio {m['size_ratio']:.3f}"
+        )
+    return [*lines, "", f"![formats throughput]({chart})"]
+
+
 # ------------------------------------------------------------------- report
 
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
@@ -217,6 +267,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
     ("registry", "Registry operations", registry),
     ("trainer", "Trainer throughput", trainer),
     ("overload", "Inference at ten times its capacity", overload),
+    ("formats", "Serving formats: torch, onnxruntime and int8 onnxruntime", formats),
 ]
 
 

@@ -62,8 +62,31 @@ def _trainer() -> dict[str, object]:
     return {"meta": {"machine": "x86_64", "torch": "2", "samples": 900}, "rows": [row]}
 
 
+def _formats() -> dict[str, object]:
+    def spread(median: float) -> dict[str, float]:
+        return {"median": median, "min": median * 0.9, "max": median * 1.1}
+
+    summary = []
+    for model in ("mlp", "lenet"):
+        for c in (1, 8):
+            row: dict[str, object] = {"model": model, "concurrency": c, "rounds": 3}
+            for i, serving in enumerate(("torch", "onnxruntime", "int8 onnxruntime")):
+                row[serving] = {"infer_per_s": spread(1000.0 * c + 100 * i), "p50_ms": spread(1.0),
+                                "p99_ms": spread(2.0), "errors": 0}  # fmt: skip
+            row["onnxruntime/torch"] = spread(1.25)
+            row["int8/onnxruntime"] = spread(0.875)
+            summary.append(row)
+    metrics = {"val_accuracy": 0.93, "parent_val_accuracy": 0.94, "accuracy_delta": -0.01, "size_ratio": 0.35,
+               "latency_ratio": 0.8}  # fmt: skip
+    models = [{"key": m, "method": "dynamic", "metrics": metrics} for m in ("mlp", "lenet")]
+    meta = {"when": "now", "rounds": 3, "duration": 3.0, "load_before": "0.50 / 0.40 / 0.30",
+            "load_after": "1.00 / 0.50 / 0.30", "loadgen_kind": "cpp", "server": "maas"}  # fmt: skip
+    return {"meta": meta, "models": models, "summary": summary, "results": []}
+
+
 def test_report_from_every_benchmark(tmp_path: Path) -> None:
-    for name, doc in (("inference", _inference()), ("registry", _registry()), ("trainer", _trainer())):
+    docs = (("inference", _inference()), ("registry", _registry()), ("trainer", _trainer()), ("formats", _formats()))
+    for name, doc in docs:
         (tmp_path / f"{name}.json").write_text(json.dumps(doc))
     (tmp_path / "trainer.md").write_text("# Trainer benchmark\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
     proc = subprocess.run([sys.executable, str(ROOT / "bench/report.py"), "--out", str(tmp_path)],
@@ -71,12 +94,15 @@ def test_report_from_every_benchmark(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     report = (tmp_path / "report.md").read_text()
     images = [line[line.index("(") + 1 : -1] for line in report.splitlines() if line.startswith("![")]
-    assert len(images) == 5
+    assert len(images) == 6
     for name in images:
         with Image.open(tmp_path / name) as img:
             assert img.format == "PNG" and min(img.size) > 100
     assert "## Trainer benchmark" in report.splitlines()  # its own tables, one level down
     assert "service / in-memory loop 0.98" in report
+    assert "## Serving formats: torch, onnxruntime and int8 onnxruntime" in report
+    assert "- lenet at concurrency 8: onnxruntime/torch 1.25 (1.12-1.38), int8/onnxruntime 0.88 (0.79-0.96)" in report
+    assert "accuracy_delta -0.0100, size ratio 0.350" in report and "load average 0.50 / 0.40 / 0.30" in report
 
 
 def test_missing_results_are_reported_not_invented(tmp_path: Path) -> None:
@@ -86,6 +112,7 @@ def test_missing_results_are_reported_not_invented(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     report = (tmp_path / "report.md").read_text()
     assert "inference.json is missing" in report and "registry.json is missing" in report
+    assert "formats.json is missing (`make bench-formats` writes it)" in report
     (tmp_path / "trainer.json").unlink()
     none = subprocess.run([sys.executable, str(ROOT / "bench/report.py"), "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
