@@ -277,3 +277,38 @@ async def test_0005_lists_each_ready_versions_primary_artifact(fresh_url: str, t
         assert migrate.upgrade(db) == migrate.head()
     finally:
         db.dispose()
+
+
+async def test_0006_keeps_versions_without_lineage_and_stores_new_ones(fresh_url: str, tmp_path: Path) -> None:
+    """Versions registered before 0006 read back with no lineage; new ones keep theirs; down and up again."""
+    db = Database(fresh_url)
+    try:
+        _alembic(db, "upgrade", "0005")
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO registered_models (id, name, description, last_version, created_at_ms, updated_at_ms)"
+                " VALUES (1, 'old', '', 1, 0, 0)"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO model_versions (id, model_id, number, status, status_reason, format,"
+                " architecture_json, signature_json, description, archived, size_bytes, sha256, created_at_ms,"
+                " ready_at_ms) VALUES (11, 1, 1, 'READY', '', 'ONNX', '{}', '{}', 'before', false, 4,"
+                f" '{'cd' * 32}', 1000, 5000)"
+            )
+        assert migrate.upgrade(db) == migrate.head()
+        assert migrate.drift(db) == []
+        lineage = pb.Lineage(source="optimize", parent=pb.VersionRef(model="old", version=1), method="quantize")
+        async with serving(fresh_url, tmp_path / "artifacts") as (_, stub):
+            old = await stub.GetVersion(pb.GetVersionRequest(model="old", version=1))
+            assert (old.description, old.sha256, old.HasField("lineage")) == ("before", "cd" * 32, False)
+            new = await stub.CreateVersion(
+                pb.CreateVersionRequest(model="old", format=pb.MODEL_FORMAT_ONNX, lineage=lineage)
+            )
+            assert (await stub.GetVersion(pb.GetVersionRequest(model="old", version=new.version))).lineage == lineage
+        _alembic(db, "downgrade", "0005")
+        assert "lineage_json" not in {c["name"] for c in inspect(db.engine).get_columns("model_versions")}
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM model_versions").scalar_one() == 2
+        assert migrate.upgrade(db) == migrate.head()
+    finally:
+        db.dispose()

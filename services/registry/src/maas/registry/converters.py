@@ -214,6 +214,7 @@ def from_create_version(req: registry_pb2.CreateVersionRequest) -> entities.NewV
         description=req.description,
         tags=dict(req.tags),
         metrics=dict(req.metrics),
+        lineage=from_lineage(req.lineage) if req.HasField("lineage") else None,
     )
 
 
@@ -242,6 +243,7 @@ def to_version(v: entities.Version) -> registry_pb2.ModelVersion:
         aliases=v.aliases,
         created_at=_timestamp_fields(v.created_at_ms),  # type: ignore[arg-type]
         ready_at=_timestamp_fields(v.ready_at_ms),  # type: ignore[arg-type]
+        lineage=None if v.lineage is None else _lineage_of(v.lineage),
     )
     if v.tags:
         _fill(out.tags, v.tags)
@@ -249,6 +251,66 @@ def to_version(v: entities.Version) -> registry_pb2.ModelVersion:
         _fill(out.metrics, v.metrics)
     if v.artifacts:
         out.artifacts.extend(to_artifact(a) for a in v.artifacts)
+    return out
+
+
+# --------------------------------------------------------------- lineage ---
+
+_EMPTY_LINEAGE = registry_pb2.Lineage()
+_EMPTY_DATASET = registry_pb2.DatasetLineage()
+
+
+def from_lineage(msg: registry_pb2.Lineage) -> entities.Lineage | None:
+    """None for an empty message; the data set's arguments as canonical JSON, software sorted by name."""
+    if msg == _EMPTY_LINEAGE:
+        return None
+    dataset = None
+    if msg.HasField("dataset") and msg.dataset != _EMPTY_DATASET:
+        ds = msg.dataset
+        dataset = entities.DatasetLineage(
+            name=ds.name,
+            args_json=json.dumps(from_struct(ds.args, "lineage.dataset.args"), sort_keys=True),
+            path=ds.path,
+            fingerprint=ds.fingerprint,
+            validation_split=ds.validation_split,
+            seed=ds.seed,
+        )
+    parent = entities.VersionRef(msg.parent.model, msg.parent.version) if msg.HasField("parent") else None
+    return entities.Lineage(
+        source=msg.source,
+        job_id=msg.job_id,
+        parent=parent,
+        dataset=dataset,
+        method=msg.method,
+        software=tuple(sorted(msg.software.items())),
+    )
+
+
+def to_lineage(lineage: entities.Lineage) -> registry_pb2.Lineage:
+    """Shared: callers copy it into their message."""
+    return _lineage_of(lineage)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lineage_of(lineage: entities.Lineage) -> registry_pb2.Lineage:
+    """Lineages are immutable and read back once per stored text: versions of a list share few."""
+    out = registry_pb2.Lineage(source=lineage.source, job_id=lineage.job_id, method=lineage.method)
+    if lineage.parent is not None:
+        out.parent.model = lineage.parent.model
+        out.parent.version = lineage.parent.version
+    if lineage.dataset is not None:
+        ds = lineage.dataset
+        out.dataset.CopyFrom(
+            registry_pb2.DatasetLineage(
+                name=ds.name,
+                args=_struct_of(ds.args_json),
+                path=ds.path,
+                fingerprint=ds.fingerprint,
+                validation_split=ds.validation_split,
+                seed=ds.seed,
+            )
+        )
+    _fill(out.software, dict(lineage.software))
     return out
 
 

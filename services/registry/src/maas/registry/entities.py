@@ -95,6 +95,45 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class VersionRef:
+    model: str
+    version: int
+
+
+@dataclass(frozen=True)
+class DatasetLineage:
+    """What a version was trained (or evaluated and calibrated) on: enough to rebuild its validation split."""
+
+    name: str = ""
+    # The data set's arguments as canonical JSON text (sorted keys), so the entity stays hashable.
+    args_json: str = "{}"
+    path: str = ""
+    fingerprint: str = ""
+    validation_split: float = 0.0
+    seed: int = 0
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return dict(json.loads(self.args_json))
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a version came from, stored as given at CreateVersion (hashable: reads share one per stored text)."""
+
+    source: str = ""
+    job_id: str = ""
+    parent: VersionRef | None = None
+    dataset: DatasetLineage | None = None
+    method: str = ""
+    # (name, version) pairs sorted by name: maas, python, torch, ...
+    software: tuple[tuple[str, str], ...] = ()
+
+
+LINEAGE_SOURCES = ("trainer", "push", "log_model", "optimize")
+
+
+@dataclass(frozen=True)
 class Version:
     model: str
     version: int
@@ -117,6 +156,8 @@ class Version:
     ready_at_ms: int
     # The primary artifact first (once READY), then the others as they were added.
     artifacts: tuple[Artifact, ...] = ()
+    # None for versions registered without one (or before lineage was recorded).
+    lineage: Lineage | None = None
 
     @property
     def architecture(self) -> dict[str, Any]:
@@ -135,6 +176,7 @@ class NewVersion:
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    lineage: Lineage | None = None
 
 
 @dataclass(frozen=True)

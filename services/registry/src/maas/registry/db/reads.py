@@ -4,8 +4,8 @@ Objects are read with their children in one statement (`statements.with_children
 `statements.models_with_children`): rows of the objects themselves and of
 their tags, metrics and aliases, interleaved. These functions sort them out
 and build the entities straight from the driver's tuples, with the
-architecture kept as the stored JSON text and the signature parsed once per
-distinct text.
+architecture kept as the stored JSON text and the signature and lineage parsed
+once per distinct text.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from maas.registry import entities
-from maas.registry.db.schema import signature_from_json
+from maas.registry.db.schema import lineage_from_json, signature_from_json
 
 _STATUSES = {s.value: s for s in entities.VersionStatus}
 _FORMATS = {f.value: f for f in entities.ModelFormat}
@@ -23,7 +23,7 @@ _EVENT_TYPES = {t.value: t for t in entities.EventType}
 Row = Sequence[Any]
 
 # Positions in a version row of `statements.with_children` (after the kind).
-ID, NUMBER, SORT_VALUE = 1, 3, 16
+ID, NUMBER, SORT_VALUE = 1, 3, 17
 
 
 def version_of(
@@ -52,6 +52,7 @@ def version_of(
         created_at_ms=r[14],
         ready_at_ms=r[15],
         artifacts=tuple(entities.Artifact(_FORMATS[a[2]], a[11], a[12], a[14]) for a in ordered),
+        lineage=lineage_from_json(r[16] or ""),
     )
 
 

@@ -3,7 +3,7 @@
 Only runs are read and written through the ORM; models, versions, aliases
 and events go through the prebuilt statements of `statements` and the row
 readers of `reads`. Times are integer milliseconds since the epoch (portable, cheap to sort and
-to convert). JSON documents (architecture, signature) are stored as text the
+to convert). JSON documents (architecture, signature, lineage) are stored as text the
 registry never interprets beyond validation.
 """
 
@@ -161,6 +161,8 @@ class VersionRow(Base):
     # When an upload of this PENDING version last received bytes (0: never);
     # the registry fails a version idle past its setting (domain/abandoned.py).
     upload_seen_at_ms: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # Where the version came from, as JSON text ("": none recorded; migration 0006).
+    lineage_json: Mapped[str] = mapped_column(Text, server_default="")
 
     __table_args__ = (
         UniqueConstraint("model_id", "number"),
@@ -256,3 +258,51 @@ def signature_from_json(text: str) -> entities.Signature:
         return tuple(entities.TensorSpec(i["name"], i["datatype"], tuple(i["shape"])) for i in items)
 
     return entities.Signature(specs(doc.get("inputs", [])), specs(doc.get("outputs", [])))
+
+
+def lineage_to_json(lineage: entities.Lineage | None) -> str:
+    """Canonical JSON text of a lineage ("" for none), the dataset's arguments inlined as an object."""
+    if lineage is None:
+        return ""
+    doc: dict[str, Any] = {"source": lineage.source, "job_id": lineage.job_id, "method": lineage.method}
+    if lineage.parent is not None:
+        doc["parent"] = {"model": lineage.parent.model, "version": lineage.parent.version}
+    if lineage.dataset is not None:
+        ds = lineage.dataset
+        doc["dataset"] = {
+            "name": ds.name,
+            "args": json.loads(ds.args_json),
+            "path": ds.path,
+            "fingerprint": ds.fingerprint,
+            "validation_split": ds.validation_split,
+            "seed": ds.seed,
+        }
+    doc["software"] = dict(lineage.software)
+    return json.dumps(doc, sort_keys=True, allow_nan=False)
+
+
+@functools.lru_cache(maxsize=4096)
+def lineage_from_json(text: str) -> entities.Lineage | None:
+    """Cached: the result is immutable, and versions of one job or tool share much of it."""
+    if not text:
+        return None
+    doc = json.loads(text)
+    parent = doc.get("parent")
+    ds = doc.get("dataset")
+    return entities.Lineage(
+        source=doc.get("source", ""),
+        job_id=doc.get("job_id", ""),
+        parent=entities.VersionRef(parent["model"], int(parent["version"])) if parent else None,
+        dataset=entities.DatasetLineage(
+            name=ds["name"],
+            args_json=json.dumps(ds.get("args") or {}, sort_keys=True),
+            path=ds.get("path", ""),
+            fingerprint=ds.get("fingerprint", ""),
+            validation_split=float(ds.get("validation_split", 0.0)),
+            seed=int(ds.get("seed", 0)),
+        )
+        if ds
+        else None,
+        method=doc.get("method", ""),
+        software=tuple(sorted((doc.get("software") or {}).items())),
+    )

@@ -159,6 +159,7 @@ VERSION_COLUMNS = (
     versions.c.archived,
     versions.c.created_at_ms,
     versions.c.ready_at_ms,
+    versions.c.lineage_json,
 )
 VERSIONS_FROM = versions.join(models, versions.c.model_id == models.c.id).outerjoin(
     runs, versions.c.run_pk == runs.c.id
@@ -281,6 +282,7 @@ INSERT_VERSION = Prepared(
         "sha256",
         "created_at_ms",
         "ready_at_ms",
+        "lineage_json",
     ).returning(versions.c.id)
 )
 INSERT_VERSION_TAG = Prepared(_insert(version_tags, "version_id", "key", "value"))
@@ -370,9 +372,10 @@ WITH model AS (
     RETURNING id, last_version
 ), version AS (
     INSERT INTO model_versions (model_id, number, status, status_reason, format, architecture_json,
-        signature_json, run_pk, description, archived, size_bytes, sha256, created_at_ms, ready_at_ms)
+        signature_json, run_pk, description, archived, size_bytes, sha256, created_at_ms, ready_at_ms,
+        lineage_json)
     SELECT id, last_version, 'PENDING', '', :format, :architecture_json, :signature_json,
-        CAST(:run_pk AS bigint), :description, false, 0, '', :now_ms, 0
+        CAST(:run_pk AS bigint), :description, false, 0, '', :now_ms, 0, :lineage_json
     FROM model
     RETURNING id, model_id, number
 ), tags AS (

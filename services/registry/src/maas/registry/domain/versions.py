@@ -18,7 +18,7 @@ from maas.registry.db import reads
 from maas.registry.db import statements as st
 from maas.registry.db.database import Database, now_ms
 from maas.registry.db.schema import signature_to_json
-from maas.registry.domain import events, models, paging, version_search
+from maas.registry.domain import events, lineage, models, paging, version_search
 
 MAX_ARCHITECTURE_BYTES = 64 * 1024
 MAX_TENSORS = 256
@@ -130,8 +130,8 @@ def validate_signature(signature: entities.Signature) -> None:
                 raise errors.InvalidArgument(f"{where}: dims must be -1 (dynamic) or >= 0, rank <= 16")
 
 
-def validate_new(new: entities.NewVersion, trusted_formats: bool) -> str:
-    """Check a CreateVersion request; returns the architecture as JSON text."""
+def validate_new(new: entities.NewVersion, trusted_formats: bool) -> tuple[str, str]:
+    """Check a CreateVersion request; returns the architecture and the lineage as JSON text."""
     names.model_name(new.model)
     if new.format.carries_code and not trusted_formats:
         raise errors.InvalidArgument(
@@ -153,7 +153,7 @@ def validate_new(new: entities.NewVersion, trusted_formats: bool) -> str:
     names.text_value(new.description, "description")
     names.tags(new.tags)
     validate_metrics(new.metrics)
-    return arch_json
+    return arch_json, lineage.validate(new.lineage)
 
 
 def validate_metrics(metrics: dict[str, float]) -> None:
@@ -182,7 +182,7 @@ class VersionService:
     # ----------------------------------------------------------------- create
 
     def create(self, new: entities.NewVersion) -> entities.Version:
-        arch_json = validate_new(new, self._trusted)
+        arch_json, lineage_json = validate_new(new, self._trusted)
         sig_json = signature_to_json(new.signature)
 
         def tx(conn: Connection, log: events.Log) -> entities.Version:
@@ -195,6 +195,7 @@ class VersionService:
                     raise errors.NotFound(f"run '{new.run_id}' not found")
                 if not metrics:
                     metrics = dict(st.RUN_LATEST_METRICS.rows(conn, {"run_pk": run_pk}))
+            lineage.check_parent(conn, new.lineage)
             row = {
                 "model": new.model,
                 "format": new.format.value,
@@ -202,6 +203,7 @@ class VersionService:
                 "signature_json": sig_json,
                 "run_pk": run_pk,
                 "description": new.description,
+                "lineage_json": lineage_json,
                 "now_ms": ts,
             }
             if conn.dialect.name == "postgresql":
@@ -226,6 +228,7 @@ class VersionService:
                 aliases=(),
                 created_at_ms=ts,
                 ready_at_ms=0,
+                lineage=new.lineage,
             )
 
         return events.write(self._db, tx, self._on_event)
