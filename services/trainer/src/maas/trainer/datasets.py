@@ -9,12 +9,16 @@ root which must not escape it.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from maas.common.digest import sha256_file
 from maas.common.errors import FailedPrecondition, InvalidArgument, some_of
 
 CIFAR10_LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -215,6 +219,45 @@ def _load_imagefolder(info: DatasetInfo, data_root: Path) -> Loaded:
     if not images:
         raise FailedPrecondition(f"dataset.path: no images under '{info.path}'")
     return Loaded(torch.from_numpy(np.stack(images)), torch.tensor(targets, dtype=torch.int64))
+
+
+def fingerprint(info: DatasetInfo, data_root: Path, seed: int) -> str:
+    """What identifies the data a job read, for its version's lineage.
+
+    A data set a package ships is that package's version ("scikit-learn==1.5.2:digits");
+    generated data is its generator's arguments and seed ("fake:channels=3,...,seed=0");
+    files (an image folder, a downloaded cifar10/mnist under the data root) are
+    "sha256:<hex>" over their relative paths and contents (`tree_digest`).
+    """
+    if info.name == "digits":
+        return f"scikit-learn=={metadata.version('scikit-learn')}:digits"
+    if info.name == "fake":
+        fields = {**info.args, "seed": seed}
+        return "fake:" + ",".join(f"{key}={fields[key]}" for key in sorted(fields))
+    folder = safe_path(data_root, info.path) if info.name == "imagefolder" else data_root / info.name
+    return f"sha256:{tree_digest(folder)}"
+
+
+def tree_digest(folder: Path) -> str:
+    """Hex sha256 over every file under `folder`, sorted by relative path.
+
+    Each file adds the line "<relative posix path> NUL <hex sha256 of its bytes> LF",
+    so a renamed, added, removed or changed file changes the digest; files are
+    read in chunks (hashlib.file_digest), and links leading out of the folder
+    are left out, as the loaders leave them out.
+    """
+    root = folder.resolve()
+    files: list[tuple[str, Path]] = []
+    for current, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in names:
+            path = Path(current) / name
+            if path.is_file() and path.resolve().is_relative_to(root):
+                files.append((path.relative_to(root).as_posix(), path))
+    outer = hashlib.sha256()
+    for relative, path in sorted(files):
+        outer.update(os.fsencode(relative) + b"\0" + sha256_file(path).encode() + b"\n")
+    return outer.hexdigest()
 
 
 def split(n: int, fraction: float, seed: int) -> tuple[Any, Any]:

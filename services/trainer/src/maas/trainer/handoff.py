@@ -6,7 +6,8 @@ says what was sent, so a restart neither loses nor resends a batch it
 recorded). At the end the exported weights become a version, its bytes are
 uploaded (the checked ONNX export first, while the version is PENDING, then
 the safetensors weights that make it READY, so whoever loads on
-VERSION_READY finds both), and the promotion rule may move an alias. Registry outages are
+VERSION_READY finds both) and it records its lineage (the job, its data set and
+split, the worker's software versions), and the promotion rule may move an alias. Registry outages are
 waited out with capped exponential backoff; only a refusal that a retry
 cannot fix fails the job.
 """
@@ -18,6 +19,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from google.protobuf import struct_pb2
 
 from maas.common import errors
 from maas.common.clients.registry import RegistryClient
@@ -84,6 +87,32 @@ def to_signature(doc: dict[str, Any]) -> common_pb2.Signature:
         ]
 
     return common_pb2.Signature(inputs=specs(doc["inputs"]), outputs=specs(doc["outputs"]))
+
+
+def training_lineage(job: entities.Job, result: dict[str, Any]) -> rpb.Lineage:
+    """Where a trained version came from: the job, its resolved data set and split, what the worker ran.
+
+    name, args, path, validation_split and seed are the stored job spec's own
+    values, so an optimization of the version rebuilds exactly its validation
+    rows; the fingerprint and software versions are what the worker reported.
+    """
+    spec = job.spec
+    ds = spec["dataset"]
+    args = struct_pb2.Struct()
+    args.update(ds.get("args") or {})
+    return rpb.Lineage(
+        source="trainer",
+        job_id=job.job_id,
+        dataset=rpb.DatasetLineage(
+            name=ds["name"],
+            args=args,
+            path=ds.get("path", ""),
+            fingerprint=str(result.get("dataset_fingerprint") or ""),
+            validation_split=float(spec["validation_split"]),
+            seed=int(spec["seed"]),
+        ),
+        software={str(k): str(v) for k, v in (result.get("software") or {}).items()},
+    )
 
 
 def _transient(exc: Exception) -> bool:
@@ -180,6 +209,7 @@ class Handoff:
                         "dataset": spec["dataset"]["name"],
                     },
                     metrics=metrics,
+                    lineage=training_lineage(job, result),
                 ),
             )
         job = await self._in_thread(

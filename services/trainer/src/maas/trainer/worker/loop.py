@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from maas.common import catalog
+from maas.common import catalog, software
 from maas.common.errors import MaasError
 from maas.trainer import datasets
 from maas.trainer.worker import checkpoint, onnx_export
@@ -186,6 +186,7 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
         seed=seed,
         verify=bool(runtime.get("verify_datasets", True)),
     )
+    fingerprint = datasets.fingerprint(info, data_root, seed) if dist_.rank == 0 else ""
     train_idx, val_idx = datasets.split(len(loaded.x), float(spec["validation_split"]), seed)
     mean, std = _normalization(loaded.x[train_idx])
     arch = catalog.parse({**spec["architecture"], "normalize": {"mean": mean, "std": std}})
@@ -345,7 +346,7 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
     final.pop("lr", None)
     if dist_.rank == 0:
         tolerance = float(runtime.get("onnx_tolerance", onnx_export.DEFAULT_TOLERANCE))
-        onnx = _export(job_dir / "export", model, arch, final, pos, stopped_early, x[val_idx], tolerance)
+        onnx = _export(job_dir / "export", model, arch, final, pos, stopped_early, x[val_idx], tolerance, fingerprint)
         if onnx.ok:
             reporter.log(
                 f"exported ONNX: max |onnxruntime - torch| {onnx.max_abs_diff:.3g} on {onnx.checked_rows} rows"
@@ -378,6 +379,7 @@ def _export(
     early: bool,
     validation: torch.Tensor,
     onnx_tolerance: float,
+    fingerprint: str,
 ) -> onnx_export.OnnxResult:
     directory.mkdir(parents=True, exist_ok=True)
     # The plain network's state_dict: normalization travels in the architecture document.
@@ -393,6 +395,9 @@ def _export(
         "epochs_run": pos.epoch,
         "stopped_early": early,
         "onnx": onnx.to_dict(),
+        # For the version's lineage: what this process read and ran.
+        "dataset_fingerprint": fingerprint,
+        "software": software.versions("maas-trainer", "torch", "torchvision", "onnx", "onnxruntime"),
     }
     (directory / "result.json").write_text(json.dumps(result))
     return onnx
