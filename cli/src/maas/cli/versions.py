@@ -7,23 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from maas.cli import refs, version_edits
+from maas.cli import model_card, refs, version_edits
 from maas.cli.context import Context
-from maas.cli.output import fields, metrics_text, print_json, table, to_dict, when
+from maas.cli.model_card import human_bytes
+from maas.cli.output import print_json, table, to_dict, when
 from maas.client.registry import FORMATS, VERSION_STATUSES
 from maas.common.errors import InvalidArgument
 from maas.common.metric_direction import lower_is_better
-from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as rpb
-
-
-def _human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(n)
 
 
 def ls(args: argparse.Namespace, ctx: Context) -> int:
@@ -55,7 +46,7 @@ def ls(args: argparse.Namespace, ctx: Context) -> int:
             refs.format_name(v.format),
             f"{v.metrics[metric]:.4f}" if metric in v.metrics else "",
             ", ".join(v.aliases),
-            _human_bytes(v.size_bytes) if v.size_bytes else "",
+            human_bytes(v.size_bytes) if v.size_bytes else "",
             when(v.created_at),
         )
         for v in versions
@@ -69,42 +60,8 @@ def show(args: argparse.Namespace, ctx: Context) -> int:
     if ctx.json:
         print_json(to_dict(version))
         return 0
-    arch = to_dict(version)["architecture"]
-    signature = "; ".join(
-        f"{kind} {t.name} {common_pb2.DataType.Name(t.datatype).removeprefix('DATA_TYPE_')} {list(t.shape)}"
-        for kind, items in (("in", version.signature.inputs), ("out", version.signature.outputs))
-        for t in items
-    )
-    labels = arch.get("labels") or []
-    fields(
-        [
-            ("version", f"{version.model}/{version.version}"),
-            ("status", refs.status_name(version.status) + (" (archived)" if version.archived else "")),
-            ("reason", version.status_reason),
-            ("aliases", ", ".join(version.aliases)),
-            ("format", refs.format_name(version.format)),
-            ("architecture", json.dumps({k: v for k, v in arch.items() if k != "labels"}) if arch else ""),
-            ("labels", ", ".join(map(str, labels[:20])) + (" ..." if len(labels) > 20 else "")),
-            ("signature", signature),
-            ("metrics", metrics_text(dict(version.metrics))),
-            ("run", version.run_id),
-            ("size", _human_bytes(version.size_bytes) if version.size_bytes else ""),
-            ("sha256", version.sha256),
-            ("artifacts", _artifacts_text(version)),
-            ("description", version.description),
-            ("tags", ", ".join(f"{k}={v}" for k, v in sorted(version.tags.items()))),
-            ("created", when(version.created_at)),
-            ("ready", when(version.ready_at)),
-        ]
-    )
+    print(model_card.render(version))
     return 0
-
-
-def _artifacts_text(version: rpb.ModelVersion) -> str:
-    """One line per artifact: format, size, sha256 prefix (the primary one first)."""
-    return "\n".join(
-        f"{refs.format_name(a.format)}  {_human_bytes(a.size_bytes)}  sha256 {a.sha256[:12]}" for a in version.artifacts
-    )
 
 
 SUFFIXES = {rpb.MODEL_FORMAT_SAFETENSORS: ".safetensors", rpb.MODEL_FORMAT_ONNX: ".onnx", rpb.MODEL_FORMAT_ORT: ".ort"}
@@ -133,7 +90,7 @@ def download(args: argparse.Namespace, ctx: Context) -> int:
             }
         )
     else:
-        print(f"{dest}  {_human_bytes(info.size_bytes)}  sha256 {info.sha256}")
+        print(f"{dest}  {human_bytes(info.size_bytes)}  sha256 {info.sha256}")
     return 0
 
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from maas.common import errors
+from maas.common import errors, software
 
 if TYPE_CHECKING:
     import torch
@@ -138,15 +138,21 @@ def log_model(
     input_names: Sequence[str] = ("input",),
     output_names: Sequence[str] = ("logits",),
     registry: Registry | None = None,
+    lineage: pb.Lineage | None = None,
 ) -> pb.ModelVersion:
     """Export `module` to ONNX (dynamic batch), check it against the module on `example_input`,
     and push it as a new version of `name`; returns the version, READY.
 
+    Its lineage says source "log_model" and the maas, python, torch, onnx and onnxruntime
+    versions that exported and checked it; `lineage` adds to it (a data set, a parent).
+
     >>> version = log_model("my-classifier", net, torch.randn(2, 3, 32, 32),
     ...                     labels=["cat", "dog"], promote="production")
     """
+    from maas.client.push import with_defaults
     from maas.client.registry import Registry
 
+    recorded = with_defaults(lineage, "log_model", software.versions("maas", "torch", "onnx", "onnxruntime"))
     with tempfile.TemporaryDirectory(prefix="maas-log-model-") as tmp:
         path = Path(tmp) / "model.onnx"
         diff = export_onnx(
@@ -163,6 +169,7 @@ def log_model(
                 run_id=run_id,
                 metrics={"onnx_max_abs_diff": diff},
                 promote=promote,
+                lineage=recorded,
             )
         finally:
             if registry is None:

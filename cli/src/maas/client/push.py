@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from maas.common import architectures, errors, names
+from maas.common import architectures, errors, names, software
 from maas.common.clients.registry import RegistryClient
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as pb
@@ -202,8 +202,13 @@ async def push(
     metrics: Mapping[str, float] | None = None,
     promote: str | None = None,
     progress: Progress | None = None,
+    lineage: pb.Lineage | None = None,
 ) -> pb.ModelVersion:
-    """Register the file as a new version of `model` (created if needed) and return it READY."""
+    """Register the file as a new version of `model` (created if needed) and return it READY.
+
+    Its lineage is `lineage` (a parent, a data set, ...) with source "push" unless it names
+    another, and the maas and python versions of this process unless it gives them.
+    """
     path = Path(path)
     format = detect_format(path)
     doc = architecture_document(
@@ -222,6 +227,7 @@ async def push(
         description=description,
         tags=tags,
         metrics=metrics,
+        lineage=with_defaults(lineage, "push", software.versions("maas")),
     )
     number = version.version
     try:
@@ -237,6 +243,14 @@ async def push(
         await registry.set_alias(model, promote, number)
         ready = await registry.get_version(model, number)
     return ready
+
+
+def with_defaults(lineage: pb.Lineage | None, source: str, versions: Mapping[str, str]) -> pb.Lineage:
+    """A copy of `lineage` with `source` if it names none and `versions` under the software it gives."""
+    out = pb.Lineage(source=source, software=dict(versions))
+    if lineage is not None:
+        out.MergeFrom(lineage)  # its source replaces ours when set; its software entries win
+    return out
 
 
 def _reason(exc: BaseException) -> str:

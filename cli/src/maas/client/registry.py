@@ -162,6 +162,7 @@ class AsyncRegistry(RegistryClient):
         metrics: Mapping[str, float] | None = None,
         promote: str | None = None,
         progress: pushing.Progress | None = None,
+        lineage: pb.Lineage | None = None,
     ) -> pb.ModelVersion:
         """Register an ONNX or safetensors file as a new version of `model` (created if needed), READY.
 
@@ -169,6 +170,8 @@ class AsyncRegistry(RegistryClient):
         `input_shape`; `labels` and `normalize` ((mean, std), one value or one per channel) set
         their keys. `promote` points that alias at the version once READY; `progress(sent, total)`
         follows the upload. A refused or interrupted upload leaves the version FAILED with the reason.
+        Its lineage: `lineage` if given (a parent, a data set, ...), source "push" unless it says
+        otherwise, and this process's maas and python versions.
         """
         return await pushing.push(
             self,
@@ -185,6 +188,7 @@ class AsyncRegistry(RegistryClient):
             metrics=metrics,
             promote=promote,
             progress=progress,
+            lineage=lineage,
         )
 
     async def list_runs(self, job_id: str = "", page_size: int = 0, page_token: str = "") -> pb.ListRunsResponse:
@@ -236,6 +240,11 @@ class Registry(BlockingClient[AsyncRegistry]):
         self._runner.run(self.aio.delete_model(name, force))
 
     # versions
+    def create_version(self, model: str, *, format: int, **options: Any) -> pb.ModelVersion:
+        """A new PENDING version (architecture, signature, run_id, description, tags, metrics, lineage as
+        `AsyncRegistry.create_version` takes them); `upload` makes it READY. `push` does both for a file."""
+        return self._runner.run(self.aio.create_version(model, format=format, **options))
+
     def get_version(self, model: str, version: int) -> pb.ModelVersion:
         return self._runner.run(self.aio.get_version(model, version))
 
