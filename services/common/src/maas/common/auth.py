@@ -78,6 +78,7 @@ REQUIRED_SCOPE: dict[str, str] = {
     "/maas.v1.TrainerService/WatchJob": _R,
     "/maas.v1.TrainerService/SubmitJob": _W,
     "/maas.v1.TrainerService/CancelJob": _W,
+    "/maas.v1.TrainerService/OptimizeVersion": _W,
     # inference: serving and reading are "read"; changing what is loaded is "admin"
     **{
         f"/inference.GRPCInferenceService/{m}": _R
