@@ -28,6 +28,7 @@ class ModelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_FORMAT_TORCH_EXPORT: _ClassVar[ModelFormat]
     MODEL_FORMAT_PICKLE: _ClassVar[ModelFormat]
     MODEL_FORMAT_ORT: _ClassVar[ModelFormat]
+    MODEL_FORMAT_PTE: _ClassVar[ModelFormat]
 
 class VersionOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -68,6 +69,7 @@ MODEL_FORMAT_TORCHSCRIPT: ModelFormat
 MODEL_FORMAT_TORCH_EXPORT: ModelFormat
 MODEL_FORMAT_PICKLE: ModelFormat
 MODEL_FORMAT_ORT: ModelFormat
+MODEL_FORMAT_PTE: ModelFormat
 VERSION_ORDER_NEWEST: VersionOrder
 VERSION_ORDER_OLDEST: VersionOrder
 VERSION_ORDER_METRIC_DESC: VersionOrder

@@ -27,10 +27,17 @@ class ModelFormat(enum.StrEnum):
     TORCH_EXPORT = "TORCH_EXPORT"
     PICKLE = "PICKLE"
     ORT = "ORT"
+    PTE = "PTE"
 
     @property
     def carries_code(self) -> bool:
         return self in (ModelFormat.TORCHSCRIPT, ModelFormat.TORCH_EXPORT, ModelFormat.PICKLE)
+
+    @property
+    def edge_only(self) -> bool:
+        """Edge formats (ORT, ExecuTorch): files for devices that the inference service cannot serve, so only
+        additional artifacts of a version, never the one that makes it READY."""
+        return self in (ModelFormat.ORT, ModelFormat.PTE)
 
 
 class RunStatus(enum.StrEnum):

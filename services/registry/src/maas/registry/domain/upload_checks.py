@@ -42,6 +42,9 @@ SET_SIGNATURE = Prepared(
 
 def check(path: Path, version: entities.Version) -> entities.Signature | None:
     """The signature to store (an ONNX graph's, when the version declared none), or None to keep the version's."""
+    if version.format.edge_only:
+        # Versions created before CreateVersion refused edge formats: still never READY on such a file.
+        raise errors.InvalidArgument(f"{version.format.value} is an edge format nothing here serves")
     if version.format == entities.ModelFormat.SAFETENSORS:
         weights_checks.check(path, architectures.parse(version.architecture))
         return None

@@ -137,6 +137,11 @@ def validate_new(new: entities.NewVersion, trusted_formats: bool) -> tuple[str, 
         raise errors.InvalidArgument(
             f"format: {new.format.value} carries code and is refused; the operator can enable trusted formats"
         )
+    if new.format.edge_only:
+        raise errors.InvalidArgument(
+            f"format: {new.format.value} is an edge format nothing here serves; create the version with its "
+            "ONNX or safetensors weights and add the file to it with UploadArtifact"
+        )
     arch_json = json.dumps(new.architecture, sort_keys=True, allow_nan=False)
     if len(arch_json) > MAX_ARCHITECTURE_BYTES:
         raise errors.InvalidArgument(f"architecture: larger than {MAX_ARCHITECTURE_BYTES} bytes")

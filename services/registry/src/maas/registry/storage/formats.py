@@ -30,11 +30,13 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 MAX_TENSORS = 100_000
 # An ORT format model is a flatbuffer whose file identifier (bytes 4..8) is "ORTM".
 ORT_FILE_IDENTIFIER = b"ORTM"
+# An ExecuTorch program (.pte) is a flatbuffer whose file identifier is "ET12" (executorch's schema/program.fbs).
+PTE_FILE_IDENTIFIER = b"ET12"
 
 
 @dataclass(frozen=True)
 class Sniffed:
-    kind: str  # safetensors, onnx, ort, pickle, torch-zip, torchscript, torch-export, zip, gzip, unknown
+    kind: str  # safetensors, onnx, ort, pte, pickle, torch-zip, torchscript, torch-export, zip, gzip, unknown
     detail: str = ""
 
 
@@ -48,6 +50,8 @@ def sniff(path: Path) -> Sniffed:
             return _sniff_zip(path)
         if head[4:8] == ORT_FILE_IDENTIFIER:
             return Sniffed("ort")
+        if head[4:8] == PTE_FILE_IDENTIFIER:
+            return Sniffed("pte")
         # Validate safetensors before the pickle heuristic: a 640-byte header
         # (0x280) starts the file with 0x80 0x02, a pickle's PROTO opcode.
         problem = _safetensors_problem(f, size)
@@ -75,6 +79,7 @@ def check(path: Path, declared: ModelFormat, trusted: bool) -> None:
         ModelFormat.TORCH_EXPORT: {"torch-export"},
         ModelFormat.PICKLE: {"pickle", "torch-zip"},
         ModelFormat.ORT: {"ort"},
+        ModelFormat.PTE: {"pte"},
     }[declared]
     if found.kind in expected:
         return
