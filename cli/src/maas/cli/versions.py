@@ -64,7 +64,12 @@ def show(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-SUFFIXES = {rpb.MODEL_FORMAT_SAFETENSORS: ".safetensors", rpb.MODEL_FORMAT_ONNX: ".onnx", rpb.MODEL_FORMAT_ORT: ".ort"}
+SUFFIXES = {
+    rpb.MODEL_FORMAT_SAFETENSORS: ".safetensors",
+    rpb.MODEL_FORMAT_ONNX: ".onnx",
+    rpb.MODEL_FORMAT_ORT: ".ort",
+    rpb.MODEL_FORMAT_PTE: ".pte",
+}
 
 
 def download(args: argparse.Namespace, ctx: Context) -> int:

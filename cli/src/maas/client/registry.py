@@ -31,6 +31,7 @@ FORMATS = {
     "safetensors": pb.MODEL_FORMAT_SAFETENSORS,
     "onnx": pb.MODEL_FORMAT_ONNX,
     "ort": pb.MODEL_FORMAT_ORT,
+    "pte": pb.MODEL_FORMAT_PTE,
     "torchscript": pb.MODEL_FORMAT_TORCHSCRIPT,
     "torch_export": pb.MODEL_FORMAT_TORCH_EXPORT,
     "pickle": pb.MODEL_FORMAT_PICKLE,
@@ -136,7 +137,7 @@ class AsyncRegistry(RegistryClient):
         self, model: str, version: int, dest: Path | str, *, format: str | int | None = None
     ) -> pb.ArtifactInfo:
         """One artifact of the version into `dest` (sha256 checked before the file appears); `format`
-        ('onnx', 'safetensors', 'ort', or a ModelFormat number) chooses it, None the primary one."""
+        ('onnx', 'safetensors', 'ort', 'pte', or a ModelFormat number) chooses it, None the primary one."""
         return await self.download_artifact(model, version, Path(dest), format=format_number(format))
 
     async def upload(
@@ -292,7 +293,7 @@ class Registry(BlockingClient[AsyncRegistry]):
         self, model: str, version: int, dest: Path | str, *, format: str | int | None = None
     ) -> pb.ArtifactInfo:
         """One artifact of the version into `dest` (sha256 checked before the file appears); `format`
-        ('onnx', 'safetensors', 'ort', or a ModelFormat number) chooses it, None the primary one."""
+        ('onnx', 'safetensors', 'ort', 'pte', or a ModelFormat number) chooses it, None the primary one."""
         return self._runner.run(self.aio.download(model, version, dest, format=format))
 
     def upload(self, model: str, version: int, path: Path | str, *, format: str | int | None = None) -> pb.ModelVersion:
