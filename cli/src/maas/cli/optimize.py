@@ -1,4 +1,4 @@
-"""`maas optimize REF`: int8 quantization (a new version) and edge formats (ORT) from a READY version."""
+"""`maas optimize REF`: int8 quantization (a new version) and edge formats (ORT, .pte) from a READY version."""
 
 from __future__ import annotations
 
@@ -51,8 +51,13 @@ def verdict(ctx: Context, job: pb.Job) -> tuple[bool, str, rpb.ModelVersion | No
         return False, f"job {job.job_id} SUCCEEDED but {ref} is {status}: {version.status_reason}", version
     formats = ", ".join(rpb.ModelFormat.Name(a.format).removeprefix("MODEL_FORMAT_").lower() for a in version.artifacts)
     if not job.spec.optimize.quantize:
-        diff = version.tags.get("ort_max_abs_diff", "?")
-        return True, f"{ref} now has {formats} (max |ort - onnx| {diff})", version
+        checks = {"ort": "max |ort - onnx|", "pte": "max |pte - torch|"}
+        diffs = [
+            f"{label} {version.tags.get(f'{fmt}_max_abs_diff', '?')}"
+            for fmt, label in checks.items()
+            if fmt in job.spec.optimize.formats
+        ]
+        return True, f"{ref} now has {formats} ({', '.join(diffs)})", version
     m = {k: version.metrics.get(k, float("nan")) for k in ("val_accuracy", "accuracy_delta", "size_ratio")}
     latency = version.metrics.get("latency_ratio", float("nan"))
     text = (
@@ -84,11 +89,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "optimize",
         parents=[common],
-        help="derive an int8 version and/or an ORT file from a READY version",
+        help="derive an int8 version and/or edge files (ORT, ExecuTorch .pte) from a READY version",
         description="Run an optimization job on a READY version: --quantize int8 registers a new version (ONNX, "
         "linked to its parent) with val_accuracy, accuracy_delta, size_ratio and latency_ratio measured on the "
         "parent job's validation split; --format ort adds an ORT-format file (ONNX Runtime Mobile), checked "
-        "against the ONNX model, to the new version (or, without --quantize, to REF itself).",
+        "against the ONNX model, to the new version (or, without --quantize, to REF itself); --format pte adds an "
+        "ExecuTorch program (.pte, XNNPACK) exported from REF's torch weights and checked against them "
+        "(not with --quantize; the trainer needs maas-trainer[edge]).",
         epilog="example: maas optimize digits@production --quantize int8 --format ort --promote edge "
         "--metric accuracy_delta --threshold -0.01",
     )
@@ -99,7 +106,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         choices=["dynamic", "static"],
         help="dynamic, or static (calibrated on training data); default: static for convolutional networks",
     )
-    p.add_argument("--format", action="append", choices=["ort"], help="edge format to produce and check (repeatable)")
+    p.add_argument(
+        "--format", action="append", choices=["ort", "pte"], help="edge format to produce and check (repeatable)"
+    )
     p.add_argument("--calibration-batches", type=int, metavar="N", help="training batches for static (default 8)")
     g = p.add_argument_group("evaluation data (default: what REF was trained on)")
     g.add_argument("--dataset", help="digits, cifar10, mnist, fashion_mnist, imagefolder, fake")

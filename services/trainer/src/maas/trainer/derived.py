@@ -7,14 +7,15 @@ model becomes a new version (format ONNX, the parent's architecture and
 signature so labels and normalization carry over, tags and lineage linking
 it to its parent, the measured metrics), its ORT file is added while it is
 PENDING and the ONNX model makes it READY; then the job's promotion rule
-runs as a training job's does. Formats alone are added to the source
-version itself, their check recorded as tags (a READY version's metrics are
+runs as a training job's does. Formats alone (ORT, ExecuTorch .pte) are added to the
+source version itself, their check recorded as tags (a READY version's metrics are
 fixed). Outages are waited out; a refusal fails the job and, for a new
 version, leaves it FAILED with the reason.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -98,12 +99,21 @@ class DerivedHandoff:
             fmt, name = rpb.MODEL_FORMAT_SAFETENSORS, "model.safetensors"
         else:
             raise errors.FailedPrecondition(f"{ref} has neither an ONNX artifact nor safetensors weights")
+        wanted = [(fmt, name)]
+        if "pte" in job.spec["optimize"]["formats"] and fmt != rpb.MODEL_FORMAT_SAFETENSORS:
+            # A .pte is exported from the torch module: its weights too, beside the ONNX model.
+            if rpb.MODEL_FORMAT_SAFETENSORS not in formats:
+                raise errors.FailedPrecondition(f"{ref} has no safetensors weights to export a .pte from")
+            wanted.append((rpb.MODEL_FORMAT_SAFETENSORS, "model.safetensors"))
         directory.mkdir(parents=True, exist_ok=True)
-        await patiently(
-            "source download",
-            job.job_id,
-            lambda: self._client.download_artifact(model, number, directory / name, format=fmt),
-        )
+        for wanted_fmt, wanted_name in wanted:
+            await patiently(
+                "source download",
+                job.job_id,
+                functools.partial(
+                    self._client.download_artifact, model, number, directory / wanted_name, format=wanted_fmt
+                ),
+            )
         doc = {
             "model": model,
             "version": number,
@@ -189,23 +199,27 @@ class DerivedHandoff:
     ) -> entities.Job:
         h, source = self._handoff, result["source"]
         model, number = source["model"], int(source["version"])
-        ort = result["ort"]
-        await h.patiently("ORT upload", job.job_id, lambda: self._add_ort(model, number, export_dir / ort["file"]))
-        await h.patiently(
-            "tags",
-            job.job_id,
-            lambda: self._client.set_version_tags(
-                model, number, {"ort_max_abs_diff": f"{ort['max_abs_diff']:.6g}", "ort_job_id": job.job_id}
-            ),
-        )
-        await emit(f"added an ORT artifact to {model}/{number} ({ort['size_bytes']} bytes)")
+        for key, fmt in (("ort", rpb.MODEL_FORMAT_ORT), ("pte", rpb.MODEL_FORMAT_PTE)):
+            edge = result.get(key)
+            if not edge:
+                continue
+            path = export_dir / edge["file"]
+            await h.patiently(
+                f"{key.upper()} upload", job.job_id, functools.partial(self._add_edge, model, number, path, fmt)
+            )
+            tags = {f"{key}_max_abs_diff": f"{edge['max_abs_diff']:.6g}", f"{key}_job_id": job.job_id}
+            await h.patiently("tags", job.job_id, functools.partial(self._client.set_version_tags, model, number, tags))
+            await emit(f"added an {key.upper()} artifact to {model}/{number} ({edge['size_bytes']} bytes)")
         await h.patiently("registry sync", job.job_id, lambda: h.sync_metrics(job.job_id))
         await h.patiently("run finish", job.job_id, lambda: h.finish_run(job.job_id, rpb.RUN_STATUS_FINISHED))
         return await self._in_thread(self._store.record, job.job_id, registered_model=model, registered_version=number)
 
     async def _add_ort(self, model: str, number: int, path: Path) -> None:
+        await self._add_edge(model, number, path, rpb.MODEL_FORMAT_ORT)
+
+    async def _add_edge(self, model: str, number: int, path: Path, fmt: int) -> None:
         try:
-            await self._client.upload_artifact(model, number, path, format=rpb.MODEL_FORMAT_ORT)
+            await self._client.upload_artifact(model, number, path, format=fmt)
         except errors.AlreadyExists:
             pass  # an earlier attempt's upload landed but its answer was lost
 

@@ -12,6 +12,7 @@ listed, watched and cancelled as a training job is.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from maas.trainer import datasets, spec
 
 QUANTIZE = ("int8",)
 METHODS = ("dynamic", "static")
-FORMATS = ("ort",)
+FORMATS = ("ort", "pte")
 METRICS = ("val_accuracy", "accuracy_delta", "size_ratio", "latency_ratio")
 LOWER_IS_BETTER = ("size_ratio", "latency_ratio")
 DEFAULT_CALIBRATION_BATCHES = 8
@@ -73,7 +74,12 @@ def check(raw: dict[str, Any]) -> dict[str, Any]:
         if fmt not in formats:
             formats.append(fmt)
     if not quantize and not formats:
-        raise InvalidArgument("spec: nothing to do: ask for quantize int8 and/or formats (ort)")
+        raise InvalidArgument("spec: nothing to do: ask for quantize int8 and/or formats (ort, pte)")
+    if quantize and "pte" in formats:
+        # The .pte is exported from the torch module; an int8 ONNX model has none to export.
+        raise InvalidArgument(
+            "spec.formats: pte is exported from the float torch weights; ask for it without --quantize"
+        )
     register_as = str(raw.get("register_as") or "")
     if register_as:
         if not quantize:
@@ -110,6 +116,17 @@ def check(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def can_export_pte() -> bool:
+    """Whether this trainer's environment has ExecuTorch (maas-trainer[edge]), without importing it here."""
+    return importlib.util.find_spec("executorch") is not None
+
+
+def require_tools(checked: dict[str, Any]) -> None:
+    """FailedPrecondition when this trainer cannot produce a format asked for (before any registry lookup)."""
+    if "pte" in checked["formats"] and not can_export_pte():
+        raise FailedPrecondition("this trainer cannot export ExecuTorch: install maas-trainer[edge]")
+
+
 def resolve(checked: dict[str, Any], source: Source, *, data_root: Path, max_runtime: int) -> dict[str, Any]:
     """The stored job spec of an optimization of `source` (a result of `check`)."""
     if source.archived:
@@ -120,6 +137,14 @@ def resolve(checked: dict[str, Any], source: Source, *, data_root: Path, max_run
         raise FailedPrecondition(f"{source.ref} has neither an ONNX artifact nor safetensors weights to start from")
     if "ort" in checked["formats"] and not checked["quantize"] and "ort" in source.formats:
         raise AlreadyExists(f"{source.ref} already has an ORT artifact")
+    if "pte" in checked["formats"]:
+        if "pte" in source.formats:
+            raise AlreadyExists(f"{source.ref} already has a PTE artifact")
+        if "safetensors" not in source.formats:
+            raise FailedPrecondition(
+                f"{source.ref} has no safetensors weights: a .pte is exported from the torch module, "
+                "which an ONNX-only version does not have"
+            )
     lineage = source.dataset or {}
     asked = checked["dataset"]
     if asked is None and not lineage.get("name"):

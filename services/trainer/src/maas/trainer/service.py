@@ -72,6 +72,7 @@ class JobService:
         """Queue an optimization of a READY version; the source and its data set are checked first."""
         check_key(idempotency_key)
         checked = optimize_spec.check(raw)
+        optimize_spec.require_tools(checked)
         digest = optimize_spec.fingerprint(checked)
         if idempotency_key:
             earlier = await self._in_thread(self._store.submitted, idempotency_key, digest)

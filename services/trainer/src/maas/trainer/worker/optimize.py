@@ -1,4 +1,4 @@
-"""An optimization job in the worker: int8 quantization and the ORT format, measured against the parent.
+"""An optimization job in the worker: int8 quantization and edge formats (ORT, ExecuTorch .pte), measured.
 
 The trainer has put the source version in job_dir/source (version.json with its
 architecture and signature, and its ONNX artifact, or its safetensors weights
@@ -17,7 +17,11 @@ bytes / parent ONNX bytes), latency_ratio (int8 / parent: each model in its
 own onnxruntime CPU session with the same intra-op threads, LATENCY_ROWS
 validation rows per run, the median over LATENCY_ROUNDS rounds of the mean run
 time, after warm-up). ort_max_abs_diff: the largest |ORT file - ONNX model|
-output difference on the validation batch.
+output difference on the validation batch. pte_max_abs_diff: the largest
+|.pte - torch module| difference there (pte_export; the module is rebuilt from
+the safetensors weights, which the trainer fetches beside the ONNX model when
+pte is asked for). A .pte over the tolerance is dropped with the reason in the
+log, and fails the job when it was all that was asked.
 """
 
 from __future__ import annotations
@@ -36,14 +40,21 @@ import torch
 from maas.common import catalog
 from maas.common.errors import FailedPrecondition, MaasError
 from maas.trainer import datasets
-from maas.trainer.worker import onnx_export, quantize
+from maas.trainer.worker import onnx_export, pte_export, quantize
 from maas.trainer.worker.reporter import Reporter
 
 CALIBRATION_ROWS = 32  # rows per calibration batch
 LATENCY_ROWS = 32
 LATENCY_ROUNDS = 7
 CHECK_ROWS = onnx_export.MAX_CHECK_ROWS
-SOFTWARE = {"maas": "maas-trainer", "torch": "torch", "onnx": "onnx", "onnxruntime": "onnxruntime", "numpy": "numpy"}
+SOFTWARE = {
+    "maas": "maas-trainer",
+    "torch": "torch",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+    "numpy": "numpy",
+    "executorch": "executorch",
+}
 
 
 def software() -> dict[str, str]:
@@ -114,6 +125,7 @@ def _run(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], reporter:
         "metrics": {},
         "quantized": None,
         "ort": None,
+        "pte": None,
     }
     target = parent
     if opt["quantize"] == "int8":
@@ -155,6 +167,25 @@ def _run(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], reporter:
         result["ort"] = _ort(target, export / "model.ort", x_val, threads, float(runtime["onnx_tolerance"]), ref)
         ort = result["ort"]
         reporter.log(f"ORT format: {ort['size_bytes']} bytes, max |ort - onnx| {ort['max_abs_diff']:.3g}")
+    if "pte" in opt["formats"]:
+        module = _module(source_dir, version)
+        pte = pte_export.export(module, x_val, export, float(runtime["onnx_tolerance"]))
+        if pte.ok:
+            result["pte"] = {
+                "file": pte_export.FILE,
+                "size_bytes": pte.size_bytes,
+                "max_abs_diff": pte.max_abs_diff,
+                "checked_rows": pte.checked_rows,
+                "max_batch": pte_export.MAX_BATCH,
+            }
+            reporter.log(
+                f"ExecuTorch format: {pte.size_bytes} bytes, max |pte - torch| {pte.max_abs_diff:.3g} "
+                f"on {pte.checked_rows} rows, batch 1..{pte_export.MAX_BATCH}"
+            )
+        elif opt["formats"] == ["pte"]:
+            raise FailedPrecondition(f"{ref}: {pte.reason}")
+        else:
+            reporter.log(f"ExecuTorch format dropped: {pte.reason}")
     (export / "result.json").write_text(json.dumps(result))
     reporter.emit("exported", metrics=result["metrics"], epochs_run=0, stopped_early=False)
     return 0
@@ -167,18 +198,27 @@ def _parent_onnx(
     graph = source_dir / "model.onnx"
     if graph.exists():
         return graph
-    from safetensors.torch import load_file
-
     arch = catalog.parse(version["architecture"])
-    module = catalog.build(arch)
-    catalog.load_weights(module, arch, load_file(str(source_dir / "model.safetensors")))
-    module.eval()
+    module = _module(source_dir, version)
     work.mkdir(parents=True, exist_ok=True)
     exported = onnx_export.export(module, arch, torch.from_numpy(x_val), work, tolerance)
     if not exported.ok:
         raise FailedPrecondition(f"{version['model']}/{version['version']} has no ONNX artifact and {exported.reason}")
     reporter.log(f"exported the safetensors weights to ONNX (max |onnxruntime - torch| {exported.max_abs_diff:.3g})")
     return work / onnx_export.FILE
+
+
+def _module(source_dir: Path, version: dict[str, Any]) -> catalog.Normalized:
+    """The served torch module (normalization inside, as the ONNX export has it) from the safetensors weights."""
+    from safetensors.torch import load_file
+
+    weights = source_dir / "model.safetensors"
+    if not weights.exists():
+        raise FailedPrecondition(f"{version['model']}/{version['version']} has no safetensors weights here")
+    arch = catalog.parse(version["architecture"])
+    module = catalog.build(arch)
+    catalog.load_weights(module, arch, load_file(str(weights)))
+    return module.eval()
 
 
 def _calibration(x: torch.Tensor, train_idx: torch.Tensor, seed: int, batches: int) -> list[np.ndarray]:
