@@ -86,20 +86,9 @@ def check(raw: dict[str, Any]) -> dict[str, Any]:
             raise InvalidArgument("spec.register_as: only with quantize (formats alone add artifacts to the source)")
         names.model_name(register_as, "spec.register_as")
     promo = raw.get("promotion") or {}
-    promotion = None
-    if promo.get("alias"):
-        if not quantize:
-            raise InvalidArgument("spec.promotion: only with quantize (a new version)")
-        names.alias_name(str(promo["alias"]), "spec.promotion.alias")
-        metric = str(promo.get("metric") or "val_accuracy")
-        if metric not in METRICS:
-            raise InvalidArgument(f"spec.promotion.metric: one of {', '.join(METRICS)}")
-        promotion = {
-            "alias": str(promo["alias"]),
-            "metric": metric,
-            "threshold": spec._num(float(promo.get("threshold") or 0.0), "spec.promotion.threshold", -1e12, 1e12),
-            "higher_is_better": bool(promo.get("higher_is_better", metric not in LOWER_IS_BETTER)),
-        }
+    if promo.get("alias") and not quantize:
+        raise InvalidArgument("spec.promotion: only with quantize (a new version)")
+    promotion = spec.promotion_rule(promo, "spec.promotion", METRICS, lambda metric: metric not in LOWER_IS_BETTER)
     batches = spec._int(
         int(raw.get("calibration_batches") or DEFAULT_CALIBRATION_BATCHES), "spec.calibration_batches", 1, 1000
     )

@@ -25,6 +25,26 @@ SCHEDULES = ("none", "step", "cosine", "exponential")
 METRICS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
 
 
+def promotion_rule(
+    promo: dict[str, Any], field: str, metrics: tuple[str, ...], better_when_higher: Any
+) -> dict[str, Any] | None:
+    """The checked promotion rule of a spec (None without an alias): the alias, one of `metrics`
+    (val_accuracy by default), the threshold, and the direction (`better_when_higher(metric)`
+    unless the spec says)."""
+    if not promo.get("alias"):
+        return None
+    names.alias_name(str(promo["alias"]), f"{field}.alias")
+    metric = str(promo.get("metric") or "val_accuracy")
+    if metric not in metrics:
+        raise InvalidArgument(f"{field}.metric: one of {', '.join(metrics)}")
+    return {
+        "alias": str(promo["alias"]),
+        "metric": metric,
+        "threshold": _num(float(promo.get("threshold") or 0.0), f"{field}.threshold", -1e12, 1e12),
+        "higher_is_better": bool(promo.get("higher_is_better", better_when_higher(metric))),
+    }
+
+
 def _num(value: float, field: str, lo: float, hi: float) -> float:
     if not math.isfinite(value) or not lo <= value <= hi:
         raise InvalidArgument(f"{field}: must be in [{lo}, {hi}]")
@@ -120,20 +140,9 @@ def resolve(raw: dict[str, Any], *, data_root: Path, max_world_size: int, max_ru
     if register_as:
         names.model_name(register_as, "register_as")
     promo = raw.get("promotion") or {}
-    promotion = None
-    if promo.get("alias"):
-        if not register_as:
-            raise InvalidArgument("promotion: needs register_as")
-        names.alias_name(str(promo["alias"]), "promotion.alias")
-        metric = str(promo.get("metric") or "val_accuracy")
-        if metric not in METRICS:
-            raise InvalidArgument(f"promotion.metric: one of {', '.join(METRICS)}")
-        promotion = {
-            "alias": str(promo["alias"]),
-            "metric": metric,
-            "threshold": _num(float(promo.get("threshold") or 0.0), "promotion.threshold", -1e12, 1e12),
-            "higher_is_better": bool(promo.get("higher_is_better", higher_is_better(metric))),
-        }
+    if promo.get("alias") and not register_as:
+        raise InvalidArgument("promotion: needs register_as")
+    promotion = promotion_rule(promo, "promotion", METRICS, higher_is_better)
 
     description = names.text_value(str(raw.get("description") or ""), "description")
     tags = names.tags(dict(raw.get("tags") or {}))
