@@ -29,6 +29,7 @@ class ModelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_FORMAT_PICKLE: _ClassVar[ModelFormat]
     MODEL_FORMAT_ORT: _ClassVar[ModelFormat]
     MODEL_FORMAT_PTE: _ClassVar[ModelFormat]
+    MODEL_FORMAT_TOKENIZER: _ClassVar[ModelFormat]
 
 class VersionOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -70,6 +71,7 @@ MODEL_FORMAT_TORCH_EXPORT: ModelFormat
 MODEL_FORMAT_PICKLE: ModelFormat
 MODEL_FORMAT_ORT: ModelFormat
 MODEL_FORMAT_PTE: ModelFormat
+MODEL_FORMAT_TOKENIZER: ModelFormat
 VERSION_ORDER_NEWEST: VersionOrder
 VERSION_ORDER_OLDEST: VersionOrder
 VERSION_ORDER_METRIC_DESC: VersionOrder
