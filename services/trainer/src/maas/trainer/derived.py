@@ -209,7 +209,8 @@ class DerivedHandoff:
             )
             tags = {f"{key}_max_abs_diff": f"{edge['max_abs_diff']:.6g}", f"{key}_job_id": job.job_id}
             await h.patiently("tags", job.job_id, functools.partial(self._client.set_version_tags, model, number, tags))
-            await emit(f"added an {key.upper()} artifact to {model}/{number} ({edge['size_bytes']} bytes)")
+            article = "an" if key == "ort" else "a"
+            await emit(f"added {article} {key.upper()} artifact to {model}/{number} ({edge['size_bytes']} bytes)")
         await h.patiently("registry sync", job.job_id, lambda: h.sync_metrics(job.job_id))
         await h.patiently("run finish", job.job_id, lambda: h.finish_run(job.job_id, rpb.RUN_STATUS_FINISHED))
         return await self._in_thread(self._store.record, job.job_id, registered_model=model, registered_version=number)
