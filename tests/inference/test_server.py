@@ -427,6 +427,22 @@ def test_load_unload_and_index(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_a_bare_load_serves_the_default_alias_else_the_latest_ready_version(
+    client: tc.InferenceServerClient, registry: BlockingRegistryClient, served: Served
+) -> None:
+    # What tritonclient's load_model and `maas serving load MODEL` send: a name, no alias, no version.
+    support.register_torch(registry, "unaliased", support.MLP_ARCH, seed=4, alias=None)
+    support.register_torch(registry, "unaliased", support.MLP_ARCH, seed=5, alias=None)
+    client.load_model("unaliased")
+    assert client.is_model_ready("unaliased", "2")
+    support.register_torch(registry, "aliased", support.MLP_ARCH, seed=6)  # production -> 1
+    support.register_torch(registry, "aliased", support.MLP_ARCH, seed=7, alias=None)
+    client.load_model("aliased")
+    assert client.is_model_ready("aliased", "1") and not client.is_model_ready("aliased", "2")
+    for name in ("unaliased", "aliased"):
+        client.unload_model(name)
+
+
 def test_a_version_that_cannot_be_served_fails_with_a_reason_and_the_old_one_keeps_serving(
     client: tc.InferenceServerClient, registry: BlockingRegistryClient, served: Served
 ) -> None:

@@ -32,7 +32,9 @@ def load(args: argparse.Namespace, ctx: Context) -> int:
         print_json({"model": ref.model, "version": version, "alias": alias, "state": served[0].state if served else ""})
     else:
         follows = (
-            f" (following @{alias})" if alias else (" (pinned)" if ref.version else " (following its default alias)")
+            f" (following @{alias})"
+            if alias
+            else (" (pinned)" if ref.version else " (following production, or its latest READY version)")
         )
         print(f"{ref.model}/{version} is served{follows}")
     return 0
@@ -67,7 +69,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     c = serving.add_parser(
         "load",
         parents=[common],
-        help="serve a model (MODEL follows production; MODEL@ALIAS follows ALIAS; MODEL/VERSION pins a version)",
+        help="serve a model (MODEL follows production, or its latest READY version without one; MODEL@ALIAS follows ALIAS; MODEL/VERSION pins a version)",
     )
     c.add_argument("ref", metavar="MODEL[@ALIAS|/VERSION]")
     c.add_argument("--wait", type=float, default=120.0, metavar="SECONDS", help="how long loading may take")

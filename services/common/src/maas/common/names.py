@@ -20,7 +20,8 @@ METRIC_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,249}")
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_VALUE_CHARS = 5000
-RESERVED_ALIASES = frozenset({"latest"})
+LATEST = "latest"  # the alias that means the highest READY version
+RESERVED_ALIASES = frozenset({LATEST})
 
 
 def _clip(value: str) -> str:

@@ -154,7 +154,15 @@ class ModelManager:
         if options is not None:
             entry.options = options
         try:
-            served = await self._reconcile(entry, retry_failed=True)
+            try:
+                served = await self._reconcile(entry, retry_failed=True)
+            except errors.NotFound:
+                if not (created and target is None):
+                    raise
+                # A bare name loads what Triton's load_model would: the default alias where the model has
+                # one, else its latest READY version (followed as versions are added).
+                entry.target = Target(alias=names.LATEST)
+                served = await self._reconcile(entry, retry_failed=True)
         except (errors.NotFound, errors.InvalidArgument):
             # Nothing in the registry to serve under this name: do not keep (or retry) it.
             if created and entry.current is None and self.models.get(name) is entry:
