@@ -69,7 +69,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     c = serving.add_parser(
         "load",
         parents=[common],
-        help="serve a model (MODEL follows production, or its latest READY version without one; MODEL@ALIAS follows ALIAS; MODEL/VERSION pins a version)",
+        help="serve a model (MODEL follows production, or its latest READY version without one; "
+        "MODEL@ALIAS follows ALIAS; MODEL/VERSION pins a version)",
     )
     c.add_argument("ref", metavar="MODEL[@ALIAS|/VERSION]")
     c.add_argument("--wait", type=float, default=120.0, metavar="SECONDS", help="how long loading may take")
