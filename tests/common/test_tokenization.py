@@ -78,3 +78,11 @@ def test_a_tokenizer_without_a_pad_token_is_refused() -> None:
 def test_max_length_out_of_range_is_refused() -> None:
     with pytest.raises(InvalidArgument, match="max_length"):
         tokenization.load(_tokenizer_json(), max_length=1)
+
+
+def test_parse_takes_a_tokenizer_without_a_pad_token_and_sets_nothing() -> None:
+    tok = tokenization.parse(_tokenizer_json(pad=None).encode())
+    assert tok.token_to_id("[PAD]") is None
+    assert tok.truncation is None and tok.padding is None
+    with pytest.raises(InvalidArgument):
+        tokenization.parse("{}")

@@ -44,22 +44,30 @@ def pad_token(tokenizer: Tokenizer) -> tuple[str, int]:
     raise InvalidArgument(f"tokenizer: has no pad token (one of {', '.join(PAD_CANDIDATES)})")
 
 
+def parse(data: bytes | str) -> Tokenizer:
+    """A tokenizer from tokenizer.json content, as it is (no pad token needed, nothing set).
+
+    Raises InvalidArgument when the content is too large or not a tokenizer.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) > MAX_TOKENIZER_BYTES:
+        raise InvalidArgument(f"tokenizer: {len(raw)} bytes, more than the {MAX_TOKENIZER_BYTES} allowed")
+    try:
+        return Tokenizer.from_str(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidArgument("tokenizer: not UTF-8") from None
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a plain Exception for bad JSON
+        raise InvalidArgument(f"tokenizer: not a tokenizers tokenizer.json ({str(exc)[:200]})") from None
+
+
 def load(data: bytes | str, max_length: int) -> Tokenizer:
     """A tokenizer from tokenizer.json content, set to truncate at max_length and pad to the longest.
 
     Raises InvalidArgument when the content is too large, not a tokenizer, or has no pad token.
     """
-    raw = data.encode() if isinstance(data, str) else data
-    if len(raw) > MAX_TOKENIZER_BYTES:
-        raise InvalidArgument(f"tokenizer: {len(raw)} bytes, more than the {MAX_TOKENIZER_BYTES} allowed")
     if not 2 <= max_length <= MAX_LENGTH_LIMIT:
         raise InvalidArgument(f"text.max_length: must be an integer in [2, {MAX_LENGTH_LIMIT}]")
-    try:
-        tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InvalidArgument("tokenizer: not UTF-8") from None
-    except Exception as exc:  # noqa: BLE001 - tokenizers raises a plain Exception for bad JSON
-        raise InvalidArgument(f"tokenizer: not a tokenizers tokenizer.json ({str(exc)[:200]})") from None
+    tokenizer = parse(data)
     token, token_id = pad_token(tokenizer)
     tokenizer.enable_truncation(max_length=max_length)
     tokenizer.enable_padding(pad_id=token_id, pad_token=token)
