@@ -28,6 +28,7 @@ class ModelFormat(enum.StrEnum):
     PICKLE = "PICKLE"
     ORT = "ORT"
     PTE = "PTE"
+    TOKENIZER = "TOKENIZER"
 
     @property
     def carries_code(self) -> bool:
@@ -38,6 +39,11 @@ class ModelFormat(enum.StrEnum):
         """Edge formats (ORT, ExecuTorch): files for devices that the inference service cannot serve, so only
         additional artifacts of a version, never the one that makes it READY."""
         return self in (ModelFormat.ORT, ModelFormat.PTE)
+
+    @property
+    def additional_only(self) -> bool:
+        """Never a version's primary artifact: the edge formats, and a text model's tokenizer (data, not a model)."""
+        return self.edge_only or self is ModelFormat.TOKENIZER
 
 
 class RunStatus(enum.StrEnum):

@@ -165,13 +165,15 @@ class ArtifactService:
             )
 
     def _check_additional(self, header: UploadHeader, path: Path, fmt: entities.ModelFormat) -> None:
-        """The format policy, and for ONNX the graph checks and the version's signature."""
+        """The format policy; for ONNX the graph checks and the version's signature; a tokenizer needs a text model."""
         formats.check(path, fmt, self._trusted)
         if fmt == entities.ModelFormat.ONNX:
-            found = onnx_checks.check(path)
             version = upload_checks.read(self._db, header.model, header.version)
+            found = upload_checks.onnx_graph(path, version)
             if version.signature.inputs or version.signature.outputs:
                 onnx_checks.agree(version.signature, found)
+        elif fmt == entities.ModelFormat.TOKENIZER:
+            upload_checks.require_text_model(upload_checks.read(self._db, header.model, header.version))
 
     def _add_artifact(self, header: UploadHeader, fmt: entities.ModelFormat, digest: str) -> entities.Version:
         def tx(conn: Connection, log: events.Log) -> entities.Version:

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Connection
 
-from maas.common import architectures, errors
+from maas.common import architectures, errors, text_task
 from maas.common.prepared import Prepared
 from maas.registry import entities
 from maas.registry.db import statements as st
@@ -49,12 +49,32 @@ def check(path: Path, version: entities.Version) -> entities.Signature | None:
         weights_checks.check(path, architectures.parse(version.architecture))
         return None
     if version.format == entities.ModelFormat.ONNX:
-        found = onnx_checks.check(path)
+        found = onnx_graph(path, version)
         if version.signature.inputs or version.signature.outputs:
             onnx_checks.agree(version.signature, found)
             return None
         return found
     return None  # trusted formats that carry code: nothing can be checked without running them
+
+
+def onnx_graph(path: Path, version: entities.Version) -> entities.Signature:
+    """The graph's signature, checked as onnxruntime serves it and, for a text model, as the tokenizer feeds it."""
+    found = onnx_checks.check(path)
+    if text_task.max_length_of(version.architecture) is not None:
+        text_task.check_graph(
+            [(t.name, t.datatype, len(t.shape)) for t in found.inputs],
+            [(t.name, t.datatype, len(t.shape)) for t in found.outputs],
+        )
+    return found
+
+
+def require_text_model(version: entities.Version) -> None:
+    """A tokenizer belongs only to a text model's version."""
+    if text_task.max_length_of(version.architecture) is None:
+        raise errors.FailedPrecondition(
+            f"version {version.model}/{version.version} is not a text model (its architecture has no "
+            f"task {text_task.TEXT_CLASSIFICATION}): a tokenizer has nothing to feed"
+        )
 
 
 def read(db: Database, model: str, number: int) -> entities.Version:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy.engine import Connection
 
-from maas.common import architectures, errors, names
+from maas.common import architectures, errors, names, text_task
 from maas.common.datatypes import DATATYPES
 from maas.common.prepared import Prepared
 from maas.registry import entities
@@ -137,11 +137,17 @@ def validate_new(new: entities.NewVersion, trusted_formats: bool) -> tuple[str, 
         raise errors.InvalidArgument(
             f"format: {new.format.value} carries code and is refused; the operator can enable trusted formats"
         )
-    if new.format.edge_only:
+    if new.format.additional_only:
+        what = (
+            "a text model's tokenizer, not a model"
+            if not new.format.edge_only
+            else "an edge format nothing here serves"
+        )
         raise errors.InvalidArgument(
-            f"format: {new.format.value} is an edge format nothing here serves; create the version with its "
+            f"format: {new.format.value} is {what}; create the version with its "
             "ONNX or safetensors weights and add the file to it with UploadArtifact"
         )
+    text_task.max_length_of(new.architecture)  # a text model's document names what is wrong with it
     arch_json = json.dumps(new.architecture, sort_keys=True, allow_nan=False)
     if len(arch_json) > MAX_ARCHITECTURE_BYTES:
         raise errors.InvalidArgument(f"architecture: larger than {MAX_ARCHITECTURE_BYTES} bytes")

@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from maas.common import errors
 from maas.registry.entities import ModelFormat
+from maas.registry.storage import tokenizer_checks
 
 SAFETENSORS_DTYPES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1,
@@ -36,7 +37,8 @@ PTE_FILE_IDENTIFIER = b"ET12"
 
 @dataclass(frozen=True)
 class Sniffed:
-    kind: str  # safetensors, onnx, ort, pte, pickle, torch-zip, torchscript, torch-export, zip, gzip, unknown
+    # safetensors, onnx, ort, pte, tokenizer, pickle, torch-zip, torchscript, torch-export, zip, gzip, unknown
+    kind: str
     detail: str = ""
 
 
@@ -59,6 +61,12 @@ def sniff(path: Path) -> Sniffed:
             return Sniffed("safetensors")
         if _looks_like_pickle(f, head, size):
             return Sniffed("pickle")
+        if tokenizer_checks.looks_like_json(head):
+            try:
+                tokenizer_checks.check(path)
+            except errors.InvalidArgument as exc:
+                return Sniffed("unknown", exc.message)
+            return Sniffed("tokenizer")
         onnx_problem = _onnx_problem(f, size)
         if onnx_problem is None:
             return Sniffed("onnx")
@@ -80,16 +88,27 @@ def check(path: Path, declared: ModelFormat, trusted: bool) -> None:
         ModelFormat.PICKLE: {"pickle", "torch-zip"},
         ModelFormat.ORT: {"ort"},
         ModelFormat.PTE: {"pte"},
+        ModelFormat.TOKENIZER: {"tokenizer"},
     }[declared]
     if found.kind in expected:
         return
-    if found.kind in ("pickle", "torch-zip", "torchscript", "torch-export", "gzip", "zip"):
+    if found.kind in _DESCRIBED:
         raise errors.InvalidArgument(
             f"content is {_describe(found.kind)}, not {declared.value}; "
             "formats that carry code are refused unless the operator enables trusted formats"
         )
+    if found.kind == "tokenizer":
+        raise errors.InvalidArgument(f"content is a tokenizer.json, not {declared.value} (upload it as TOKENIZER)")
+    if declared == ModelFormat.TOKENIZER:
+        if found.detail.startswith("tokenizer:"):  # JSON, but not a tokenizer the service can load
+            raise errors.InvalidArgument(f"content is not a usable {found.detail}")
+        what = f" (it is {found.kind})" if found.kind != "unknown" else ""
+        raise errors.InvalidArgument(f"content is not a tokenizer.json, the tokenizers library's JSON{what}")
     reason = f": {found.detail}" if found.detail else ""
     raise errors.InvalidArgument(f"content is not valid {declared.value}{reason}")
+
+
+_DESCRIBED = ("pickle", "torch-zip", "torchscript", "torch-export", "gzip", "zip")
 
 
 def _describe(kind: str) -> str:
