@@ -21,6 +21,11 @@ Requests are queued on the event loop; a scheduler hands groups of them to
   every request of a group on its own rows: the group still shares one
   hand-off to the executor. If a stacked pass fails, its requests are retried
   one by one so a bad request fails alone.
+- A `prepare` step, when given, turns the stacked inputs into the model's on
+  the executor thread, once per execution (and counts as compute_input): a
+  text model's tokenizer, so strings are tokenized batch by batch, never on
+  the event loop. Text models stack without the probe (padding to a batch's
+  longest text is masked out; see text_runtime).
 """
 
 from __future__ import annotations
@@ -137,9 +142,11 @@ class Batcher:
         *,
         name: str = "model",
         on_execution: Callable[[Execution], None] | None = None,
+        prepare: Runner | None = None,
     ) -> None:
         self.policy = policy
         self._run = run
+        self._prepare = prepare
         self._on_execution = on_execution
         # One thread per instance, fed through a SimpleQueue and answering with one
         # call_soon_threadsafe: a lighter hand-off than run_in_executor's chained futures.
@@ -358,6 +365,8 @@ class Batcher:
         rows = sum(w.rows for w in group)
         padded = max(rows, self.policy.min_rows)
         inputs = [_concatenate([w.arrays[i] for w in group], padded) for i in range(len(group[0].arrays))]
+        if self._prepare is not None:
+            inputs = self._prepare(inputs)  # once for the whole batch (a text model's tokenizer)
         t1 = time.perf_counter_ns()
         try:
             outputs = self._run(inputs)
@@ -383,6 +392,8 @@ class Batcher:
         try:
             t0 = time.perf_counter_ns()
             inputs = [a if a.flags.writeable else a.copy() for a in work.arrays]
+            if self._prepare is not None:
+                inputs = self._prepare(inputs)
             t1 = time.perf_counter_ns()
             outputs = self._run(inputs)
             t2 = time.perf_counter_ns()

@@ -21,7 +21,11 @@ from maas.v1 import registry_pb2 as rpb
 log = logging.getLogger("maas.inference.cache")
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
-SUFFIX = {rpb.MODEL_FORMAT_SAFETENSORS: ".safetensors", rpb.MODEL_FORMAT_ONNX: ".onnx"}
+SUFFIX = {
+    rpb.MODEL_FORMAT_SAFETENSORS: ".safetensors",
+    rpb.MODEL_FORMAT_ONNX: ".onnx",
+    rpb.MODEL_FORMAT_TOKENIZER: ".tokenizer.json",
+}
 PREFERRED = {"onnx": rpb.MODEL_FORMAT_ONNX, "safetensors": rpb.MODEL_FORMAT_SAFETENSORS}
 
 
@@ -32,6 +36,23 @@ def choose_artifact(version: rpb.ModelVersion, preferred: str) -> rpb.Artifact:
         if artifact.format == want:
             return artifact
     return rpb.Artifact(format=version.format, size_bytes=version.size_bytes, sha256=version.sha256)
+
+
+def text_artifacts(version: rpb.ModelVersion) -> tuple[rpb.Artifact, rpb.Artifact]:
+    """A text model's graph (its ONNX artifact) and tokenizer; FailedPrecondition naming what is missing."""
+    by_format = {a.format: a for a in version.artifacts}
+    held = ", ".join(rpb.ModelFormat.Name(a.format).removeprefix("MODEL_FORMAT_") for a in version.artifacts)
+    ref = f"{version.model}/{version.version}"
+    graph = by_format.get(rpb.MODEL_FORMAT_ONNX)
+    if graph is None:
+        raise errors.FailedPrecondition(f"{ref} is a text model without an ONNX artifact (it has: {held or 'none'})")
+    tokenizer = by_format.get(rpb.MODEL_FORMAT_TOKENIZER)
+    if tokenizer is None:
+        raise errors.FailedPrecondition(
+            f"{ref} is a text model without its tokenizer: the version has no TOKENIZER artifact "
+            f"(it has: {held or 'none'}); upload its tokenizer.json with format TOKENIZER"
+        )
+    return graph, tokenizer
 
 
 class ArtifactCache:
@@ -46,7 +67,7 @@ class ArtifactCache:
         if suffix is None:
             raise errors.FailedPrecondition(
                 f"{version.model}/{version.version}: format {rpb.ModelFormat.Name(fmt)} is not served "
-                "(only safetensors and ONNX)"
+                "(only safetensors and ONNX, and a text model's tokenizer)"
             )
         return self.root / "blobs" / f"{sha}{suffix}"
 

@@ -26,11 +26,11 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from maas.common import errors, names
+from maas.common import errors, names, text_task
 from maas.common.clients.registry import RegistryClient
-from maas.inference import runtimes
+from maas.inference import runtimes, text_runtime
 from maas.inference.batcher import BatchPolicy
-from maas.inference.cache import ArtifactCache, choose_artifact
+from maas.inference.cache import ArtifactCache, choose_artifact, text_artifacts
 from maas.inference.converters import signature_from_registry
 from maas.inference.domain import ModelOptions, State, Target
 from maas.inference.metrics import InferenceMetrics
@@ -258,7 +258,16 @@ class ModelManager:
         ref = f"{entry.name}/{version.version}"
         if version.status != rpb.VERSION_STATUS_READY:
             raise errors.FailedPrecondition(f"{ref} is not READY in the registry")
-        artifact = choose_artifact(version, self.settings.preferred_format)
+        arch = json_format.MessageToDict(version.architecture)
+        try:
+            max_length = text_task.max_length_of(arch)
+        except errors.InvalidArgument as exc:
+            raise errors.FailedPrecondition(f"{ref} cannot be served: {exc.message}") from None
+        if max_length is not None:
+            artifact, tokenizer_artifact = text_artifacts(version)
+            tokenizer = await self.cache.fetch(self.registry, version, tokenizer_artifact)
+        else:
+            artifact = choose_artifact(version, self.settings.preferred_format)
         path = await self.cache.fetch(self.registry, version, artifact)
         settings = self.settings
         opts = entry.options
@@ -273,8 +282,11 @@ class ModelManager:
         def build() -> tuple[runtimes.Runtime, Signature, int | None]:
             try:
                 runtime: runtimes.Runtime
+                if max_length is not None:
+                    text, signature = text_runtime.load(path, tokenizer, max_length, declared, self._options)
+                    text_runtime.warm_up(text, signature, max_length)
+                    return text, signature, 1  # stacked as it comes: see text_runtime
                 if artifact.format == rpb.MODEL_FORMAT_SAFETENSORS:
-                    arch = json_format.MessageToDict(version.architecture)
                     runtime, signature = runtimes.load_torch(arch, path, self._options)
                 else:
                     runtime, signature = runtimes.load_onnx(path, declared, self._options)
@@ -304,7 +316,12 @@ class ModelManager:
             stack=min_rows is not None,
             min_rows=min_rows or 1,
         )
-        limits = Limits(max_batch_size=max_rows if batched else 0, max_elements=settings.max_request_elements)
+        limits = Limits(
+            max_batch_size=max_rows if batched else 0,
+            max_elements=settings.max_request_elements,
+            max_strings=settings.max_text_strings,
+            max_string_bytes=settings.max_text_bytes,
+        )
         stats = self.statistics.for_version(entry.name, version.version)
         observer = self.metrics.for_version(entry.name, version.version) if self.metrics else None
         log.info(
@@ -312,12 +329,15 @@ class ModelManager:
             ref,
             runtime.device,
             runtime.platform,
-            f"stacks requests, executions padded to {min_rows}+ rows"
+            "tokenizes and stacks requests (each batch padded to its longest text)"
+            if isinstance(runtime, text_runtime.TextRuntime)
+            else f"stacks requests, executions padded to {min_rows}+ rows"
             if min_rows is not None
             else "computes each request on its own rows (not batch-invariant)",
         )
+        prepare = runtime.prepare if isinstance(runtime, text_runtime.TextRuntime) else None
         return ServedVersion(
-            entry.name, version.version, runtime, signature, policy, limits, Recorder(stats, observer), opts
+            entry.name, version.version, runtime, signature, policy, limits, Recorder(stats, observer), opts, prepare
         )
 
     async def _retire(self, served: ServedVersion) -> None:

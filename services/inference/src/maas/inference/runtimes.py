@@ -224,25 +224,27 @@ def example_inputs(signature: Signature, rows: int, seed: int = 0) -> list[np.nd
 def warm_up(runtime: Runtime, signature: Signature, max_rows: int) -> None:
     """Run the model once per probe size; check what comes back against the signature."""
     for rows in sorted({1, max(1, max_rows)}):
-        outputs = runtime.run(example_inputs(signature, rows))
-        if len(outputs) != len(signature.outputs):
+        check_outputs(signature, runtime.run(example_inputs(signature, rows)), rows)
+
+
+def check_outputs(signature: Signature, outputs: list[np.ndarray], rows: int) -> None:
+    """FailedPrecondition unless `outputs` of an execution of `rows` rows are what the signature declares."""
+    if len(outputs) != len(signature.outputs):
+        raise errors.FailedPrecondition(
+            f"the model returned {len(outputs)} outputs, its signature declares {len(signature.outputs)}"
+        )
+    for spec, out in zip(signature.outputs, outputs, strict=True):
+        got = DATATYPE_OF.get(out.dtype.newbyteorder("<"), str(out.dtype))
+        if got != spec.datatype:
+            raise errors.FailedPrecondition(f"output '{spec.name}' is {got}, the signature declares {spec.datatype}")
+        if len(out.shape) != len(spec.shape) or any(
+            want not in (-1, have) for want, have in zip(spec.shape, out.shape, strict=True)
+        ):
             raise errors.FailedPrecondition(
-                f"the model returned {len(outputs)} outputs, its signature declares {len(signature.outputs)}"
+                f"output '{spec.name}' has shape {list(out.shape)}, the signature declares {list(spec.shape)}"
             )
-        for spec, out in zip(signature.outputs, outputs, strict=True):
-            got = DATATYPE_OF.get(out.dtype.newbyteorder("<"), str(out.dtype))
-            if got != spec.datatype:
-                raise errors.FailedPrecondition(
-                    f"output '{spec.name}' is {got}, the signature declares {spec.datatype}"
-                )
-            if len(out.shape) != len(spec.shape) or any(
-                want not in (-1, have) for want, have in zip(spec.shape, out.shape, strict=True)
-            ):
-                raise errors.FailedPrecondition(
-                    f"output '{spec.name}' has shape {list(out.shape)}, the signature declares {list(spec.shape)}"
-                )
-            if signature.batched and out.shape[0] != rows:
-                raise errors.FailedPrecondition(f"output '{spec.name}' does not keep the batch dimension")
+        if signature.batched and out.shape[0] != rows:
+            raise errors.FailedPrecondition(f"output '{spec.name}' does not keep the batch dimension")
 
 
 def probe_sizes(max_rows: int) -> list[int]:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from maas.inference import runtimes
-from maas.inference.batcher import Batcher, BatchPolicy, Outcome
+from maas.inference.batcher import Batcher, BatchPolicy, Outcome, Runner
 from maas.inference.domain import ModelOptions, State
 from maas.inference.statistics import Recorder
 from maas.inference.tensors import Signature
@@ -32,6 +32,7 @@ class ServedVersion:
         limits: Limits,
         recorder: Recorder,
         options: ModelOptions,
+        prepare: Runner | None = None,
     ) -> None:
         self.model = model
         self.version = version
@@ -42,7 +43,9 @@ class ServedVersion:
         self.limits = limits
         self.recorder = recorder
         self.options = options
-        self.batcher = Batcher(runtime.run, policy, name=f"{model}-{version}", on_execution=recorder.execution)
+        self.batcher = Batcher(
+            runtime.run, policy, name=f"{model}-{version}", on_execution=recorder.execution, prepare=prepare
+        )
         self.state = State.READY
         self.inflight = 0
         self._idle = asyncio.Event()

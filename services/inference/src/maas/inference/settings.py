@@ -72,6 +72,19 @@ class InferenceSettings(ServerSettings, RegistryConnection):
     max_request_elements: int = Field(
         16 * 1024 * 1024, ge=1, description="Largest element count of one input tensor of a request."
     )
+    max_text_strings: int = Field(
+        64,
+        ge=1,
+        le=65_536,
+        description="Text models: most strings (rows) one request may carry; max_batch_size bounds it too.",
+    )
+    max_text_bytes: int = Field(
+        64 * 1024,
+        ge=1,
+        le=16 * 1024 * 1024,
+        description="Text models: longest string of a request, in UTF-8 bytes (the tokenizer then keeps at most "
+        "the model's max_length tokens of it).",
+    )
     drain_seconds: float = Field(
         30.0, ge=0, description="After a swap or unload, how long in-flight requests of the old version may take."
     )

@@ -13,8 +13,9 @@ from functools import cached_property
 
 import numpy as np
 
-# Little-endian numpy dtype of each datatype the service computes with. BYTES
-# (variable length) and BF16 (no numpy type) are not served.
+# Little-endian numpy dtype of each datatype the service computes with. BF16 (no
+# numpy type) is not served; BYTES (variable length) only as a text model's
+# input, where validation decodes each element to a Python str (an object array).
 NUMPY_DTYPE: dict[str, np.dtype] = {
     "BOOL": np.dtype("?"),
     "UINT8": np.dtype("<u1"),
@@ -31,6 +32,8 @@ NUMPY_DTYPE: dict[str, np.dtype] = {
 }
 
 DATATYPE_OF: dict[np.dtype, str] = {dtype: name for name, dtype in NUMPY_DTYPE.items()}
+BYTES = "BYTES"
+STRINGS = np.dtype(object)
 
 # Which typed `contents` field carries each datatype (FP16 travels raw only).
 CONTENTS_FIELD: dict[str, str] = {
@@ -45,6 +48,7 @@ CONTENTS_FIELD: dict[str, str] = {
     "UINT64": "uint64_contents",
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
 }
 
 
@@ -58,7 +62,7 @@ class TensorSpec:
 
     @cached_property
     def dtype(self) -> np.dtype:
-        return NUMPY_DTYPE[self.datatype]
+        return STRINGS if self.datatype == BYTES else NUMPY_DTYPE[self.datatype]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 Everything a client controls is bounded first (counts of inputs and outputs,
 dimensions, element counts, byte lengths), and only then are the tensors
 materialized. Raw contents become numpy arrays without a copy
-(`np.frombuffer`). Every refusal is InvalidArgument naming the input. A
+(`np.frombuffer`); a text model's BYTES input becomes an object array of str,
+each element bounded and then decoded as UTF-8 (the tokenizer runs later, in
+the batcher). Every refusal is InvalidArgument naming the input. A
 dimension of zero (batch or inner) is refused like a negative one: a tensor
 with no elements has nothing to compute, and runtimes disagree on it.
 
@@ -13,6 +15,7 @@ message), so this module needs no generated code.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +24,7 @@ import numpy as np
 
 from maas.common.errors import InvalidArgument
 from maas.inference.domain import InferRequest, InputTensor
-from maas.inference.tensors import CONTENTS_FIELD, RawPlan, Signature
+from maas.inference.tensors import BYTES, CONTENTS_FIELD, STRINGS, RawPlan, Signature
 
 MAX_NAME_CHARS = 64
 
@@ -32,6 +35,10 @@ class Limits:
     """Largest first dimension a batched request may carry (0: no limit from batching)."""
     max_elements: int
     """Largest element count of one input tensor."""
+    max_strings: int = 0
+    """Most strings one BYTES input may carry (0: no bound but the others)."""
+    max_string_bytes: int = 0
+    """Longest string of a BYTES input, in UTF-8 bytes (0: no bound but the message's)."""
 
 
 @dataclass(slots=True)
@@ -154,6 +161,9 @@ def _parse(request: InferRequest, signature: Signature, limits: Limits) -> Parse
                 raise InvalidArgument(
                     f"input '{spec.name}': batch of {rows} exceeds max_batch_size {limits.max_batch_size}"
                 )
+        if spec.datatype == BYTES:
+            arrays.append(_strings(spec.name, tensor, raw[index] if raw else None, shape, limits))
+            continue
         dtype = spec.dtype
         if raw:
             if tensor.contents is not None:
@@ -176,6 +186,61 @@ def _parse(request: InferRequest, signature: Signature, limits: Limits) -> Parse
         arrays.append(array)
     outputs = _requested_outputs(request, signature) if request.outputs else signature.all_outputs
     return ParsedRequest(arrays, rows or 1, outputs)
+
+
+def _strings(name: str, tensor: InputTensor, data: bytes | None, shape: tuple[int, ...], limits: Limits) -> np.ndarray:
+    """A BYTES input as an object array of str: each element decoded as UTF-8, bounded before it is decoded.
+
+    Raw contents hold each element as a 4-byte little-endian length and then
+    its bytes, one after the other in row-major order (the KServe V2 / Triton
+    layout tritonclient sends); typed contents hold one bytes_contents entry
+    per element.
+    """
+    count = math.prod(shape)
+    if limits.max_strings and count > limits.max_strings:
+        raise InvalidArgument(
+            f"input '{name}': {count} strings, more than the {limits.max_strings} one request may carry"
+        )
+    longest = limits.max_string_bytes
+    out = np.empty(count, dtype=STRINGS)
+    if data is None:
+        values = tensor.contents if tensor.contents is not None else ()
+        if len(values) != count:
+            raise InvalidArgument(f"input '{name}': {len(values)} values in bytes_contents, expected {count}")
+        for i, value in enumerate(values):
+            if longest and len(value) > longest:
+                raise InvalidArgument(f"input '{name}': element {i} is {len(value)} bytes, more than {longest}")
+            out[i] = _utf8(value, name, i)
+        return out.reshape(shape)
+    if tensor.contents is not None:
+        raise InvalidArgument(f"input '{name}': both contents and raw_input_contents given")
+    view = memoryview(data)
+    size = len(view)
+    pos = 0
+    for i in range(count):
+        if pos + 4 > size:
+            raise InvalidArgument(
+                f"input '{name}': raw_input_contents ends before element {i} of {count} "
+                "(each is a 4-byte little-endian length, then its bytes)"
+            )
+        length = int.from_bytes(view[pos : pos + 4], "little")
+        pos += 4
+        if longest and length > longest:
+            raise InvalidArgument(f"input '{name}': element {i} is {length} bytes, more than {longest}")
+        if pos + length > size:
+            raise InvalidArgument(f"input '{name}': raw_input_contents ends inside element {i} ({length} bytes)")
+        out[i] = _utf8(view[pos : pos + length], name, i)
+        pos += length
+    if pos != size:
+        raise InvalidArgument(f"input '{name}': {size - pos} bytes in raw_input_contents after its {count} strings")
+    return out.reshape(shape)
+
+
+def _utf8(value: bytes | memoryview, name: str, index: int) -> str:
+    try:
+        return str(value, "utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"input '{name}': element {index} is not valid UTF-8 (byte {exc.start})") from None
 
 
 def _typed(values: Any, dtype: np.dtype, name: str) -> np.ndarray:
