@@ -315,3 +315,28 @@ def min_execution_rows(address: str, model: str) -> int:
     finally:
         client.close()
     return int(config.parameters["min_execution_rows"].string_value)
+
+
+BATCHING_CONFIG = {
+    "max_batch_size": 8,
+    "dynamic_batching": {"preferred_batch_size": [2], "max_queue_delay_microseconds": 500_000},
+}
+
+
+async def pairs_until_stacked(client: Any, model: str, pair: Any, rounds: int = 30) -> int:
+    """Send pairs of concurrent requests until one pair shared an execution; how many pairs were sent.
+
+    A request waits for company only once the batcher has seen two at once, so
+    the first pairs may run alone; each pair is checked by `pair` either way.
+    """
+
+    async def stacked_pairs() -> int:
+        stats = (await client.get_inference_statistics(model)).model_stats[0]
+        return next((b.compute_infer.count for b in stats.batch_stats if b.batch_size == 2), 0)
+
+    before = await stacked_pairs()
+    for sent in range(1, rounds + 1):
+        await pair()
+        if await stacked_pairs() > before:
+            return sent
+    raise AssertionError(f"the two requests were never stacked into one execution in {rounds} pairs")

@@ -498,31 +498,6 @@ async def test_concurrency_4_async_load_run_has_no_errors(served: Served) -> Non
     assert errors == [] and done == 200
 
 
-BATCHING_CONFIG = {
-    "max_batch_size": 8,
-    "dynamic_batching": {"preferred_batch_size": [2], "max_queue_delay_microseconds": 500_000},
-}
-
-
-async def pairs_until_stacked(client: tca.InferenceServerClient, model: str, pair: Any, rounds: int = 30) -> int:
-    """Send pairs of concurrent requests until one pair shared an execution; how many pairs were sent.
-
-    A request waits for company only once the batcher has seen two at once, so
-    the first pairs may run alone; each pair is checked by `pair` either way.
-    """
-
-    async def stacked_pairs() -> int:
-        stats = (await client.get_inference_statistics(model)).model_stats[0]
-        return next((b.compute_infer.count for b in stats.batch_stats if b.batch_size == 2), 0)
-
-    before = await stacked_pairs()
-    for sent in range(1, rounds + 1):
-        await pair()
-        if await stacked_pairs() > before:
-            return sent
-    raise AssertionError(f"the two requests were never stacked into one execution in {rounds} pairs")
-
-
 async def test_a_poisoned_request_batched_with_a_good_one_fails_alone(served: Served) -> None:
     """Both pass validation; the bad index fails inside the model's execution."""
 
@@ -532,7 +507,7 @@ async def test_a_poisoned_request_batched_with_a_good_one_fails_alone(served: Se
         return t
 
     async with tca.InferenceServerClient(served.address) as good, tca.InferenceServerClient(served.address) as bad:
-        await good.load_model("lookup", config=json.dumps(BATCHING_CONFIG))
+        await good.load_model("lookup", config=json.dumps(support.BATCHING_CONFIG))
 
         async def pair() -> None:
             ok, failed = await asyncio.gather(
@@ -543,7 +518,7 @@ async def test_a_poisoned_request_batched_with_a_good_one_fails_alone(served: Se
             assert isinstance(failed, InferenceServerException)
             assert code_of(failed) == "StatusCode.INVALID_ARGUMENT"
 
-        await pairs_until_stacked(good, "lookup", pair)
+        await support.pairs_until_stacked(good, "lookup", pair)
 
 
 @pytest.mark.parametrize("arch", [support.MLP_ARCH, support.LENET_ARCH], ids=["mlp", "cnn"])
@@ -564,7 +539,7 @@ async def test_a_torch_request_stacked_with_a_poisoned_one_is_exactly_what_it_ge
         return t
 
     async with tca.InferenceServerClient(served.address) as good, tca.InferenceServerClient(served.address) as bad:
-        await good.load_model(name, config=json.dumps(BATCHING_CONFIG))
+        await good.load_model(name, config=json.dumps(support.BATCHING_CONFIG))
         config = (await good.get_model_config(name)).config
         assert config.parameters["stack_requests"].string_value == "true"
         min_rows = int(config.parameters["min_execution_rows"].string_value)
@@ -575,7 +550,7 @@ async def test_a_torch_request_stacked_with_a_poisoned_one_is_exactly_what_it_ge
             assert ok.as_numpy("logits").tobytes() == alone.tobytes()
             assert not np.isfinite(poisoned.as_numpy("logits")).all()
 
-        await pairs_until_stacked(good, name, pair)
+        await support.pairs_until_stacked(good, name, pair)
         assert (await good.infer(name, [tensor(x)])).as_numpy("logits").tobytes() == alone.tobytes()
         await good.unload_model(name)
     assert np.array_equal(alone, support.expected(module, x, min_rows))

@@ -1,4 +1,5 @@
-"""`maas predict MODEL[@alias|/version] --input FILE`: classify through the Open Inference Protocol."""
+"""`maas predict MODEL[@alias|/version] --input FILE` (or `--text "..."` for a text model): classify
+through the Open Inference Protocol."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 from maas.cli import inputs, refs
 from maas.cli.context import Context
 from maas.cli.output import print_json, to_dict
+from maas.client.inference import TensorInfo
 from maas.common import errors
 
 
@@ -48,9 +50,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if len(info.inputs) != 1:
         raise errors.InvalidArgument(f"model '{model}' takes {len(info.inputs)} inputs; maas predict feeds one")
     spec = info.inputs[0]
-    array = inputs.load(
-        Path(args.input), spec.shape, pixel_max=_pixel_max(ctx, args, model, version), invert=args.invert
-    )
+    array = _texts(args, model, spec) if args.text else _loaded(args, ctx, model, version, spec)
     result = client.infer_array(model, array, version)
     name = args.output or next(iter(result.outputs))
     if name not in result.outputs:
@@ -80,6 +80,23 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _texts(args: argparse.Namespace, model: str, spec: TensorInfo) -> np.ndarray:
+    """The strings, one row each, for a text model (one BYTES input)."""
+    if spec.datatype != "BYTES":
+        raise errors.InvalidArgument(
+            f"model '{model}' takes {spec.datatype} input '{spec.name}' {list(spec.shape)}, not text; give --input FILE"
+        )
+    return np.array(args.text, dtype=object)
+
+
+def _loaded(args: argparse.Namespace, ctx: Context, model: str, version: str, spec: TensorInfo) -> np.ndarray:
+    if spec.datatype == "BYTES":
+        raise errors.InvalidArgument(f"model '{model}' takes text (input '{spec.name}', strings): give --text")
+    return inputs.load(
+        Path(args.input), spec.shape, pixel_max=_pixel_max(ctx, args, model, version), invert=args.invert
+    )
+
+
 def _pixel_max(ctx: Context, args: argparse.Namespace, model: str, version: str) -> float:
     if args.pixel_max is not None:
         return float(args.pixel_max)
@@ -105,12 +122,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "predict",
         parents=[common],
         help="run a served model on an input file",
-        description="Send an input through the inference service (Open Inference Protocol) and print the top-k "
+        description="Send an input (a file, or strings for a text model) through the inference service "
+        "(Open Inference Protocol) and print the top-k "
         "classes (labels from the registry) or the output tensor. MODEL uses the version the server serves; "
         "MODEL@ALIAS resolves the alias in the registry; MODEL/VERSION asks for that version.",
     )
     p.add_argument("ref", metavar="MODEL[@ALIAS|/VERSION]")
-    p.add_argument("-i", "--input", required=True, metavar="FILE", help=".npy, .json, or an image (png, jpg, ...)")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("-i", "--input", metavar="FILE", help=".npy, .json, or an image (png, jpg, ...)")
+    given.add_argument(
+        "-t",
+        "--text",
+        action="extend",
+        nargs="+",
+        metavar="TEXT",
+        help="text models: the strings to classify, one row each (several, or --text again)",
+    )
     p.add_argument("-k", "--top-k", type=int, default=3, help="classes to show per row (default 3)")
     p.add_argument("--output", metavar="NAME", help="which output to show (default: the first)")
     p.add_argument("--raw", action="store_true", help="print the output tensor, not classes")

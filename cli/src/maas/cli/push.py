@@ -3,6 +3,7 @@
     maas push my-net net.onnx --labels labels.txt --promote production
     maas push my-net weights.safetensors --architecture resnet18 --arg num_classes=10 \\
         --input-shape 3,224,224 --normalize 0.485,0.456,0.406:0.229,0.224,0.225
+    maas push reviews bert.onnx --tokenizer tokenizer.json --max-length 128 --labels labels.txt
 
 The format comes from the content (`maas.client.push`); the upload shows a bar on
 a terminal (stderr, so `--json` output stays clean).
@@ -171,6 +172,8 @@ def push(args: argparse.Namespace, ctx: Context) -> int:
             run_id=args.run or "",
             promote=args.promote,
             progress=bar_view,
+            tokenizer=args.tokenizer,
+            max_length=args.max_length,
         )
     finally:
         bar_view.close()
@@ -193,6 +196,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Register FILE as a new version of MODEL (created if it does not exist). The format is "
         "read from the content: ONNX, or safetensors holding the network's state_dict, which needs a catalog "
         "architecture (--architecture NAME --arg KEY=VALUE --input-shape C,H,W, or --architecture-file). "
+        "An ONNX text classifier comes with --tokenizer and --max-length. "
         "A file the registry refuses leaves the version FAILED with the reason.",
     )
     c.add_argument("model", metavar="MODEL")
@@ -213,6 +217,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="MEAN,STD",
         help="input normalization (x - mean) / std applied by the service: MEAN,STD, "
         "or one value per channel as M1,M2,M3:S1,S2,S3",
+    )
+    text = c.add_argument_group("ONNX text classifier (the service then takes strings)")
+    text.add_argument(
+        "--tokenizer",
+        metavar="FILE",
+        help="the tokenizer.json (tokenizers library) the graph's input_ids come from; the graph takes "
+        "input_ids and attention_mask (int64 [batch, sequence]) and returns logits",
+    )
+    text.add_argument(
+        "--max-length", type=int, metavar="N", help="tokens per text, special tokens included (longer texts are cut)"
     )
     c.add_argument("--labels", metavar="FILE", help="class labels, one per line (ONNX too)")
     c.add_argument("--description")

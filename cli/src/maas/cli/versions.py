@@ -69,6 +69,7 @@ SUFFIXES = {
     rpb.MODEL_FORMAT_ONNX: ".onnx",
     rpb.MODEL_FORMAT_ORT: ".ort",
     rpb.MODEL_FORMAT_PTE: ".pte",
+    rpb.MODEL_FORMAT_TOKENIZER: ".tokenizer.json",
 }
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from maas.common import architectures, errors, names, software
+from maas.common import architectures, errors, names, software, text_task
 from maas.common.clients.registry import RegistryClient
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as pb
@@ -148,12 +148,13 @@ def architecture_document(
     if labels is not None:
         doc["labels"] = [str(label) for label in labels]
     if format == "onnx":
-        extra = sorted(set(doc) - {"labels"})
+        extra = sorted(set(doc) - {"labels", "task", "text"})
         if extra:
             raise errors.InvalidArgument(
                 f"an ONNX model carries its own architecture, inputs and normalization; "
-                f"only labels apply to it (given: {', '.join(extra)})"
+                f"only labels (and a text model's task and max_length) apply to it (given: {', '.join(extra)})"
             )
+        text_task.max_length_of(doc)
         return doc
     if not doc.get("name"):
         raise errors.InvalidArgument(
@@ -166,6 +167,70 @@ def architecture_document(
         )
     architectures.parse(doc)
     return doc
+
+
+def text_architecture(
+    format: str,
+    path: Path,
+    architecture: Mapping[str, Any] | str | None,
+    tokenizer: Path | str | None,
+    max_length: int | None,
+) -> dict[str, Any]:
+    """The architecture of a text classifier, after checking here what can be checked before anything is created.
+
+    The graph's inputs are read with onnx and the tokenizer is loaded with
+    tokenizers, the way the service loads it, where those libraries are
+    installed; the registry checks both again at upload either way.
+    """
+    if tokenizer is None or max_length is None:
+        raise errors.InvalidArgument("a text model needs both its tokenizer (--tokenizer) and --max-length")
+    if format != "onnx":
+        raise errors.InvalidArgument(f"{path}: a text model is pushed as ONNX (a graph taking input_ids)")
+    if isinstance(architecture, str):
+        raise errors.InvalidArgument("an ONNX text model takes no catalog architecture")
+    doc = {**(architecture or {}), **text_task.text_document(max_length)}
+    _check_text_graph(path)
+    _check_tokenizer(Path(tokenizer), max_length)
+    return doc
+
+
+def _check_text_graph(path: Path) -> None:
+    try:
+        import onnx
+    except ImportError:
+        return
+    try:
+        graph = onnx.load_model(str(path), load_external_data=False).graph
+    except Exception as exc:  # noqa: BLE001 - onnx raises several types for a damaged file
+        raise errors.InvalidArgument(f"{path}: not a readable ONNX model ({str(exc)[:120]})") from None
+    given = {i.name for i in graph.initializer}  # older exporters list initializers as inputs too
+
+    def spec(value: Any) -> tuple[str, str, int]:
+        tensor = value.type.tensor_type
+        names = onnx.TensorProto.DataType
+        kind = names.Name(tensor.elem_type) if tensor.elem_type in names.values() else "an unknown type"
+        kind = "FP32" if kind == "FLOAT" else kind
+        return value.name, kind, len(tensor.shape.dim)
+
+    try:
+        text_task.check_graph([spec(v) for v in graph.input if v.name not in given], [spec(v) for v in graph.output])
+    except errors.InvalidArgument as exc:
+        raise errors.InvalidArgument(f"{path}: {exc.message}") from None
+
+
+def _check_tokenizer(path: Path, max_length: int) -> None:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise errors.InvalidArgument(f"{path}: cannot read the tokenizer: {exc.strerror}") from None
+    try:
+        from maas.common import tokenization
+    except ImportError:  # tokenizers is not installed here: the registry checks it
+        return
+    try:
+        tokenization.load(data, max_length)
+    except errors.InvalidArgument as exc:
+        raise errors.InvalidArgument(f"{path}: {exc.message}") from None
 
 
 def _signature(format: str, doc: Mapping[str, Any]) -> common_pb2.Signature | None:
@@ -203,14 +268,21 @@ async def push(
     promote: str | None = None,
     progress: Progress | None = None,
     lineage: pb.Lineage | None = None,
+    tokenizer: Path | str | None = None,
+    max_length: int | None = None,
 ) -> pb.ModelVersion:
     """Register the file as a new version of `model` (created if needed) and return it READY.
 
     Its lineage is `lineage` (a parent, a data set, ...) with source "push" unless it names
-    another, and the maas and python versions of this process unless it gives them.
+    another, and the maas and python versions of this process unless it gives them. With
+    `tokenizer` (a tokenizer.json) and `max_length` the ONNX model is a text classifier: its
+    graph must take input_ids and attention_mask, and the tokenizer is uploaded before the
+    model, so the version is never READY without it.
     """
     path = Path(path)
     format = detect_format(path)
+    if tokenizer is not None or max_length is not None:
+        architecture = text_architecture(format, path, architecture, tokenizer, max_length)
     doc = architecture_document(
         format, architecture, args=args, input_shape=input_shape, labels=labels, normalize=normalize
     )
@@ -231,6 +303,8 @@ async def push(
     )
     number = version.version
     try:
+        if tokenizer is not None:
+            await registry.upload_artifact(model, number, Path(tokenizer), format=pb.MODEL_FORMAT_TOKENIZER)
         ready = await registry.upload_artifact(model, number, path, progress=progress)
     except BaseException as exc:
         await _leave_failed(registry, model, number, _reason(exc))

@@ -32,6 +32,7 @@ FORMATS = {
     "onnx": pb.MODEL_FORMAT_ONNX,
     "ort": pb.MODEL_FORMAT_ORT,
     "pte": pb.MODEL_FORMAT_PTE,
+    "tokenizer": pb.MODEL_FORMAT_TOKENIZER,
     "torchscript": pb.MODEL_FORMAT_TORCHSCRIPT,
     "torch_export": pb.MODEL_FORMAT_TORCH_EXPORT,
     "pickle": pb.MODEL_FORMAT_PICKLE,
@@ -137,7 +138,7 @@ class AsyncRegistry(RegistryClient):
         self, model: str, version: int, dest: Path | str, *, format: str | int | None = None
     ) -> pb.ArtifactInfo:
         """One artifact of the version into `dest` (sha256 checked before the file appears); `format`
-        ('onnx', 'safetensors', 'ort', 'pte', or a ModelFormat number) chooses it, None the primary one."""
+        ('onnx', 'safetensors', 'ort', 'pte', 'tokenizer', or a ModelFormat number) chooses it, None the primary one."""
         return await self.download_artifact(model, version, Path(dest), format=format_number(format))
 
     async def upload(
@@ -164,6 +165,8 @@ class AsyncRegistry(RegistryClient):
         promote: str | None = None,
         progress: pushing.Progress | None = None,
         lineage: pb.Lineage | None = None,
+        tokenizer: Path | str | None = None,
+        max_length: int | None = None,
     ) -> pb.ModelVersion:
         """Register an ONNX or safetensors file as a new version of `model` (created if needed), READY.
 
@@ -172,7 +175,9 @@ class AsyncRegistry(RegistryClient):
         their keys. `promote` points that alias at the version once READY; `progress(sent, total)`
         follows the upload. A refused or interrupted upload leaves the version FAILED with the reason.
         Its lineage: `lineage` if given (a parent, a data set, ...), source "push" unless it says
-        otherwise, and this process's maas and python versions.
+        otherwise, and this process's maas and python versions. An ONNX text classifier (a graph
+        taking input_ids and attention_mask) comes with its `tokenizer` (a tokenizer.json) and the
+        `max_length` it truncates at; the inference service then takes strings.
         """
         return await pushing.push(
             self,
@@ -190,6 +195,8 @@ class AsyncRegistry(RegistryClient):
             promote=promote,
             progress=progress,
             lineage=lineage,
+            tokenizer=tokenizer,
+            max_length=max_length,
         )
 
     async def list_runs(self, job_id: str = "", page_size: int = 0, page_token: str = "") -> pb.ListRunsResponse:
@@ -293,7 +300,7 @@ class Registry(BlockingClient[AsyncRegistry]):
         self, model: str, version: int, dest: Path | str, *, format: str | int | None = None
     ) -> pb.ArtifactInfo:
         """One artifact of the version into `dest` (sha256 checked before the file appears); `format`
-        ('onnx', 'safetensors', 'ort', 'pte', or a ModelFormat number) chooses it, None the primary one."""
+        ('onnx', 'safetensors', 'ort', 'pte', 'tokenizer', or a ModelFormat number) chooses it, None the primary one."""
         return self._runner.run(self.aio.download(model, version, dest, format=format))
 
     def upload(self, model: str, version: int, path: Path | str, *, format: str | int | None = None) -> pb.ModelVersion:
@@ -308,6 +315,7 @@ class Registry(BlockingClient[AsyncRegistry]):
         >>> reg.push("my-resnet", "resnet18.onnx", labels=["cat", "dog"], promote="production")
         >>> reg.push("my-resnet", "resnet18.safetensors", architecture="resnet18",
         ...          args={"num_classes": 2}, input_shape=(3, 224, 224))
+        >>> reg.push("reviews", "bert.onnx", tokenizer="tokenizer.json", max_length=128, labels=["neg", "pos"])
         """
         return self._runner.run_cancelling(self.aio.push(model, path, **options))
 
