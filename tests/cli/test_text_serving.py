@@ -288,6 +288,11 @@ def test_push_refuses_a_graph_that_does_not_take_token_ids_before_creating_anyth
     missing = suite.maas("push", "not-text", str(suite.onnx), "--tokenizer", str(suite.tokenizer))
     assert_one_line_error(missing)
     assert "--max-length" in missing.stderr
+    arch = suite.work / "text-arch.json"
+    arch.write_text(json.dumps({"task": "text_classification", "text": {"max_length": 16}}))
+    untokenized = suite.maas("push", "not-text", str(suite.onnx), "--architecture-file", str(arch))
+    assert_one_line_error(untokenized)
+    assert "--tokenizer" in untokenized.stderr
     listed = suite.maas("models", "ls", "--json")
     assert listed.rc == 0, listed.stderr
     assert "not-text" not in listed.stdout

@@ -286,6 +286,8 @@ async def push(
     doc = architecture_document(
         format, architecture, args=args, input_shape=input_shape, labels=labels, normalize=normalize
     )
+    if tokenizer is None and text_task.max_length_of(doc) is not None:
+        raise errors.InvalidArgument("a text model needs its tokenizer (--tokenizer tokenizer.json) to be served")
     names.model_name(model)
     if promote:
         names.alias_name(promote, "promote")
