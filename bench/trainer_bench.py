@@ -71,7 +71,7 @@ def lenet() -> nn.Module:
 def cifar(root: Path, transform: Any = None) -> Any:
     import torchvision.datasets as tvd
 
-    from maas.trainer.datasets import _unverified_cifar10
+    from maas.trainer.builtin_datasets import _unverified_cifar10
 
     return _unverified_cifar10(tvd.CIFAR10)(root=str(root), train=True, download=False, transform=transform)
 

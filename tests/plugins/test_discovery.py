@@ -192,3 +192,28 @@ def test_the_process_catalog_reads_the_operator_settings_once(monkeypatch: pytes
         assert plugins.installed() is catalog
     finally:
         plugins.reset()
+
+
+def test_the_built_in_catalog_comes_through_the_same_entry_points() -> None:
+    catalog = plugins.Catalog()
+    architectures = {e.name: e for e in catalog.entries("architecture") if e.origin.builtin}
+    datasets = {e.name: e for e in catalog.entries("dataset") if e.origin.builtin}
+    assert {"lenet", "mlp", "resnet18", "mobilenet_v3_small", "squeezenet1_1"} <= set(architectures)
+    assert set(datasets) >= {"digits", "cifar10", "mnist", "fashion_mnist", "imagefolder", "fake"}
+    assert {e.origin.distribution for e in architectures.values()} == {"maas-common"}
+    assert {e.origin.distribution for e in datasets.values()} == {"maas-trainer"}
+    assert all(e.available and e.origin.label == "built-in" for e in [*architectures.values(), *datasets.values()])
+    assert architectures["mlp"].target == "maas.common.builtin_architectures:MLP"
+
+
+def test_a_plugin_cannot_take_a_built_in_name(site: Path, unique: str) -> None:
+    write_distribution(
+        site,
+        "acme-shadow",
+        modules={f"{unique}_shadow": GOOD.format(name="mlp")},
+        architectures={"mlp": f"{unique}_shadow:Wide"},
+    )
+    entries = [e for e in plugins.Catalog(allow=["acme-shadow"]).entries("architecture") if e.name == "mlp"]
+    assert [(e.origin.label, e.available) for e in entries] == [("built-in", True), ("acme-shadow 1.0", False)]
+    assert entries[1].reason == "the name 'mlp' is taken by built-in"
+    assert f"{unique}_shadow" not in sys.modules

@@ -1,93 +1,45 @@
-"""The built-in catalog of declarative architectures, as torch modules.
+"""The catalog's architectures as torch modules: built, wrapped with their normalization, loaded.
 
 Documents are parsed and validated by `maas.common.architectures` (no torch;
-the registry uses it too); this module builds what they describe. The built
-module wraps the plain network with the document's input normalization (and,
-for a torchvision network fed 1-channel images, the repetition to 3 channels),
-so clients send raw data. The wrapper holds no weights of its own that are
-stored: a version's safetensors file is exactly the plain network's
-`state_dict()` (`state_dict(module)` here), and `load_weights` also accepts
-the older layout with the wrapper's "net." prefix and mean/std buffers. Both
-the trainer (to build what it trains) and the inference service (to rebuild
-what it serves, loading weights with strict=True) use this module; it needs
-torch.
+the registry uses it too); this module builds what they describe through the
+entry's plugin (the built-in ones are plugins too), with a time limit, and
+checks that the network answers a batch with one row of `num_classes` logits.
+The built module wraps the plain network with the document's input
+normalization (and, for a torchvision network fed 1-channel images, the
+repetition to 3 channels), so clients send raw data. The wrapper holds no
+weights of its own that are stored: a version's safetensors file is exactly the
+plain network's `state_dict()` (`state_dict(module)` here), and `load_weights`
+also accepts the older layout with the wrapper's "net." prefix and mean/std
+buffers. Both the trainer (to build what it trains) and the inference service
+(to rebuild what it serves, loading weights with strict=True) use this module;
+it needs torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from maas.common import architectures
-from maas.common.architectures import (
-    MAX_CLASSES,
-    MAX_DIM,
-    MAX_WIDTH,
-    Architecture,
-    LeNetArgs,
-    MLPArgs,
-    TorchvisionArgs,
-    parse,
-)
+from maas.common import architectures, plugins
+from maas.common.architectures import MAX_CLASSES, MAX_DIM, MAX_WIDTH, Architecture, parse
+from maas.common.errors import FailedPrecondition
 
 __all__ = [
-    "BUILDERS",
     "MAX_CLASSES",
     "MAX_DIM",
     "MAX_WIDTH",
     "Architecture",
     "Normalized",
     "build",
-    "entries",
     "load_weights",
+    "network",
     "parse",
     "state_dict",
 ]
 
-
-# ------------------------------------------------------------------ networks
-
-
-class LeNet(nn.Module):
-    """The classic CIFAR-10 tutorial CNN, with channels, classes and size adapted."""
-
-    def __init__(self, in_channels: int, num_classes: int, input_size: int, padding: int) -> None:
-        super().__init__()
-        side = LeNetArgs(in_channels, num_classes, input_size, padding).side
-        self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=padding)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(6, 16, 5, padding=padding)
-        self.fc1 = nn.Linear(16 * side * side, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(torch.relu(self.conv1(x)))
-        x = self.pool(torch.relu(self.conv2(x)))
-        x = torch.flatten(x, 1)
-        x = torch.relu(self.fc1(x))
-        x = torch.relu(self.fc2(x))
-        return self.fc3(x)
-
-
-class MLP(nn.Module):
-    def __init__(self, in_features: int, hidden: list[int], num_classes: int, dropout: float) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = in_features
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = h
-        layers.append(nn.Linear(width, num_classes))
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+CHECK_ROWS = 2
 
 
 class Normalized(nn.Module):
@@ -118,22 +70,14 @@ class Normalized(nn.Module):
 
 
 def network(arch: Architecture) -> nn.Module:
-    """The plain network `arch` names: its state_dict is the stored weights' layout."""
-    resolved = architectures.resolve_args(arch)
-    if isinstance(resolved, LeNetArgs):
-        return LeNet(resolved.in_channels, resolved.num_classes, resolved.input_size, resolved.padding)
-    if isinstance(resolved, MLPArgs):
-        return MLP(resolved.in_features, list(resolved.hidden), resolved.num_classes, resolved.dropout)
-    assert isinstance(resolved, TorchvisionArgs)
-    import torchvision.models as tvm
-
-    factory = getattr(tvm, resolved.name)
-    net: nn.Module = factory(weights=None, num_classes=resolved.num_classes)
+    """The plain network `arch` names, built by its plugin: its state_dict is the stored weights' layout."""
+    plugin, what = arch.plugin, f"architecture {arch.name} ({arch.origin.label})"
+    net = plugins.within(
+        plugins.timeout(), f"building {what}", lambda: plugin.build(arch.resolved, arch.num_classes, arch.input_shape)
+    )
+    if not isinstance(net, nn.Module):
+        raise FailedPrecondition(f"building {what} gave a {type(net).__name__}, not a torch.nn.Module")
     return net
-
-
-# Kept for callers that list or look up catalog names.
-BUILDERS: dict[str, Callable[[Architecture], nn.Module]] = dict.fromkeys(architectures.NAMES, network)
 
 
 def build(arch: Architecture) -> Normalized:
@@ -142,7 +86,43 @@ def build(arch: Architecture) -> Normalized:
     view = [1, channels] + [1] * (len(arch.input_shape) - 1) if len(arch.mean) > 1 else [1]
     mean = torch.tensor(arch.mean or (0.0,), dtype=torch.float32)
     std = torch.tensor(arch.std or (1.0,), dtype=torch.float32)
-    return Normalized(network(arch), mean.reshape(view), std.reshape(view), arch.to_rgb)
+    module = Normalized(network(arch), mean.reshape(view), std.reshape(view), arch.to_rgb)
+    check_output(module, arch)
+    return module
+
+
+def check_output(module: nn.Module, arch: Architecture) -> None:
+    """FailedPrecondition unless `module` answers a batch of zeros with [rows, num_classes] logits.
+
+    A plugin's network that returns another shape would train on nonsense or
+    fail inside a served batch; it is refused where it is built instead. Only
+    single-input networks can be fed here.
+    """
+    inputs = arch.signature()["inputs"]
+    if len(inputs) != 1 or inputs[0]["datatype"] != "FP32":
+        return
+    what = f"architecture {arch.name} ({arch.origin.label})"
+    zeros = torch.zeros((CHECK_ROWS, *arch.input_shape))
+    was_training = module.training
+
+    def forward() -> tuple[int, ...]:
+        module.eval()
+        try:
+            with torch.no_grad():
+                out = module(zeros)
+        finally:
+            module.train(was_training)
+        if not isinstance(out, torch.Tensor):
+            raise FailedPrecondition(f"{what} returned a {type(out).__name__}, not a tensor of logits")
+        return tuple(out.shape)
+
+    shape = plugins.within(plugins.timeout(), f"running {what} on {CHECK_ROWS} rows", forward)
+    if shape != (CHECK_ROWS, arch.num_classes):
+        want = architectures.describe((CHECK_ROWS, arch.num_classes))
+        raise FailedPrecondition(
+            f"{what} returned shape {architectures.describe(shape)} for {CHECK_ROWS} rows of "
+            f"{architectures.describe(arch.input_shape)}; it must return {want}"
+        )
 
 
 def state_dict(module: Normalized) -> dict[str, torch.Tensor]:
@@ -161,21 +141,3 @@ def load_weights(module: Normalized, arch: Architecture, state: Mapping[str, tor
     if len(mapping) != len(state):
         for buffer in architectures.LEGACY_BUFFERS:
             setattr(module, buffer, state[buffer].to(torch.float32).clone())
-
-
-@dataclass
-class CatalogEntry:
-    name: str
-    kind: str
-    notes: str = field(default="")
-
-
-def entries() -> list[CatalogEntry]:
-    out = [
-        CatalogEntry("lenet", "cnn", "the CIFAR-10 tutorial CNN; args: in_channels, num_classes, padding"),
-        CatalogEntry("mlp", "mlp", "args: hidden (list), num_classes, dropout"),
-    ]
-    out += [
-        CatalogEntry(n, "torchvision", "args: num_classes; no pretrained weights") for n in architectures.TORCHVISION
-    ]
-    return out

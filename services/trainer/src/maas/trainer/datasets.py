@@ -1,43 +1,34 @@
-"""The data set catalog: what each data set is, and how to load it into memory.
+"""The data sets a job can name: looked up in the installed catalog, described, loaded, fingerprinted.
 
-Small data sets are held as in-memory tensors (uint8 images or float32
+Every data set is a plugin found through the `maas.datasets` entry points
+(the built-in ones in `maas.trainer.builtin_datasets` are registered the same
+way). Small data sets are held as in-memory tensors (uint8 images or float32
 features) and shuffled by index; nothing goes through a per-sample
-DataLoader. Files are only ever read from under the operator's data root;
-a client names a data set and, for image folders, a path relative to that
-root which must not escape it.
+DataLoader. Files are only ever read from under the operator's data root; a
+client names a data set and, where it takes one, a path relative to that root
+which must not escape it. A plugin's describe and load run bounded in time,
+and what a load returns is checked against what the data set declared.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
-import re
-from dataclasses import dataclass
-from importlib import metadata
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from maas.common import plugins
 from maas.common.digest import sha256_file
-from maas.common.errors import FailedPrecondition, InvalidArgument, some_of
+from maas.common.errors import FailedPrecondition, InvalidArgument
+from maas.common.plugins import DataSource, LoadedData, LoadOptions, safe_path
 
-CIFAR10_LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-FASHION_LABELS = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-DIGIT_LABELS = tuple(str(i) for i in range(10))
-NAMES = ("digits", "cifar10", "mnist", "fashion_mnist", "imagefolder", "fake")
-PATH_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
+MAX_DIM = 4096
+MAX_LABEL_CHARS = 200
+Loaded = LoadedData  # what `load` returns: x, y and the optional test split
+__all__ = ["DatasetInfo", "Loaded", "describe", "fingerprint", "load", "safe_path", "split", "tree_digest"]
 
 
 @dataclass(frozen=True)
@@ -48,194 +39,129 @@ class DatasetInfo:
     labels: tuple[str, ...]
     args: dict[str, Any]
     path: str = ""
+    origin: str = field(default="built-in", compare=False)
 
 
-def _arg_int(args: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    value = args.get(key, default)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise InvalidArgument(f"dataset.args.{key}: must be an integer in [{lo}, {hi}]")
-    return value
+def _entry(name: str) -> plugins.Entry:
+    catalog = plugins.installed()
+    entry = catalog.get("dataset", name)
+    if entry is not None:
+        return entry
+    refusal = catalog.refusal("dataset", name[:40])
+    if refusal:
+        raise FailedPrecondition(f"dataset.name: '{name[:40]}' is installed but unavailable: {refusal}")
+    known = ", ".join(catalog.names("dataset"))
+    raise InvalidArgument(f"dataset.name: unknown data set '{name[:40]}' (known: {known})")
 
 
-def _only(args: dict[str, Any], allowed: set[str], name: str) -> None:
-    extra = set(args) - allowed
-    if extra:
-        raise InvalidArgument(f"dataset.args: {some_of(extra)} not accepted by '{name}'")
+def _what(entry: plugins.Entry) -> str:
+    return f"data set {entry.name} ({entry.origin.label})"
 
 
-def safe_path(data_root: Path, relative: str) -> Path:
-    """`relative` under `data_root`, refusing anything that could leave it."""
-    if not relative or len(relative) > 1024 or "\x00" in relative or "\\" in relative or "%" in relative:
-        raise InvalidArgument("dataset.path: must be a plain relative path under the data root")
-    pure = PurePosixPath(relative)
-    if pure.is_absolute() or not all(PATH_PART.fullmatch(part) for part in pure.parts):
-        raise InvalidArgument("dataset.path: folder names of letters, digits, '_', '.', '-' under the data root")
-    root = data_root.resolve()
-    target = (root / pure).resolve()
-    if not target.is_relative_to(root):
-        raise InvalidArgument("dataset.path: must stay under the data root")
-    return target
+def _declared(entry: plugins.Entry, shape: Any) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The declared row shape and labels, refused (FailedPrecondition) when they are malformed."""
+    what = _what(entry)
+    if not isinstance(shape, plugins.DatasetShape):
+        raise FailedPrecondition(f"{what}: describe() must return a DatasetShape")
+    dims = tuple(shape.input_shape)
+    if not 1 <= len(dims) <= 4 or not all(isinstance(d, int) and 1 <= d <= MAX_DIM for d in dims):
+        raise FailedPrecondition(f"{what}: its input shape must be 1-4 dimensions in [1, {MAX_DIM}]")
+    labels = tuple(shape.labels)
+    if not 2 <= len(labels) <= plugins.MAX_CLASSES or not all(
+        isinstance(label, str) and len(label) <= MAX_LABEL_CHARS for label in labels
+    ):
+        raise FailedPrecondition(f"{what}: it needs 2 to {plugins.MAX_CLASSES} labels of at most 200 characters")
+    return dims, labels
 
 
 def describe(name: str, path: str, args: dict[str, Any], data_root: Path) -> DatasetInfo:
     """Validate a data set reference and say what it yields (shape, classes)."""
-    if name not in NAMES:
-        raise InvalidArgument(f"dataset.name: unknown data set '{name[:40]}' (known: {', '.join(NAMES)})")
-    if path and name != "imagefolder":
-        raise InvalidArgument(f"dataset.path: only imagefolder takes a path, not '{name}'")
-    if name == "digits":
-        _only(args, set(), name)
-        return DatasetInfo(name, (1, 8, 8), 10, DIGIT_LABELS, {})
-    if name == "cifar10":
-        _only(args, set(), name)
-        return DatasetInfo(name, (3, 32, 32), 10, CIFAR10_LABELS, {})
-    if name in ("mnist", "fashion_mnist"):
-        _only(args, set(), name)
-        labels = DIGIT_LABELS if name == "mnist" else FASHION_LABELS
-        return DatasetInfo(name, (1, 28, 28), 10, labels, {})
-    if name == "fake":
-        _only(args, {"num_samples", "num_classes", "channels", "image_size"}, name)
-        resolved = {
-            "num_samples": _arg_int(args, "num_samples", 1000, 10, 1_000_000),
-            "num_classes": _arg_int(args, "num_classes", 10, 2, 1000),
-            "channels": _arg_int(args, "channels", 3, 1, 3),
-            "image_size": _arg_int(args, "image_size", 32, 4, 512),
-        }
-        shape = (resolved["channels"], resolved["image_size"], resolved["image_size"])
-        labels = tuple(str(i) for i in range(resolved["num_classes"]))
-        return DatasetInfo(name, shape, resolved["num_classes"], labels, resolved)
-    # imagefolder
-    _only(args, {"image_size"}, name)
-    if not path:
-        raise InvalidArgument("dataset.path: imagefolder needs a folder relative to the data root")
-    folder = safe_path(data_root, path)
-    if not folder.is_dir():
-        raise FailedPrecondition(f"dataset.path: no folder '{path}' under the data root")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
-        raise FailedPrecondition(f"dataset.path: '{path}' needs at least two class folders")
-    size = _arg_int(args, "image_size", 32, 4, 512)
-    return DatasetInfo(name, (3, size, size), len(classes), tuple(classes), {"image_size": size}, path)
-
-
-@dataclass
-class Loaded:
-    """Training and (optional) test tensors, raw values as clients will send them."""
-
-    x: Any  # torch.Tensor [N, *input_shape], uint8 or float32
-    y: Any  # torch.Tensor [N] int64
-    test_x: Any | None = None
-    test_y: Any | None = None
+    entry = _entry(name)
+    plugin = entry.plugin
+    if path and plugin.path == "none":
+        raise InvalidArgument(f"dataset.path: '{name}' takes no path")
+    if not path and plugin.path == "required":
+        raise InvalidArgument(f"dataset.path: {name} needs a file or folder relative to the data root")
+    source = DataSource(data_root, path)
+    if path:
+        safe_path(data_root, path)
+    resolved = plugins.validate(plugin.Args, args, "dataset.args", name, {})
+    shape = plugins.within(plugins.timeout(), f"describing {_what(entry)}", lambda: plugin.describe(resolved, source))
+    dims, labels = _declared(entry, shape)
+    return DatasetInfo(name, dims, len(labels), labels, resolved.model_dump(mode="json"), path, entry.origin.label)
 
 
 def load(info: DatasetInfo, data_root: Path, *, allow_download: bool, seed: int, verify: bool = True) -> Loaded:
-    import numpy as np
-    import torch
-
-    if info.name == "digits":
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        x = torch.tensor(digits.data, dtype=torch.float32).reshape(-1, 1, 8, 8)
-        return Loaded(x, torch.tensor(digits.target, dtype=torch.int64))
-    if info.name == "fake":
-        g = torch.Generator().manual_seed(seed)
-        n, c = info.args["num_samples"], info.num_classes
-        y = torch.randint(0, c, (n,), generator=g)
-        # Class-dependent mean brightness plus noise: learnable, so smoke runs show progress.
-        base = (y.float() / max(1, c - 1) * 160 + 40).reshape(-1, 1, 1, 1)
-        noise = torch.randn((n, *info.input_shape), generator=g) * 30
-        x = (base + noise).clamp(0, 255).to(torch.uint8)
+    """The data set's rows in memory, checked against its declared shape and classes."""
+    entry = _entry(info.name)
+    plugin = entry.plugin
+    resolved = plugins.validate(plugin.Args, info.args, "dataset.args", info.name, {})
+    shape = plugins.DatasetShape(info.input_shape, info.labels)
+    source = DataSource(data_root, info.path)
+    options = LoadOptions(seed, allow_download, verify)
+    data = plugins.within(
+        plugins.timeout(), f"loading {_what(entry)}", lambda: plugin.load(resolved, shape, source, options)
+    )
+    if not isinstance(data, LoadedData):
+        raise FailedPrecondition(f"{_what(entry)}: load() must return a LoadedData")
+    x, y = _rows(entry, info, data.x, data.y, "")
+    if data.test_x is None or data.test_y is None:
         return Loaded(x, y)
-    if info.name == "imagefolder":
-        return _load_imagefolder(info, data_root)
-    import torchvision.datasets as tvd
-
-    cls: Any = {"cifar10": tvd.CIFAR10, "mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}[info.name]
-    if info.name == "cifar10" and not verify:
-        cls = _unverified_cifar10(tvd.CIFAR10)
-    root = data_root / info.name
-    try:
-        train = cls(root=str(root), train=True, download=allow_download)
-        test = cls(root=str(root), train=False, download=allow_download)
-    except RuntimeError as exc:
-        raise FailedPrecondition(
-            f"data set {info.name} is not under the data root and downloads are off ({exc})"
-        ) from exc
-
-    def tensors(ds: Any) -> tuple[Any, Any]:
-        data = ds.data if isinstance(ds.data, torch.Tensor) else torch.from_numpy(np.asarray(ds.data))
-        # [N, H, W] grey or [N, H, W, C] colour -> [N, C, H, W]
-        data = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)
-        targets = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
-        return data.contiguous().to(torch.uint8), targets
-
-    x, y = tensors(train)
-    tx, ty = tensors(test)
+    tx, ty = _rows(entry, info, data.test_x, data.test_y, "test ")
     return Loaded(x, y, tx, ty)
 
 
-def _unverified_cifar10(base: Any) -> Any:
-    """CIFAR10 that accepts files other than the published ones (the operator's choice).
-
-    torchvision checks the files' md5 against the official release; that
-    check is also what keeps an arbitrary pickle in the data root from being
-    loaded, so it is switched off only by MAAS_TRAINER_VERIFY_DATASETS=false.
-    """
-
-    class LocalCIFAR10(base):  # type: ignore[misc, valid-type]
-        # torchvision skips the md5 comparison for entries whose checksum is None.
-        train_list = [(name, None) for name, _ in base.train_list]
-        test_list = [(name, None) for name, _ in base.test_list]
-        meta = {**base.meta, "md5": None}
-
-    return LocalCIFAR10
-
-
-def _load_imagefolder(info: DatasetInfo, data_root: Path) -> Loaded:
-    import numpy as np
+def _rows(entry: plugins.Entry, info: DatasetInfo, x: Any, y: Any, which: str) -> tuple[Any, Any]:
+    """x as uint8 or float32 [N, *input_shape] and y as int64 [N] in [0, num_classes), or FailedPrecondition."""
     import torch
-    from PIL import Image
 
-    folder = safe_path(data_root, info.path)
-    size = info.input_shape[1]
-    images: list[Any] = []
-    targets: list[int] = []
-    for index, label in enumerate(info.labels):
-        class_dir = folder / label  # a name read from the operator's own folder
-        if not class_dir.resolve().is_relative_to(folder):
-            continue
-        for file in sorted(class_dir.iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
-                continue
-            if not file.resolve().is_relative_to(folder):
-                continue  # a link pointing out of the folder is ignored
-            with Image.open(file) as img:
-                rgb = img.convert("RGB").resize((size, size))
-                images.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy())
-            targets.append(index)
-    if not images:
-        raise FailedPrecondition(f"dataset.path: no images under '{info.path}'")
-    return Loaded(torch.from_numpy(np.stack(images)), torch.tensor(targets, dtype=torch.int64))
+    what = _what(entry)
+    try:
+        x = torch.as_tensor(x)
+        y = torch.as_tensor(y)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise FailedPrecondition(
+            f"{what} returned {which}rows that are not tensors ({plugins.bounded.reason(exc)})"
+        ) from None
+    if tuple(x.shape[1:]) != info.input_shape or len(x) == 0:
+        declared = ", ".join(map(str, info.input_shape))
+        raise FailedPrecondition(f"{what} returned {which}rows of shape {list(x.shape)}; it declares [N, {declared}]")
+    if x.dtype != torch.uint8:
+        if not (x.dtype.is_floating_point or x.dtype in (torch.int16, torch.int32, torch.int64, torch.int8)):
+            raise FailedPrecondition(f"{what} returned {which}rows of dtype {x.dtype}; numbers are needed")
+        x = x.to(torch.float32)
+    if y.shape != (len(x),) or y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise FailedPrecondition(
+            f"{what} returned {which}labels of shape {list(y.shape)} {y.dtype}; one integer per row is needed"
+        )
+    y = y.to(torch.int64)
+    if int(y.min()) < 0 or int(y.max()) >= info.num_classes:
+        raise FailedPrecondition(f"{what} returned {which}labels outside [0, {info.num_classes})")
+    return x.contiguous(), y.contiguous()
 
 
 def fingerprint(info: DatasetInfo, data_root: Path, seed: int) -> str:
     """What identifies the data a job read, for its version's lineage.
 
-    A data set a package ships is that package's version ("scikit-learn==1.5.2:digits");
-    generated data is its generator's arguments and seed ("fake:channels=3,...,seed=0");
-    files (an image folder, a downloaded cifar10/mnist under the data root) are
-    "sha256:<hex>" over their relative paths and contents (`tree_digest`).
+    Each data set may say (a package's bundled set: "scikit-learn==1.5.2:digits";
+    generated data: "fake:channels=3,...,seed=0"). Otherwise: files under a path
+    are "sha256:<hex>" over their relative paths and contents (`tree_digest`), and
+    data without a path is "<distribution>==<version>:<name>:<arguments>,seed=N".
     """
-    if info.name == "digits":
-        return f"scikit-learn=={metadata.version('scikit-learn')}:digits"
-    if info.name == "fake":
-        fields = {**info.args, "seed": seed}
-        return "fake:" + ",".join(f"{key}={fields[key]}" for key in sorted(fields))
-    folder = safe_path(data_root, info.path) if info.name == "imagefolder" else data_root / info.name
-    return f"sha256:{tree_digest(folder)}"
+    entry = _entry(info.name)
+    plugin = entry.plugin
+    resolved = plugins.validate(plugin.Args, info.args, "dataset.args", info.name, {})
+    source = DataSource(data_root, info.path)
+    found = plugins.within(
+        plugins.timeout(), f"fingerprinting {_what(entry)}", lambda: plugin.fingerprint(resolved, source, seed)
+    )
+    if found is not None:
+        return str(found)[:256]
+    if source.path is not None:
+        target = source.path
+        return f"sha256:{sha256_file(target) if target.is_file() else tree_digest(target)}"
+    args = json.dumps(info.args, sort_keys=True, separators=(",", ":"))
+    return f"{entry.origin.distribution}=={entry.origin.version}:{info.name}:{args},seed={seed}"[:256]
 
 
 def tree_digest(folder: Path) -> str:

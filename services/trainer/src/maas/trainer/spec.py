@@ -1,8 +1,10 @@
 """Validate a declarative job spec and resolve its defaults.
 
 Nothing in a spec is executed: the model and data set are names looked up in
-fixed catalogs, every number is range-checked, and the only path a client may
-give (an image folder) must stay under the operator's data root. The result
+the installed catalog (entry-point plugins, the built-in ones among them),
+their arguments are checked by each entry's pydantic model, every number is
+range-checked, and the only path a client may give (a data set's file or
+folder) must stay under the operator's data root. The result
 is a plain JSON document - the resolved spec - which is stored with the job
 and handed to the worker.
 """
@@ -15,8 +17,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from maas.common import catalog, names
-from maas.common.errors import InvalidArgument
+from maas.common import architectures, names, plugins
+from maas.common.errors import FailedPrecondition, InvalidArgument
 from maas.common.metric_direction import higher_is_better
 from maas.trainer import datasets
 
@@ -79,19 +81,17 @@ def resolve(raw: dict[str, Any], *, data_root: Path, max_world_size: int, max_ru
     )
 
     model_name = str(model.get("name", ""))
-    if model_name not in catalog.BUILDERS:
-        known = ", ".join(sorted(catalog.BUILDERS))
-        raise InvalidArgument(f"model.name: unknown model '{model_name[:40]}' (known: {known})")
-    args = dict(model.get("args") or {})
+    entry = architectures.entry(model_name, "model.name", "model")
     shape = list(info.input_shape)
-    if model_name == "lenet":
-        args.setdefault("in_channels", shape[0])
-        args.setdefault("padding", 2 if shape[1] < 28 else 0)
-    elif model_name == "mlp":
-        args.setdefault("in_features", math.prod(shape))
-        args.setdefault("hidden", [128])
-    args.setdefault("num_classes", info.num_classes)
-    if args["num_classes"] != info.num_classes:
+    implied = plugins.within(
+        plugins.timeout(),
+        f"the defaults of architecture {model_name} ({entry.origin.label})",
+        lambda: entry.plugin.defaults(info.input_shape, info.num_classes),
+    )
+    if not isinstance(implied, dict):
+        raise FailedPrecondition(f"architecture {model_name} ({entry.origin.label}): defaults() must return a dict")
+    args = {"num_classes": info.num_classes, **implied, **dict(model.get("args") or {})}
+    if args.get("num_classes") != info.num_classes:
         raise InvalidArgument(f"model.args.num_classes: the data set has {info.num_classes} classes")
     architecture = {
         "name": model_name,
@@ -99,8 +99,8 @@ def resolve(raw: dict[str, Any], *, data_root: Path, max_world_size: int, max_ru
         "input_shape": shape,
         "labels": list(info.labels),
     }
-    # Building once validates every argument against the catalog.
-    catalog.parse(architecture)
+    # Parsing validates every argument against the entry's model.
+    architectures.parse(architecture)
 
     opt = raw.get("optimizer") or {}
     opt_name = str(opt.get("name") or "sgd")

@@ -196,6 +196,7 @@ class Catalog:
         self.allow = None if allow is None else frozenset(canonical(a) for a in allow)
         self.timeout = timeout
         self._entries: dict[Kind, list[Entry]] = {}
+        self._available: dict[Kind, dict[str, Entry]] = {}
         self._lock = threading.Lock()
 
     def entries(self, kind: Kind) -> list[Entry]:
@@ -203,16 +204,16 @@ class Catalog:
         with self._lock:
             if kind not in self._entries:
                 self._entries[kind] = _read(kind, self.allow, self.timeout)
-                found = [e.name for e in self._entries[kind] if e.available]
+                self._available[kind] = {e.name: e for e in self._entries[kind] if e.available}
+                found = [f"{e.name} ({e.origin.label})" for e in self._available[kind].values()]
                 log.info("%ss: %s", kind, ", ".join(found) or "none")
             return self._entries[kind]
 
     def get(self, kind: Kind, name: str) -> Entry | None:
         """The available entry of that name, or None."""
-        for entry in self.entries(kind):
-            if entry.available and entry.name == name:
-                return entry
-        return None
+        if kind not in self._available:
+            self.entries(kind)
+        return self._available[kind].get(name)
 
     def refusal(self, kind: Kind, name: str) -> str:
         """Why an installed entry of that name cannot be used ("" if there is none)."""

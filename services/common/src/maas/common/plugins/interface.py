@@ -27,7 +27,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -102,11 +102,11 @@ class ArchitecturePlugin(ABC, Generic[A]):
     and the served module applies them, so clients send raw values.
     """
 
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
+    name: str
+    description: str = ""
     Args: type[A]
-    inputs: ClassVar[tuple[TensorSpec, ...]] = (TensorSpec("input"),)
-    normalize: ClassVar[bool] = True
+    inputs: tuple[TensorSpec, ...] = (TensorSpec("input"),)
+    normalize: bool = True
 
     def defaults(self, input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
         """Arguments a job spec leaves out that its data set implies (merged under the spec's own)."""
@@ -210,10 +210,10 @@ class DatasetPlugin(ABC, Generic[D]):
     `load` runs in the job's worker process, bounded in time.
     """
 
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
+    name: str
+    description: str = ""
     Args: type[D]
-    path: ClassVar[PathUse] = "none"
+    path: PathUse = "none"
 
     @abstractmethod
     def describe(self, args: D, source: DataSource) -> DatasetShape:

@@ -188,8 +188,12 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
     )
     fingerprint = datasets.fingerprint(info, data_root, seed) if dist_.rank == 0 else ""
     train_idx, val_idx = datasets.split(len(loaded.x), float(spec["validation_split"]), seed)
-    mean, std = _normalization(loaded.x[train_idx])
-    arch = catalog.parse({**spec["architecture"], "normalize": {"mean": mean, "std": std}})
+    doc = dict(spec["architecture"])
+    if catalog.parse(doc).plugin.normalize:
+        mean, std = _normalization(loaded.x[train_idx])
+        doc["normalize"] = {"mean": mean, "std": std}
+    arch = catalog.parse(doc)
+    origins = {"architecture": arch.origin.label, "dataset": info.origin}
 
     torch.manual_seed(seed)
     model = catalog.build(arch).to(device)
@@ -346,7 +350,8 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
     final.pop("lr", None)
     if dist_.rank == 0:
         tolerance = float(runtime.get("onnx_tolerance", onnx_export.DEFAULT_TOLERANCE))
-        onnx = _export(job_dir / "export", model, arch, final, pos, stopped_early, x[val_idx], tolerance, fingerprint)
+        found = {"fingerprint": fingerprint, "origins": origins}
+        onnx = _export(job_dir / "export", model, arch, final, pos, stopped_early, x[val_idx], tolerance, found)
         if onnx.ok:
             reporter.log(
                 f"exported ONNX: max |onnxruntime - torch| {onnx.max_abs_diff:.3g} on {onnx.checked_rows} rows"
@@ -379,7 +384,7 @@ def _export(
     early: bool,
     validation: torch.Tensor,
     onnx_tolerance: float,
-    fingerprint: str,
+    found: dict[str, Any],
 ) -> onnx_export.OnnxResult:
     directory.mkdir(parents=True, exist_ok=True)
     # The plain network's state_dict: normalization travels in the architecture document.
@@ -395,8 +400,9 @@ def _export(
         "epochs_run": pos.epoch,
         "stopped_early": early,
         "onnx": onnx.to_dict(),
-        # For the version's lineage: what this process read and ran.
-        "dataset_fingerprint": fingerprint,
+        # For the version's lineage: what this process read and ran, and where its catalog entries came from.
+        "dataset_fingerprint": found["fingerprint"],
+        "origins": found["origins"],
         "software": software.versions("maas-trainer", "torch", "torchvision", "onnx", "onnxruntime"),
     }
     (directory / "result.json").write_text(json.dumps(result))
