@@ -76,6 +76,7 @@ REQUIRED_SCOPE: dict[str, str] = {
     "/maas.v1.TrainerService/GetJob": _R,
     "/maas.v1.TrainerService/ListJobs": _R,
     "/maas.v1.TrainerService/WatchJob": _R,
+    "/maas.v1.TrainerService/ListCatalog": _R,
     "/maas.v1.TrainerService/SubmitJob": _W,
     "/maas.v1.TrainerService/CancelJob": _W,
     "/maas.v1.TrainerService/OptimizeVersion": _W,

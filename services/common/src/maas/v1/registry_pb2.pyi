@@ -274,23 +274,25 @@ class VersionRef(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class DatasetLineage(_message.Message):
-    __slots__ = ("name", "args", "path", "fingerprint", "validation_split", "seed")
+    __slots__ = ("name", "args", "path", "fingerprint", "validation_split", "seed", "origin")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_SPLIT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     name: str
     args: _struct_pb2.Struct
     path: str
     fingerprint: str
     validation_split: float
     seed: int
-    def __init__(self, name: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., path: _Optional[str] = ..., fingerprint: _Optional[str] = ..., validation_split: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    origin: str
+    def __init__(self, name: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., path: _Optional[str] = ..., fingerprint: _Optional[str] = ..., validation_split: _Optional[float] = ..., seed: _Optional[int] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class Lineage(_message.Message):
-    __slots__ = ("source", "job_id", "parent", "dataset", "method", "software")
+    __slots__ = ("source", "job_id", "parent", "dataset", "method", "software", "architecture_origin")
     class SoftwareEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -304,13 +306,15 @@ class Lineage(_message.Message):
     DATASET_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_ORIGIN_FIELD_NUMBER: _ClassVar[int]
     source: str
     job_id: str
     parent: VersionRef
     dataset: DatasetLineage
     method: str
     software: _containers.ScalarMap[str, str]
-    def __init__(self, source: _Optional[str] = ..., job_id: _Optional[str] = ..., parent: _Optional[_Union[VersionRef, _Mapping]] = ..., dataset: _Optional[_Union[DatasetLineage, _Mapping]] = ..., method: _Optional[str] = ..., software: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    architecture_origin: str
+    def __init__(self, source: _Optional[str] = ..., job_id: _Optional[str] = ..., parent: _Optional[_Union[VersionRef, _Mapping]] = ..., dataset: _Optional[_Union[DatasetLineage, _Mapping]] = ..., method: _Optional[str] = ..., software: _Optional[_Mapping[str, str]] = ..., architecture_origin: _Optional[str] = ...) -> None: ...
 
 class CreateVersionRequest(_message.Message):
     __slots__ = ("model", "format", "architecture", "signature", "run_id", "description", "tags", "metrics", "lineage")

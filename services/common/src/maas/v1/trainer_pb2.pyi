@@ -337,3 +337,91 @@ class WatchJobRequest(_message.Message):
     job_id: str
     after_seq: int
     def __init__(self, job_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class ListCatalogRequest(_message.Message):
+    __slots__ = ("kind", "name")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class CatalogOrigin(_message.Message):
+    __slots__ = ("builtin", "distribution", "version", "target")
+    BUILTIN_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    builtin: bool
+    distribution: str
+    version: str
+    target: str
+    def __init__(self, builtin: _Optional[bool] = ..., distribution: _Optional[str] = ..., version: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
+
+class CatalogArgument(_message.Message):
+    __slots__ = ("name", "type", "required", "default_json", "minimum", "maximum", "exclusive_minimum", "exclusive_maximum", "choices", "description", "schema_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    MINIMUM_FIELD_NUMBER: _ClassVar[int]
+    MAXIMUM_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_MINIMUM_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_MAXIMUM_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    required: bool
+    default_json: str
+    minimum: float
+    maximum: float
+    exclusive_minimum: bool
+    exclusive_maximum: bool
+    choices: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    schema_json: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., required: _Optional[bool] = ..., default_json: _Optional[str] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., exclusive_minimum: _Optional[bool] = ..., exclusive_maximum: _Optional[bool] = ..., choices: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., schema_json: _Optional[str] = ...) -> None: ...
+
+class CatalogInput(_message.Message):
+    __slots__ = ("name", "datatype", "shape", "any_shape", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATATYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    ANY_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    datatype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    any_shape: bool
+    description: str
+    def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., any_shape: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
+
+class CatalogEntry(_message.Message):
+    __slots__ = ("kind", "name", "description", "origin", "available", "unavailable_reason", "arguments", "inputs", "path")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    description: str
+    origin: CatalogOrigin
+    available: bool
+    unavailable_reason: str
+    arguments: _containers.RepeatedCompositeFieldContainer[CatalogArgument]
+    inputs: _containers.RepeatedCompositeFieldContainer[CatalogInput]
+    path: str
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., origin: _Optional[_Union[CatalogOrigin, _Mapping]] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., arguments: _Optional[_Iterable[_Union[CatalogArgument, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[CatalogInput, _Mapping]]] = ..., path: _Optional[str] = ...) -> None: ...
+
+class ListCatalogResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[CatalogEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[CatalogEntry, _Mapping]]] = ...) -> None: ...

@@ -64,6 +64,11 @@ class TrainerServiceStub:
                 request_serializer=maas_dot_v1_dot_trainer__pb2.OptimizeVersionRequest.SerializeToString,
                 response_deserializer=maas_dot_v1_dot_trainer__pb2.Job.FromString,
                 _registered_method=True)
+        self.ListCatalog = channel.unary_unary(
+                '/maas.v1.TrainerService/ListCatalog',
+                request_serializer=maas_dot_v1_dot_trainer__pb2.ListCatalogRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_trainer__pb2.ListCatalogResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -115,6 +120,15 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCatalog(self, request, context):
+        """The architectures and data sets this trainer can use: the built-in ones
+        and those of installed plugins, with their arguments, input signature
+        and origin; entries that could not be loaded are listed with the reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +161,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.OptimizeVersion,
                     request_deserializer=maas_dot_v1_dot_trainer__pb2.OptimizeVersionRequest.FromString,
                     response_serializer=maas_dot_v1_dot_trainer__pb2.Job.SerializeToString,
+            ),
+            'ListCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCatalog,
+                    request_deserializer=maas_dot_v1_dot_trainer__pb2.ListCatalogRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_trainer__pb2.ListCatalogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +330,33 @@ class TrainerService:
             '/maas.v1.TrainerService/OptimizeVersion',
             maas_dot_v1_dot_trainer__pb2.OptimizeVersionRequest.SerializeToString,
             maas_dot_v1_dot_trainer__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.TrainerService/ListCatalog',
+            maas_dot_v1_dot_trainer__pb2.ListCatalogRequest.SerializeToString,
+            maas_dot_v1_dot_trainer__pb2.ListCatalogResponse.FromString,
             options,
             channel_credentials,
             insecure,
