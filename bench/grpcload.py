@@ -1,12 +1,14 @@
-"""The gRPC load generators the serving benchmarks share (bench/inference_bench.py, bench/formats_bench.py).
+"""The gRPC load generators the serving benchmarks share (bench/inference_bench.py, formats_bench.py, text_bench.py).
 
 perf_analyzer when one is on the PATH; else ours in C++ (bench/loadgen/loadgen.cc,
 built here into bench/out/loadgen from Debian's libgrpc++-dev, installed with
 apt-get when missing); else the Python fallback (several processes sending the
 same bytes through generic calls on raw grpc.aio channels). `LoadGenerator.pick`
 chooses, `LoadGenerator.measure` runs one closed-loop point against a served
-process with a request serialized once (`request_bytes`) and returns a `Result`
-(infer/s, p50/p99, the server's and its own CPU time over the window).
+process with a request serialized once (`request_bytes`), or several sent in
+turn (each concurrent caller cycles through them, caller i starting at the
+i-th: texts of different lengths), and returns a `Result` (infer/s, p50/p99,
+the server's and its own CPU time over the window).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,12 @@ from tests.inference import support  # noqa: E402 - processes shared with the te
 
 OUT = ROOT / "bench" / "out"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+Payload = bytes | Sequence[bytes]  # one serialized request, or several sent in turn
+
+
+def payloads(payload: Payload) -> list[bytes]:
+    return [payload] if isinstance(payload, bytes) else list(payload)
 
 
 @dataclass
@@ -75,7 +84,7 @@ def request_bytes(model: str, input_name: str, shape: tuple[int, ...], seed: int
 
 def _load_process(
     address: str,
-    payload: bytes,
+    payload: list[bytes],
     tasks: int,
     channels: int,
     start_at: float,
@@ -83,7 +92,8 @@ def _load_process(
     streaming: bool,
     conn: Any,
 ) -> None:
-    """Send `payload` from `tasks` asyncio tasks over `channels` connections; report latencies and CPU.
+    """Send `payload` (its requests in turn) from `tasks` asyncio tasks over `channels` connections; report
+    latencies and CPU.
 
     Generic calls on a raw grpc.aio channel: the request goes out as the bytes
     serialized once, and the response is not parsed (a unary call succeeded
@@ -98,7 +108,7 @@ def _load_process(
         unary = [c.unary_unary(MODEL_INFER) for c in chans]
         stream = [c.stream_stream(MODEL_STREAM_INFER) for c in chans]
         for call in unary:  # connect and warm every connection before the clock starts
-            await call(payload)
+            await call(payload[0])
         latencies: list[float] = []
         errors = 0
         end = start_at + duration
@@ -107,9 +117,12 @@ def _load_process(
         async def run_unary(k: int) -> None:
             nonlocal errors
             call = unary[k % channels]
+            i = k
             while (t0 := now()) < end:
+                request = payload[i % len(payload)]
+                i += 1
                 try:
-                    await call(payload)
+                    await call(request)
                 except grpc.RpcError:
                     errors += t0 >= start_at
                     continue
@@ -120,9 +133,11 @@ def _load_process(
             """One bidirectional stream per task, one request in flight on it (as perf_analyzer --streaming)."""
             nonlocal errors
             call = stream[k % channels]()
+            i = k
             try:
                 while (t0 := now()) < end:
-                    await call.write(payload)
+                    await call.write(payload[i % len(payload)])
+                    i += 1
                     answer = await call.read()
                     if answer[:1] == b"\x0a":
                         errors += t0 >= start_at
@@ -175,7 +190,7 @@ def measure(
     proc: support.Process,
     scenario: str,
     model_key: str,
-    payload: bytes,
+    payload: Payload,
     concurrency: int,
     batching: str,
     *,
@@ -185,19 +200,23 @@ def measure(
     channels: int = 0,
     streaming: bool = False,
 ) -> Result:
-    """One point with the Python load generator: `payload` (a serialized ModelInferRequest) sent as it is."""
+    """One point with the Python load generator: `payload` (serialized ModelInferRequests) sent as it is."""
     procs = max(1, min(loadgen_processes, concurrency))
+    requests = payloads(payload)
+    offset = 0
     ctx = mp.get_context("spawn")
     start_at = time.time() + warmup + 2.0  # spawning and importing take a moment
     workers = []
     for i in range(procs):
         tasks = concurrency // procs + (1 if i < concurrency % procs else 0)
+        mine = requests[offset % len(requests) :] + requests[: offset % len(requests)]  # caller k starts at k
+        offset += tasks
         parent, child = ctx.Pipe(duplex=False)
         p = ctx.Process(
             target=_load_process,
             args=(
                 proc.address,
-                payload,
+                mine,
                 tasks,
                 max(1, min(tasks, channels or tasks)),
                 start_at,
@@ -290,7 +309,7 @@ def measure_cpp(
     proc: support.Process,
     scenario: str,
     model_key: str,
-    payload: bytes,
+    payload: Payload,
     concurrency: int,
     batching: str,
     *,
@@ -302,10 +321,13 @@ def measure_cpp(
 ) -> Result:
     """One point with the C++ load generator; the server's CPU is read by it at the window's edges."""
     OUT.mkdir(parents=True, exist_ok=True)
-    request = OUT / f"request-{os.getpid()}.bin"
-    request.write_bytes(payload)
+    files = []
+    for i, request in enumerate(payloads(payload)):
+        files.append(OUT / f"request-{os.getpid()}-{i}.bin")
+        files[-1].write_bytes(request)
     cmd = [
-        str(binary), "--target", proc.address, "--payload", str(request), "--concurrency", str(concurrency),
+        str(binary), "--target", proc.address, *(a for f in files for a in ("--payload", str(f))),
+        "--concurrency", str(concurrency),
         "--channels", str(channels or concurrency), "--threads", str(threads), "--warmup", str(warmup),
         "--duration", str(duration), "--watch-pids", ",".join(str(p) for p in server_pids(proc)),
         *(["--streaming"] if streaming else []),
@@ -313,7 +335,8 @@ def measure_cpp(
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=warmup + duration + 120)
     finally:
-        request.unlink(missing_ok=True)
+        for file in files:
+            file.unlink(missing_ok=True)
     if done.returncode != 0:
         raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr[-2000:]}")
     out = json.loads(done.stdout)
@@ -433,7 +456,7 @@ class LoadGenerator:
         scenario: str,
         model_key: str,
         model: str,
-        payload: bytes,
+        payload: Payload,
         concurrency: int,
         batching: str,
         *,

@@ -5,7 +5,9 @@
 // file, through grpc::GenericStub (no generated code, nothing serialized per
 // call), from `concurrency` slots that each keep exactly one request in flight:
 // unary ModelInfer calls, or one ModelStreamInfer stream per slot with one
-// request outstanding on it (as perf_analyzer --streaming). The slots are spread
+// request outstanding on it (as perf_analyzer --streaming). With --payload given
+// several times (requests that differ, e.g. texts of different lengths), each slot
+// sends them in turn, slot i starting at the i-th. The slots are spread
 // over `channels` channels, each with a distinct channel argument so that each
 // is its own TCP connection (a server sharing its port with SO_REUSEPORT gets
 // them spread over its processes), and over `threads` completion-queue threads.
@@ -49,7 +51,7 @@ const char kStreamMethod[] = "/inference.GRPCInferenceService/ModelStreamInfer";
 
 struct Options {
   std::string target = "127.0.0.1:8001";
-  std::string payload_file;
+  std::vector<std::string> payload_files;  // --payload, once or more
   bool streaming = false;
   int concurrency = 1;
   int channels = 0;  // 0: one per slot
@@ -63,8 +65,8 @@ struct Options {
 [[noreturn]] void Usage(const char* why) {
   std::fprintf(stderr,
                "loadgen: %s\n"
-               "usage: loadgen --target HOST:PORT --payload FILE [--streaming] [--concurrency N]\n"
-               "               [--channels M] [--threads T] [--warmup S] [--duration S]\n"
+               "usage: loadgen --target HOST:PORT --payload FILE [--payload FILE...] [--streaming]\n"
+               "               [--concurrency N] [--channels M] [--threads T] [--warmup S] [--duration S]\n"
                "               [--watch-pids PID,PID,...]\n",
                why);
   std::exit(2);
@@ -81,7 +83,7 @@ Options Parse(int argc, char** argv) {
     if (a == "--target") {
       o.target = value();
     } else if (a == "--payload") {
-      o.payload_file = value();
+      o.payload_files.push_back(value());
     } else if (a == "--streaming") {
       o.streaming = true;
     } else if (a == "--concurrency") {
@@ -104,7 +106,7 @@ Options Parse(int argc, char** argv) {
       Usage(("unknown argument " + a).c_str());
     }
   }
-  if (o.payload_file.empty()) Usage("--payload is required");
+  if (o.payload_files.empty()) Usage("--payload is required");
   if (o.concurrency < 1 || o.threads < 1 || o.duration <= 0 || o.warmup < 0) Usage("bad numbers");
   if (o.channels <= 0 || o.channels > o.concurrency) o.channels = o.concurrency;
   if (o.threads > o.concurrency) o.threads = o.concurrency;
@@ -210,7 +212,7 @@ std::string StreamError(const grpc::ByteBuffer& buffer) {
 
 struct Shared {
   Options opt;
-  grpc::ByteBuffer request;
+  std::vector<grpc::ByteBuffer> requests;  // one per --payload, in order
   Clock::time_point window_start, window_end;
   std::atomic<bool> stopping{false};
   std::mutex mu;
@@ -242,6 +244,7 @@ struct Slot {
   grpc::ByteBuffer response;
   grpc::Status status;
   Clock::time_point t0;
+  size_t next = 0;  // the request this slot sends next
   bool write_done = false, read_done = false, read_ok = false;
   bool active = false;
   Tag finish{this, Op::kFinish}, start{this, Op::kStart}, write{this, Op::kWrite}, read{this, Op::kRead},
@@ -269,10 +272,16 @@ struct Worker {
     }
   }
 
+  const grpc::ByteBuffer& NextRequest(Slot* s) {
+    const grpc::ByteBuffer& request = shared->requests[s->next];
+    s->next = (s->next + 1) % shared->requests.size();
+    return request;
+  }
+
   void StartUnary(Slot* s) {
     s->ctx = std::make_unique<grpc::ClientContext>();
     s->t0 = Clock::now();
-    s->unary = s->stub->PrepareUnaryCall(s->ctx.get(), kUnaryMethod, shared->request, &cq);
+    s->unary = s->stub->PrepareUnaryCall(s->ctx.get(), kUnaryMethod, NextRequest(s), &cq);
     s->unary->StartCall();
     s->unary->Finish(&s->response, &s->status, &s->finish);
     ++outstanding;
@@ -289,7 +298,7 @@ struct Worker {
   void SendOnStream(Slot* s) {
     s->write_done = s->read_done = false;
     s->t0 = Clock::now();
-    s->stream->Write(shared->request, &s->write);
+    s->stream->Write(NextRequest(s), &s->write);
     s->stream->Read(&s->response, &s->read);
     outstanding += 2;
   }
@@ -429,11 +438,13 @@ int main(int argc, char** argv) {
   shared.opt = Parse(argc, argv);
   const Options& opt = shared.opt;
 
-  std::ifstream in(opt.payload_file, std::ios::binary);
-  if (!in) Usage(("cannot read " + opt.payload_file).c_str());
-  std::string payload((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  grpc::Slice slice(payload);
-  shared.request = grpc::ByteBuffer(&slice, 1);
+  for (const std::string& file : opt.payload_files) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) Usage(("cannot read " + file).c_str());
+    std::string payload((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    grpc::Slice slice(payload);
+    shared.requests.emplace_back(&slice, 1);
+  }
 
   // Distinct channel arguments: channels do not share a subchannel, so each is its own connection.
   std::vector<std::shared_ptr<grpc::Channel>> channels;
@@ -463,6 +474,7 @@ int main(int argc, char** argv) {
     Slot* s = slots.back().get();
     s->stub = stubs[i % opt.channels].get();
     s->worker = workers[i % opt.threads].get();
+    s->next = size_t(i) % shared.requests.size();
     s->worker->slots.push_back(s);
   }
 
@@ -506,7 +518,8 @@ int main(int argc, char** argv) {
   out << "{\"loadgen\": \"maas C++ loadgen (grpc++ " << grpc::Version() << ", GenericStub)\""
       << ", \"mode\": \"" << (opt.streaming ? "stream" : "unary") << "\""
       << ", \"concurrency\": " << opt.concurrency << ", \"channels\": " << opt.channels
-      << ", \"threads\": " << opt.threads << ", \"requests\": " << latencies.size() << ", \"errors\": " << errors
+      << ", \"threads\": " << opt.threads << ", \"payloads\": " << shared.requests.size()
+      << ", \"requests\": " << latencies.size() << ", \"errors\": " << errors
       << ", \"seconds\": " << JsonNumber(seconds) << ", \"infer_per_s\": " << JsonNumber(requests / seconds)
       << ", \"mean_ms\": " << JsonNumber(mean) << ", \"p50_ms\": " << JsonNumber(Percentile(latencies, 50))
       << ", \"p90_ms\": " << JsonNumber(Percentile(latencies, 90))
