@@ -16,6 +16,7 @@ import copy
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,13 +53,30 @@ def export(
 ) -> OnnxResult:
     """Write directory/model.onnx when the export computes what `model` does on `batch` within `tolerance`."""
     rows = batch[:MAX_CHECK_ROWS].detach().to("cpu", torch.float32)
-    tmp = directory / f".{FILE}.tmp"
-    try:
+
+    def write_and_compare(tmp: Path) -> float:
         module = copy.deepcopy(model).to("cpu").eval()
         signature = arch.signature()
         input_name, output_name = signature["inputs"][0]["name"], signature["outputs"][0]["name"]
         _export(module, rows[:2], tmp, input_name, output_name)
-        diff = _max_abs_diff(module, tmp, rows, input_name)
+        return _max_abs_diff(module, tmp, rows, input_name)
+
+    return checked(directory, tolerance, len(rows), "validation rows", write_and_compare)
+
+
+def checked(
+    directory: Path, tolerance: float, rows: int, what: str, write_and_compare: Callable[[Path], float]
+) -> OnnxResult:
+    """Keep the model `write_and_compare` writes to a temporary file when its largest difference is within tolerance.
+
+    `write_and_compare(tmp)` exports to `tmp` and returns the largest absolute
+    difference between onnxruntime's and torch's outputs on `rows` `what`
+    ("validation rows"); any failure or a difference over the tolerance leaves
+    no file and says why, else the file is made durable as directory/model.onnx.
+    """
+    tmp = directory / f".{FILE}.tmp"
+    try:
+        diff = write_and_compare(tmp)
     except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure is the export's, not the job's
         tmp.unlink(missing_ok=True)
         first = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -70,13 +88,13 @@ def export(
             tolerance,
             diff if math.isfinite(diff) else None,
             f"ONNX export refused: onnxruntime's outputs differ from torch's by up to {diff:.3g} "
-            f"on {len(rows)} validation rows, over the tolerance {tolerance:g}",
-            len(rows),
+            f"on {rows} {what}, over the tolerance {tolerance:g}",
+            rows,
         )
     with tmp.open("rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, directory / FILE)
-    return OnnxResult(True, tolerance, diff, "", len(rows))
+    return OnnxResult(True, tolerance, diff, "", rows)
 
 
 def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str) -> None:
