@@ -72,7 +72,9 @@ def test_a_trained_version_records_its_job_data_and_software(
         "fingerprint": f"scikit-learn=={metadata.version('scikit-learn')}:digits",
         "validation_split": pytest.approx(spec["validation_split"]),
         "seed": 1,
+        "origin": "built-in",
     }
+    assert lineage["architecture_origin"] == "built-in"
     assert spec["seed"] == 1
     assert lineage["software"] == {
         "maas": metadata.version("maas-trainer"),
@@ -106,6 +108,8 @@ def test_a_trained_version_records_its_job_data_and_software(
         f"job          {job_id}",
         f"run          {doc['run_id']}",
         "dataset      digits",
+        "arch origin  built-in",
+        "data origin  built-in",
         f"fingerprint  {lineage['dataset']['fingerprint']}",
         f"seed {spec['seed']}",
         f"torch {metadata.version('torch')}",

@@ -80,7 +80,7 @@ def test_every_rpc_has_a_required_scope() -> None:
         paths += [f"/{svc.full_name}/{m.name}" for m in svc.methods]
     missing = [p for p in paths if p not in REQUIRED_SCOPE]
     assert missing == []
-    assert len(paths) == 25 + 6 + 12
+    assert len(paths) == 25 + 7 + 12
 
 
 def snapshot(db_url: str, artifact_root: Path) -> dict[str, Any]:

@@ -62,6 +62,12 @@ class AsyncTrainer(AsyncClient):
     async def get(self, job_id: str) -> pb.Job:
         return await self.call(self.stub.GetJob, pb.GetJobRequest(job_id=job_id), idempotent=True)
 
+    async def list_catalog(self, kind: str = "", name: str = "") -> list[pb.CatalogEntry]:
+        """The trainer's architectures and data sets ("architecture" or "dataset" for one kind; a name for one entry),
+        each with its arguments, inputs and origin; unavailable ones carry the reason."""
+        req = pb.ListCatalogRequest(kind=kind, name=name)
+        return list((await self.call(self.stub.ListCatalog, req, idempotent=True)).entries)
+
     async def list_jobs(
         self, states: Iterable[int] = (), page_size: int = 0, page_token: str = ""
     ) -> pb.ListJobsResponse:
@@ -168,6 +174,10 @@ class Trainer(BlockingClient[AsyncTrainer]):
 
     def get(self, job_id: str) -> pb.Job:
         return self._runner.run(self.aio.get(job_id))
+
+    def list_catalog(self, kind: str = "", name: str = "") -> list[pb.CatalogEntry]:
+        """e.g. `[e.name for e in list_catalog("architecture") if not e.origin.builtin]`: the plugins' networks."""
+        return self._runner.run(self.aio.list_catalog(kind, name))
 
     def jobs(self, states: Iterable[int] = ()) -> Generator[pb.Job, None, None]:
         return self._runner.iterate(self.aio.iter_jobs(states))

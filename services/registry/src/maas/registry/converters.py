@@ -274,6 +274,7 @@ def from_lineage(msg: registry_pb2.Lineage) -> entities.Lineage | None:
             fingerprint=ds.fingerprint,
             validation_split=ds.validation_split,
             seed=ds.seed,
+            origin=ds.origin,
         )
     parent = entities.VersionRef(msg.parent.model, msg.parent.version) if msg.HasField("parent") else None
     return entities.Lineage(
@@ -283,6 +284,7 @@ def from_lineage(msg: registry_pb2.Lineage) -> entities.Lineage | None:
         dataset=dataset,
         method=msg.method,
         software=tuple(sorted(msg.software.items())),
+        architecture_origin=msg.architecture_origin,
     )
 
 
@@ -294,7 +296,12 @@ def to_lineage(lineage: entities.Lineage) -> registry_pb2.Lineage:
 @functools.lru_cache(maxsize=4096)
 def _lineage_of(lineage: entities.Lineage) -> registry_pb2.Lineage:
     """Lineages are immutable and read back once per stored text: versions of a list share few."""
-    out = registry_pb2.Lineage(source=lineage.source, job_id=lineage.job_id, method=lineage.method)
+    out = registry_pb2.Lineage(
+        source=lineage.source,
+        job_id=lineage.job_id,
+        method=lineage.method,
+        architecture_origin=lineage.architecture_origin,
+    )
     if lineage.parent is not None:
         out.parent.model = lineage.parent.model
         out.parent.version = lineage.parent.version
@@ -308,6 +315,7 @@ def _lineage_of(lineage: entities.Lineage) -> registry_pb2.Lineage:
                 fingerprint=ds.fingerprint,
                 validation_split=ds.validation_split,
                 seed=ds.seed,
+                origin=ds.origin,
             )
         )
     _fill(out.software, dict(lineage.software))

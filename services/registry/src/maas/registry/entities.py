@@ -124,6 +124,8 @@ class DatasetLineage:
     fingerprint: str = ""
     validation_split: float = 0.0
     seed: int = 0
+    # Where its catalog entry came from: "built-in" or "<distribution> <version>" ("" if not recorded).
+    origin: str = ""
 
     @property
     def args(self) -> dict[str, Any]:
@@ -141,6 +143,8 @@ class Lineage:
     method: str = ""
     # (name, version) pairs sorted by name: maas, python, torch, ...
     software: tuple[tuple[str, str], ...] = ()
+    # Where the architecture's catalog entry came from (as DatasetLineage.origin).
+    architecture_origin: str = ""
 
 
 LINEAGE_SOURCES = ("trainer", "push", "log_model", "optimize")

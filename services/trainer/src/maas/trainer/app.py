@@ -11,6 +11,7 @@ from typing import Any
 
 from grpc import aio
 
+from maas.common import plugins
 from maas.common.clients.registry import RegistryClient
 from maas.common.loops import LoopService
 from maas.common.server import Health
@@ -65,6 +66,9 @@ class TrainerApp:
 
     async def start(self, health: Health) -> None:
         await self.in_thread(migrate.upgrade, self.db)
+        # The catalog is read once, here: a broken plugin is logged (and listed) now, not at a job.
+        for kind in plugins.KINDS:
+            await self.in_thread(plugins.installed().entries, kind)
         self.settings.jobs_dir().mkdir(parents=True, exist_ok=True)
         self.settings.resolved_data_root().mkdir(parents=True, exist_ok=True)
         self._registry = RegistryClient(self.settings.registry_channel())

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from maas.common import errors
+from maas.common import errors, plugins
 from maas.common.structs import from_struct
 from maas.trainer import entities
 from maas.v1 import trainer_pb2 as pb
@@ -214,4 +215,58 @@ def to_event(event: entities.JobEvent) -> pb.JobEvent:
         )
     else:
         out.log.CopyFrom(pb.LogLine(level=str(d.get("level", "INFO")), message=str(d.get("message", ""))))
+    return out
+
+
+# --------------------------------------------------------------- catalog ---
+
+
+def _to_argument(arg: plugins.Argument) -> pb.CatalogArgument:
+    out = pb.CatalogArgument(
+        name=arg.name,
+        type=arg.type,
+        required=arg.required,
+        default_json="" if arg.required else json.dumps(arg.default),
+        exclusive_minimum=arg.exclusive_minimum,
+        exclusive_maximum=arg.exclusive_maximum,
+        choices=[json.dumps(c) for c in arg.choices],
+        description=arg.description,
+        schema_json=json.dumps(arg.schema, sort_keys=True),
+    )
+    if arg.minimum is not None:
+        out.minimum = arg.minimum
+    if arg.maximum is not None:
+        out.maximum = arg.maximum
+    return out
+
+
+def to_catalog_entry(entry: plugins.Entry) -> pb.CatalogEntry:
+    origin = entry.origin
+    out = pb.CatalogEntry(
+        kind=entry.kind,
+        name=entry.name,
+        origin=pb.CatalogOrigin(
+            builtin=origin.builtin, distribution=origin.distribution, version=origin.version, target=entry.target
+        ),
+        available=entry.available,
+        unavailable_reason=entry.reason,
+    )
+    plugin = entry.plugin
+    if plugin is None:
+        return out
+    out.description = plugin.description
+    out.arguments.extend(_to_argument(a) for a in plugins.describe(plugin.Args))
+    if entry.kind == "architecture":
+        out.inputs.extend(
+            pb.CatalogInput(
+                name=spec.name,
+                datatype=spec.datatype,
+                shape=list(spec.shape or ()),
+                any_shape=spec.shape is None,
+                description=spec.description,
+            )
+            for spec in plugin.inputs
+        )
+    else:
+        out.path = plugin.path
     return out

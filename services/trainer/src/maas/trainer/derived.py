@@ -55,11 +55,13 @@ def signature_doc(signature: common_pb2.Signature) -> dict[str, Any]:
 
 def to_lineage(job: entities.Job, result: dict[str, Any]) -> rpb.Lineage:
     opt, ds = job.spec["optimize"], result["dataset"]
+    origins = result.get("origins") or {}
     args = struct_pb2.Struct()
     args.update(ds.get("args") or {})
     return rpb.Lineage(
         source="optimize",
         job_id=job.job_id,
+        architecture_origin=str(origins.get("architecture") or ""),
         parent=rpb.VersionRef(model=result["source"]["model"], version=int(result["source"]["version"])),
         dataset=rpb.DatasetLineage(
             name=ds["name"],
@@ -68,6 +70,7 @@ def to_lineage(job: entities.Job, result: dict[str, Any]) -> rpb.Lineage:
             fingerprint=opt.get("dataset_fingerprint", ""),
             validation_split=float(ds["validation_split"]),
             seed=int(ds["seed"]),
+            origin=str(origins.get("dataset") or ""),
         ),
         method=f"quantize-int8-{result['quantized']['method']}",
         software=result["software"],

@@ -100,9 +100,11 @@ def training_lineage(job: entities.Job, result: dict[str, Any]) -> rpb.Lineage:
     ds = spec["dataset"]
     args = struct_pb2.Struct()
     args.update(ds.get("args") or {})
+    origins = result.get("origins") or {}
     return rpb.Lineage(
         source="trainer",
         job_id=job.job_id,
+        architecture_origin=str(origins.get("architecture") or ""),
         dataset=rpb.DatasetLineage(
             name=ds["name"],
             args=args,
@@ -110,6 +112,7 @@ def training_lineage(job: entities.Job, result: dict[str, Any]) -> rpb.Lineage:
             fingerprint=str(result.get("dataset_fingerprint") or ""),
             validation_split=float(spec["validation_split"]),
             seed=int(spec["seed"]),
+            origin=str(origins.get("dataset") or ""),
         ),
         software={str(k): str(v) for k, v in (result.get("software") or {}).items()},
     )

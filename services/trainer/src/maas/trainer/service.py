@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from maas.common import errors, paging
-from maas.trainer import entities, optimize_spec, spec
+from maas.common import errors, paging, plugins
+from maas.trainer import catalog_listing, entities, optimize_spec, spec
 from maas.trainer.db.store import JobStore
 from maas.trainer.runner import JobRunner
 
@@ -50,6 +50,10 @@ class JobService:
         self.on_submit: Callable[[], None] = lambda: None
         # Looks a source version up in the registry (set once the registry client exists).
         self.find_source: Callable[[str], Awaitable[optimize_spec.Source]] | None = None
+
+    async def catalog(self, kind: str, name: str) -> list[plugins.Entry]:
+        """The installed architectures and data sets a request asks for (ListCatalog)."""
+        return await self._in_thread(catalog_listing.listing, kind, name)  # type: ignore[no-any-return]
 
     def notify(self, job_id: str) -> None:
         for waker in self._watchers.get(job_id, ()):

@@ -16,6 +16,10 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     def __init__(self, jobs: JobService) -> None:
         self._jobs = jobs
 
+    async def ListCatalog(self, request: pb.ListCatalogRequest, context: aio.ServicerContext) -> pb.ListCatalogResponse:
+        entries = await self._jobs.catalog(request.kind, request.name)
+        return pb.ListCatalogResponse(entries=[cv.to_catalog_entry(e) for e in entries])
+
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: aio.ServicerContext) -> pb.Job:
         return cv.to_job(await self._jobs.submit(cv.from_spec(request.spec), request.idempotency_key))
 

@@ -16,6 +16,7 @@ from maas.common.plugins.arguments import Argument, describe, validate
 from maas.common.plugins.bounded import within
 from maas.common.plugins.discovery import (
     BUILTIN_DISTRIBUTIONS,
+    KINDS,
     Catalog,
     Entry,
     Kind,
@@ -44,6 +45,7 @@ from maas.common.plugins.interface import (
 __all__ = [
     "BUILTIN_DISTRIBUTIONS",
     "DATATYPES",
+    "KINDS",
     "MAX_CLASSES",
     "ArchitectureArgs",
     "ArchitecturePlugin",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 
 from maas.common.errors import InvalidArgument, some_of
 
@@ -138,29 +139,46 @@ def _bound(schema: dict[str, Any], plain: str, exclusive: str) -> tuple[float | 
     return None, False
 
 
+def _bounded(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """The schema that carries the bounds: an optional value's non-null option, a list's items."""
+    schema = _resolve(schema, defs)
+    for option in schema.get("anyOf") or ():
+        option = _resolve(option, defs)
+        if option.get("type") != "null":
+            return _bounded(option, defs)
+    if isinstance(schema.get("items"), dict):
+        return _resolve(schema["items"], defs)
+    return schema
+
+
 def describe(model: type[BaseModel]) -> list[Argument]:
     """Every argument of `model` with its type, default, bounds, choices and description."""
     full = model.model_json_schema(mode="validation")
     defs = full.get("$defs", {})
     required = set(full.get("required", []))
+    fields = {f.alias or key: f for key, f in model.model_fields.items()}
     out = []
     for name, raw in full.get("properties", {}).items():
         schema = _resolve(raw, defs)
-        # A bounded list (hidden: [int >= 1]) shows its items' bounds.
-        bounded = _resolve(schema["items"], defs) if isinstance(schema.get("items"), dict) else schema
+        bounded = _bounded(schema, defs)
         low, low_exclusive = _bound(bounded, "minimum", "exclusiveMinimum")
         high, high_exclusive = _bound(bounded, "maximum", "exclusiveMaximum")
+        declared = fields.get(name)
+        default = schema.get("default")
+        if declared is not None and name not in required:
+            # default_factory values are not in the schema
+            default = to_jsonable_python(declared.get_default(call_default_factory=True))
         out.append(
             Argument(
                 name=name,
                 type=_type_name(schema, defs),
                 required=name in required,
-                default=schema.get("default"),
+                default=default,
                 minimum=low,
                 maximum=high,
                 exclusive_minimum=low_exclusive,
                 exclusive_maximum=high_exclusive,
-                choices=tuple(schema.get("enum", ())),
+                choices=tuple(bounded.get("enum", ())),
                 description=str(schema.get("description") or ""),
                 schema=raw,
             )

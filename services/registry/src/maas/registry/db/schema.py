@@ -277,7 +277,11 @@ def lineage_to_json(lineage: entities.Lineage | None) -> str:
             "validation_split": ds.validation_split,
             "seed": ds.seed,
         }
+        if ds.origin:  # recorded since plugins; older lineages keep their text
+            doc["dataset"]["origin"] = ds.origin
     doc["software"] = dict(lineage.software)
+    if lineage.architecture_origin:
+        doc["architecture_origin"] = lineage.architecture_origin
     return json.dumps(doc, sort_keys=True, allow_nan=False)
 
 
@@ -300,9 +304,11 @@ def lineage_from_json(text: str) -> entities.Lineage | None:
             fingerprint=ds.get("fingerprint", ""),
             validation_split=float(ds.get("validation_split", 0.0)),
             seed=int(ds.get("seed", 0)),
+            origin=ds.get("origin", ""),
         )
         if ds
         else None,
         method=doc.get("method", ""),
         software=tuple(sorted((doc.get("software") or {}).items())),
+        architecture_origin=doc.get("architecture_origin", ""),
     )

@@ -40,6 +40,7 @@ def validate(lineage: entities.Lineage | None) -> str:
     if lineage.dataset is not None:
         _validate_dataset(lineage.dataset)
     names.text_value(lineage.method, "lineage.method", MAX_SHORT_CHARS)
+    names.text_value(lineage.architecture_origin, "lineage.architecture_origin", MAX_SHORT_CHARS)
     if len(lineage.software) > MAX_SOFTWARE:
         raise errors.InvalidArgument(f"lineage.software: at most {MAX_SOFTWARE} entries")
     for key, value in lineage.software:
@@ -57,6 +58,7 @@ def _validate_dataset(ds: entities.DatasetLineage) -> None:
     names.text_value(ds.name, "lineage.dataset.name", MAX_SHORT_CHARS)
     names.text_value(ds.path, "lineage.dataset.path", MAX_PATH_CHARS)
     names.text_value(ds.fingerprint, "lineage.dataset.fingerprint", MAX_SHORT_CHARS)
+    names.text_value(ds.origin, "lineage.dataset.origin", MAX_SHORT_CHARS)
     if len(ds.args_json) > MAX_LINEAGE_BYTES:
         raise errors.InvalidArgument(f"lineage.dataset.args: larger than {MAX_LINEAGE_BYTES} bytes")
     if not math.isfinite(ds.validation_split) or not 0.0 <= ds.validation_split < 1.0:

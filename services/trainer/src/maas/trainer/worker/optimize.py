@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maas.common import catalog
+from maas.common import catalog, plugins
 from maas.common.errors import FailedPrecondition, MaasError
 from maas.trainer import datasets
 from maas.trainer.worker import onnx_export, pte_export, quantize
@@ -121,6 +121,7 @@ def _run(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], reporter:
         "architecture": version["architecture"],
         "signature": version["signature"],
         "dataset": {**ds, "validation_split": float(spec["validation_split"]), "seed": seed},
+        "origins": {"dataset": info.origin, "architecture": _architecture_origin(version["architecture"])},
         "software": software(),
         "metrics": {},
         "quantized": None,
@@ -189,6 +190,13 @@ def _run(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], reporter:
     (export / "result.json").write_text(json.dumps(result))
     reporter.emit("exported", metrics=result["metrics"], epochs_run=0, stopped_early=False)
     return 0
+
+
+def _architecture_origin(doc: dict[str, Any]) -> str:
+    """Where the parent's catalog architecture comes from, if it names one installed here ("" otherwise)."""
+    name = doc.get("name")
+    found = plugins.installed().get("architecture", name) if isinstance(name, str) else None
+    return found.origin.label if found is not None else ""
 
 
 def _parent_onnx(
