@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -46,8 +44,12 @@ from bench.grpcload import (  # noqa: E402
     Result,
     json_safe,
     load_average,
+    other_cpu,
     other_share,
     request_bytes,
+    run_meta,
+    spread,
+    spread_text,
     wait_for_quiet,
 )
 from tests.inference import support  # noqa: E402 - processes shared with the tests
@@ -183,10 +185,6 @@ def check_servings(procs: dict[str, support.Process], prep: Prepared, row: np.nd
 # ---------------------------------------------------------------- summary
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def summarize(results: list[Result]) -> list[dict[str, Any]]:
     """Per model and concurrency: each serving's rounds (median, min, max), and the per-round ratios."""
     rows = []
@@ -200,29 +198,17 @@ def summarize(results: list[Result]) -> list[dict[str, Any]]:
         for s in SERVINGS:
             rs = list(by[s].values())
             row[s] = {
-                "infer_per_s": _spread([r.infer_per_s for r in rs]),
-                "p50_ms": _spread([r.p50_ms for r in rs]),
-                "p99_ms": _spread([r.p99_ms for r in rs]),
+                "infer_per_s": spread([r.infer_per_s for r in rs]),
+                "p50_ms": spread([r.p50_ms for r in rs]),
+                "p99_ms": spread([r.p99_ms for r in rs]),
                 "errors": sum(r.errors for r in rs),
             }
         for label, num, den in RATIOS:
             rounds = sorted(set(by[num]) & set(by[den]))
             ratios = [by[num][k].infer_per_s / by[den][k].infer_per_s for k in rounds if by[den][k].infer_per_s]
-            row[label] = _spread(ratios) if ratios else None
+            row[label] = spread(ratios)
         rows.append(row)
     return rows
-
-
-def _other_cpu(results: list[Result]) -> str:
-    """What the rest of the machine used during the measurement windows (median and max of the points)."""
-    shares = [float(s) for r in results if (s := other_share(r))]
-    return f"median {statistics.median(shares):.0f} %, max {max(shares):.0f} %" if shares else "an unknown share"
-
-
-def _range(s: dict[str, float] | None, fmt: str) -> str:
-    if not s:
-        return "-"
-    return f"{s['median']:{fmt}} ({s['min']:{fmt}}-{s['max']:{fmt}})"
 
 
 def report(meta: dict[str, Any], models: list[Prepared], summary: list[dict[str, Any]]) -> str:
@@ -248,8 +234,8 @@ def report(meta: dict[str, Any], models: list[Prepared], summary: list[dict[str,
         p99 = " / ".join(f"{row[s]['p99_ms']['median']:.2f}" for s in SERVINGS)
         lines.append(
             f"| {row['model']} | {row['concurrency']} | "
-            + " | ".join(_range(row[s]["infer_per_s"], ",.0f") for s in SERVINGS)
-            + f" | {_range(row['onnxruntime/torch'], '.2f')} | {_range(row['int8/onnxruntime'], '.2f')} "
+            + " | ".join(spread_text(row[s]["infer_per_s"], ",.0f") for s in SERVINGS)
+            + f" | {spread_text(row['onnxruntime/torch'], '.2f')} | {spread_text(row['int8/onnxruntime'], '.2f')} "
             f"| {p50} | {p99} | {sum(row[s]['errors'] for s in SERVINGS)} |"
         )
     lines += [
@@ -398,11 +384,7 @@ def main() -> int:
         if k in models
     )
     meta = {
-        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "loadgen": loadgen.description,
-        "loadgen_kind": loadgen.kind,
+        **run_meta(loadgen),
         "server": f"python -m maas.inference, one per serving, each {args.workers} worker process(es), "
         f"{args.threads} intra-op thread(s), dynamic batching on (the defaults otherwise)",
         "rounds": rounds,
@@ -414,7 +396,7 @@ def main() -> int:
         "load_before": load_before,
         "load_after": load_average(),
         "training": f"digits, {args.train_threads} torch thread(s) per job, seed {args.seed}; {training}",
-        "other_cpu": _other_cpu(results),
+        "other_cpu": other_cpu(results),
         "run_seconds": time.monotonic() - started,
     }
     out = Path(args.out)

@@ -17,7 +17,9 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -489,6 +491,36 @@ def other_share(r: Result) -> str:
         return ""
     other = max(0.0, float(busy) - r.server_cpu_s - r.loadgen_cpu_s)
     return f"{other / r.seconds / (os.cpu_count() or 1) * 100:.0f}"
+
+
+def other_cpu(results: list[Result]) -> str:
+    """What the rest of the machine used during the measurement windows (median and max of the points)."""
+    shares = [float(s) for r in results if (s := other_share(r))]
+    return f"median {statistics.median(shares):.0f} %, max {max(shares):.0f} %" if shares else "an unknown share"
+
+
+def spread(values: list[float]) -> dict[str, float] | None:
+    """Median, min and max of a point's rounds (NaN left out); None when there is none."""
+    finite = [v for v in values if v == v]
+    return {"median": statistics.median(finite), "min": min(finite), "max": max(finite)} if finite else None
+
+
+def spread_text(s: dict[str, float] | None, fmt: str, scale: float = 1.0) -> str:
+    """`median (min-max)`, each multiplied by `scale` and formatted with `fmt`; "-" for none."""
+    if not s:
+        return "-"
+    return f"{s['median'] * scale:{fmt}} ({s['min'] * scale:{fmt}}-{s['max'] * scale:{fmt}})"
+
+
+def run_meta(loadgen: LoadGenerator) -> dict[str, Any]:
+    """When, where and with which load generator a serving benchmark ran: the head of its meta document."""
+    return {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "loadgen": loadgen.description,
+        "loadgen_kind": loadgen.kind,
+    }
 
 
 def json_safe(value: Any) -> Any:

@@ -35,7 +35,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -49,7 +48,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.grpcload import LoadGenerator, Result, json_safe, load_average, other_share, request_bytes, wait_for_quiet  # noqa: E402
+from bench.grpcload import (  # noqa: E402
+    LoadGenerator,
+    Result,
+    json_safe,
+    load_average,
+    other_share,
+    request_bytes,
+    run_meta,
+    wait_for_quiet,
+)
 from tests.inference import support  # noqa: E402 - processes and models shared with the tests
 
 OUT = ROOT / "bench" / "out"
@@ -302,11 +310,7 @@ def main() -> int:
 
     delay = f"max queue delay {args.queue_delay_us} us" if args.queue_delay_us is not None else "default queue delay"
     meta = {
-        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "loadgen": loadgen.description,
-        "loadgen_kind": loadgen.kind,
+        **run_meta(loadgen),
         "server": f"python -m maas.inference, {args.workers} worker process(es), {args.instances} instance(s), "
         f"{args.threads} intra-op thread(s), {delay}",
         "duration": args.duration,
