@@ -11,7 +11,7 @@ STAMP := $(VENV)/.maas-installed
 PACKAGES := services/common services/registry services/trainer services/inference cli
 EDITABLE := $(foreach p,$(PACKAGES),-e $(p))
 
-.PHONY: help install install-tools run demo soak test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference bench-overload bench-formats bench-report clean
+.PHONY: help install install-tools run demo soak test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference bench-overload bench-formats bench-text bench-report clean
 
 help:
 	@echo "make run           start the suite on embedded defaults (state in ./.maas)"
@@ -69,7 +69,7 @@ lint: install
 		services/trainer/src/maas/trainer services/inference/src/maas/inference cli/src/maas/cli cli/src/maas/client \
 		tools demo bench/report.py
 
-bench: bench-registry bench-trainer bench-inference bench-overload bench-formats
+bench: bench-registry bench-trainer bench-inference bench-overload bench-formats bench-text
 	$(MAKE) bench-report
 
 bench-report: install
@@ -90,6 +90,10 @@ bench-overload: install
 # torch vs onnxruntime vs int8 onnxruntime serving of trained catalog models (about 8 min; QUICK=1: 2.5 min)
 bench-formats: install
 	$(PY) bench/formats_bench.py $(if $(QUICK),--quick)
+
+# a BERT classifier served with server-side tokenization vs onnxruntime in-process (about 2 min; QUICK=1: 1)
+bench-text: install
+	$(PY) bench/text_bench.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf .maas bench/out
