@@ -1,6 +1,6 @@
 """`make bench` (last step): one Markdown report with charts from the benchmarks' JSON files.
 
-Reads bench/out/{inference,registry,trainer,overload,formats}.json (or --out DIR) (each written by its own
+Reads bench/out/{inference,registry,trainer,overload,formats,text}.json (or --out DIR) (each written by its own
 benchmark), draws PNG charts next to them, and writes bench/out/report.md: per benchmark its charts and the
 benchmark's own Markdown tables (bench/out/<name>.md). A missing or unreadable result is
 reported as such; the report fails only when there is nothing at all to report.
@@ -260,6 +260,81 @@ def formats(data: dict[str, Any]) -> list[str]:
     return [*lines, "", f"![formats throughput]({chart})"]
 
 
+# --------------------------------------------------------------------- text
+
+TEXT_SIDES = (("service", "service (server-side tokenization)", "C0"), ("in-process", "onnxruntime in-process", "C1"))
+
+
+def text(data: dict[str, Any]) -> list[str]:
+    """The text benchmark: its serving half (a training half adds its own part beside it)."""
+    meta, model = data["meta"], data["model"]
+    lines = [
+        f"Measured {meta['when']}, {meta['rounds']} rounds of {meta['duration']} s per point; load average "
+        f"{meta['load_before']} at the start, {meta['load_after']} at the end; the rest of the machine used "
+        f"{meta['other_cpu']} of the cores. A BERT classifier ({meta['bert']}; {model['parameters']:,} parameters, "
+        f"vocabulary {model['vocab_size']:,}), {len(model['texts'])} sentences of "
+        f"{model['words']['min']:.0f}-{model['words']['max']:.0f} words, one per request.",
+        "",
+    ]
+    if "serving" in data:
+        lines += _text_serving(data["serving"]["summary"])
+    return lines
+
+
+def _text_serving(summary: list[dict[str, Any]]) -> list[str]:
+    """Throughput of both sides per concurrency, and where a text's wall time goes."""
+    fig, (ax, split) = plt.subplots(1, 2, figsize=(13, 4.5))
+    width = 0.8 / len(TEXT_SIDES)
+    for i, (side, label, color) in enumerate(TEXT_SIDES):
+        spread = [row[side]["infer_per_s"] for row in summary]
+        medians = [s["median"] for s in spread]
+        errors = [[s["median"] - s["min"] for s in spread], [s["max"] - s["median"] for s in spread]]
+        bars = ax.bar([j + i * width for j in range(len(summary))], medians, width=width, yerr=errors, capsize=3,
+                      color=color, label=label)  # fmt: skip
+        ax.bar_label(bars, labels=[f"{v:,.0f}" for v in medians], fontsize=7)
+    ax.set_xticks(
+        [j + width / 2 for j in range(len(summary))],
+        [f"concurrency {r['concurrency']}\n(in-process: {r['batch']} per call)" for r in summary],
+        fontsize=8,
+    )
+    ax.set_ylabel("texts/s (median of rounds, min-max)")
+    ax.set_title("text classification served vs in-process")
+    ax.legend(fontsize=7)
+    ax.grid(True, axis="y", alpha=0.3)
+    # Wall time per text (1 / throughput) split into tokenization, the graph, and everything else.
+    labels: list[str] = []
+    parts: dict[str, list[float]] = {"tokenization": [], "graph": [], "the rest (transport, Python, waiting)": []}
+    for row in summary:
+        for side, _, _ in TEXT_SIDES:
+            r = row[side]
+            wall = 1e6 / r["infer_per_s"]["median"]
+            tokenize, graph = r["tokenize_us"]["median"], r["graph_us"]["median"]
+            labels.append(f"{side}\nc={row['concurrency']}")
+            for key, value in zip(parts, (tokenize, graph, max(0.0, wall - tokenize - graph)), strict=True):
+                parts[key].append(value)
+    bottom = [0.0] * len(labels)
+    for key, values in parts.items():
+        split.bar(range(len(labels)), values, bottom=bottom, label=key)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    split.set_xticks(range(len(labels)), labels, fontsize=7)
+    split.set_ylabel("µs of wall time per text (medians)")
+    split.set_title("where a text's time goes")
+    split.legend(fontsize=7)
+    split.grid(True, axis="y", alpha=0.3)
+    chart = _save(fig, "text_serving.png")
+    lines = []
+    for row in summary:
+        s, y, ratio = row["service"], row["in-process"], row["service/in-process"]
+        lines.append(
+            f"- concurrency {row['concurrency']} (in-process {row['batch']} per call): service "
+            f"{s['infer_per_s']['median']:,.0f}/s, in-process {y['infer_per_s']['median']:,.0f}/s, service / "
+            f"in-process {ratio['median']:.2f} ({ratio['min']:.2f}-{ratio['max']:.2f}); tokenization "
+            f"{s['share']['median'] * 100:.0f} % of the service's compute ({y['share']['median'] * 100:.0f} % "
+            f"in-process), {s['rows_per_execution']['median']:.1f} rows per execution"
+        )
+    return [*lines, "", f"![text serving]({chart})"]
+
+
 # ------------------------------------------------------------------- report
 
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
@@ -268,6 +343,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
     ("trainer", "Trainer throughput", trainer),
     ("overload", "Inference at ten times its capacity", overload),
     ("formats", "Serving formats: torch, onnxruntime and int8 onnxruntime", formats),
+    ("text", "Text: a BERT classifier served with server-side tokenization", text),
 ]
 
 
