@@ -8,7 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.maas-installed
-PACKAGES := services/common services/registry services/trainer services/inference cli
+# examples/plugins: the example catalog plugin, installed editable for its own tests and the plugin tests.
+PACKAGES := services/common services/registry services/trainer services/inference cli examples/plugins
 EDITABLE := $(foreach p,$(PACKAGES),-e $(p))
 
 .PHONY: help install install-tools run demo soak test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference bench-overload bench-formats bench-text bench-report clean
@@ -67,7 +68,7 @@ lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy services/common/src/maas/common services/registry/src/maas/registry \
 		services/trainer/src/maas/trainer services/inference/src/maas/inference cli/src/maas/cli cli/src/maas/client \
-		tools demo bench/report.py
+		tools demo bench/report.py examples/plugins/src/maas_example_plugin
 
 bench: bench-registry bench-trainer bench-inference bench-overload bench-formats bench-text
 	$(MAKE) bench-report

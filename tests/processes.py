@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,3 +104,65 @@ def registry_env(db_url: str, artifact_root: Path, **extra: str) -> dict[str, st
         "MAAS_REGISTRY_EVENT_POLL_INTERVAL": "0.05",
         **extra,
     }
+
+
+def start_suite(
+    work: Path, env: dict[str, str] | None = None, **service_env: dict[str, str]
+) -> dict[str, ServiceProcess]:
+    """Registry, then trainer and inference side by side, as processes with their state under `work`.
+
+    `env` goes to all three; `registry=`, `trainer=`, `inference=` add settings to one.
+    """
+    common = env or {}
+    registry = start_service(
+        "maas.registry",
+        {
+            **common,
+            "MAAS_REGISTRY_PORT": "0",
+            "MAAS_REGISTRY_METRICS_PORT": "0",
+            "MAAS_REGISTRY_DATA_DIR": str(work / "registry"),
+            "MAAS_REGISTRY_EVENT_POLL_INTERVAL": "0.05",
+            "MAAS_REGISTRY_GRACE_SECONDS": "1",
+            **service_env.get("registry", {}),
+        },
+        work / "registry.log",
+    )
+    trainer_env = {
+        **common,
+        "MAAS_TRAINER_PORT": "0",
+        "MAAS_TRAINER_METRICS_PORT": "0",
+        "MAAS_TRAINER_DATA_DIR": str(work / "trainer"),
+        "MAAS_TRAINER_REGISTRY_ADDRESS": registry.address,
+        "MAAS_TRAINER_DEFAULT_THREADS": "1",
+        "MAAS_TRAINER_POLL_INTERVAL": "0.2",
+        "MAAS_TRAINER_METRICS_SYNC_INTERVAL": "0.5",
+        "MAAS_TRAINER_CANCEL_GRACE_SECONDS": "3",
+        "MAAS_TRAINER_GRACE_SECONDS": "1",
+        **service_env.get("trainer", {}),
+    }
+    inference_env = {
+        **common,
+        "MAAS_INFERENCE_PORT": "0",
+        "MAAS_INFERENCE_METRICS_PORT": "0",
+        "MAAS_INFERENCE_REGISTRY_ADDRESS": registry.address,
+        "MAAS_INFERENCE_CACHE_DIR": str(work / "inference-cache"),
+        "MAAS_INFERENCE_GRACE_SECONDS": "1",
+        "MAAS_INFERENCE_RECONNECT_INITIAL_SECONDS": "0.2",
+        "MAAS_INFERENCE_RECONNECT_MAX_SECONDS": "1",
+        **service_env.get("inference", {}),
+    }
+    with ThreadPoolExecutor(2) as pool:
+        trainer = pool.submit(start_service, "maas.trainer", trainer_env, work / "trainer.log")
+        inference = pool.submit(start_service, "maas.inference", inference_env, work / "inference.log")
+        return {"registry": registry, "trainer": trainer.result(), "inference": inference.result()}
+
+
+def stop_all(processes: list[ServiceProcess]) -> None:
+    """SIGTERM to each, then wait for each (killing what does not stop)."""
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        try:
+            proc.wait(30)
+        finally:
+            proc.stop()

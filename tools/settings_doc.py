@@ -21,11 +21,17 @@ END = "<!-- settings:end -->"
 
 
 def _classes() -> list[tuple[str, type[BaseSettings]]]:
+    from maas.common.plugins import PluginSettings
     from maas.inference.settings import InferenceSettings
     from maas.registry.settings import RegistrySettings
     from maas.trainer.settings import TrainerSettings
 
-    return [("registry", RegistrySettings), ("trainer", TrainerSettings), ("inference", InferenceSettings)]
+    return [
+        ("registry", RegistrySettings),
+        ("trainer", TrainerSettings),
+        ("inference", InferenceSettings),
+        ("plugins", PluginSettings),  # read by all three (and the trainer's workers)
+    ]
 
 
 def _default(field: Any) -> str:

@@ -8,7 +8,6 @@ use its result.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.cli.support import Result, maas
-from tests.processes import ServiceProcess, start_service
+from tests.processes import ServiceProcess, start_suite, stop_all
 
 EPOCHS = 3
 
@@ -45,52 +44,12 @@ class Suite:
 @pytest.fixture(scope="session")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     work = tmp_path_factory.mktemp("cli-suite")
-    registry = start_service(
-        "maas.registry",
-        {
-            "MAAS_REGISTRY_PORT": "0",
-            "MAAS_REGISTRY_METRICS_PORT": "0",
-            "MAAS_REGISTRY_DATA_DIR": str(work / "registry"),
-            "MAAS_REGISTRY_EVENT_POLL_INTERVAL": "0.05",
-            "MAAS_REGISTRY_GRACE_SECONDS": "1",
-        },
-        work / "registry.log",
-    )
-    trainer_env = {
-        "MAAS_TRAINER_PORT": "0",
-        "MAAS_TRAINER_METRICS_PORT": "0",
-        "MAAS_TRAINER_DATA_DIR": str(work / "trainer"),
-        "MAAS_TRAINER_REGISTRY_ADDRESS": registry.address,
-        "MAAS_TRAINER_DEFAULT_THREADS": "1",
-        "MAAS_TRAINER_POLL_INTERVAL": "0.2",
-        "MAAS_TRAINER_METRICS_SYNC_INTERVAL": "0.5",
-        "MAAS_TRAINER_CANCEL_GRACE_SECONDS": "3",
-        "MAAS_TRAINER_GRACE_SECONDS": "1",
-    }
-    inference_env = {
-        "MAAS_INFERENCE_PORT": "0",
-        "MAAS_INFERENCE_METRICS_PORT": "0",
-        "MAAS_INFERENCE_REGISTRY_ADDRESS": registry.address,
-        "MAAS_INFERENCE_CACHE_DIR": str(work / "inference-cache"),
-        "MAAS_INFERENCE_GRACE_SECONDS": "1",
-        "MAAS_INFERENCE_RECONNECT_INITIAL_SECONDS": "0.2",
-        "MAAS_INFERENCE_RECONNECT_MAX_SECONDS": "1",
-    }
-    with ThreadPoolExecutor(2) as pool:
-        trainer_f = pool.submit(start_service, "maas.trainer", trainer_env, work / "trainer.log")
-        inference_f = pool.submit(start_service, "maas.inference", inference_env, work / "inference.log")
-        started = [f.result() for f in (trainer_f, inference_f)]
-    suite = Suite(registry, started[0], started[1], work)
+    started = start_suite(work)
+    suite = Suite(started["registry"], started["trainer"], started["inference"], work)
     try:
         yield suite
     finally:
-        for proc in (suite.inference, suite.trainer, suite.registry):
-            proc.terminate()
-        for proc in (suite.inference, suite.trainer, suite.registry):
-            try:
-                proc.wait(30)
-            finally:
-                proc.stop()
+        stop_all([suite.inference, suite.trainer, suite.registry])
 
 
 @pytest.fixture(scope="session")
