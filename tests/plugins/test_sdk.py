@@ -114,3 +114,13 @@ def test_a_parameter_table_is_derived_on_the_meta_device() -> None:
     assert table["1.num_batches_tracked"] == plugins.TensorNeed((), "I64")
     assert list(table) == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
                            "1.num_batches_tracked", "3.weight", "3.bias"]  # fmt: skip
+
+
+def test_without_torch_a_network_with_no_declared_table_cannot_be_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a registry image (no torch) says for a plugin that gives no parameters() table.
+    real = parameters.importlib.util.find_spec
+    monkeypatch.setattr(parameters.importlib.util, "find_spec", lambda name: None if name == "torch" else real(name))
+    with pytest.raises(
+        FailedPrecondition, match=r"architecture conv: its plugin declares no parameter table and torch"
+    ):
+        parameters.derive(Conv(), check({}), 5, (2, 16), 30)
