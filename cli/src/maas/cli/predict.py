@@ -6,15 +6,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from maas.cli import inputs, refs
 from maas.cli.context import Context
 from maas.cli.output import print_json, to_dict
-from maas.client.inference import TensorInfo
 from maas.common import errors
+
+if TYPE_CHECKING:  # maas.client.inference registers the OIP protos, which tritonclient's tests register too
+    from maas.client.inference import TensorInfo
 
 
 def target(ctx: Context, ref: str) -> tuple[str, str]:
