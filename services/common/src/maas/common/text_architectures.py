@@ -24,14 +24,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from maas.common.architectures import MAX_CLASSES, TensorNeed
 from maas.common.errors import InvalidArgument
+from maas.common.plugins import MAX_CLASSES, TensorNeed
+from maas.common.text_task import LOGITS, REQUIRED_INPUTS, TEXT_CLASSIFICATION
 
-TASK = "text_classification"
+TASK = TEXT_CLASSIFICATION
 FAMILIES = ("bert", "distilbert", "roberta")
 Family = Literal["bert", "distilbert", "roberta"]
-INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAME = "logits"
+INPUT_NAMES = REQUIRED_INPUTS
+OUTPUT_NAME = LOGITS
 MAX_VOCAB = 262_144
 MAX_POSITIONS = 8192
 # About 4 GB of float32 weights: past this a job or an upload is refused before anything is allocated.
