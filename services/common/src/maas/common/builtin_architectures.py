@@ -78,6 +78,9 @@ class LeNet(ArchitecturePlugin[LeNetArgs]):
 
         return networks.LeNet(input_shape[0], num_classes, input_shape[1], args.padding)
 
+    def head(self, args: LeNetArgs) -> str:
+        return "fc3"
+
     def parameters(self, args: LeNetArgs, num_classes: int, input_shape: tuple[int, ...]) -> dict[str, TensorNeed]:
         side = lenet_side(input_shape[1], args.padding)
         out = {
@@ -121,6 +124,10 @@ class MLP(ArchitecturePlugin[MLPArgs]):
         from maas.common import networks
 
         return networks.MLP(math.prod(input_shape), list(args.hidden), num_classes, args.dropout)
+
+    def head(self, args: MLPArgs) -> str:
+        # The last Linear of layers = Sequential(Flatten, [Linear, ReLU, (Dropout)]..., Linear).
+        return f"layers.{1 + len(args.hidden) * (3 if args.dropout > 0 else 2)}"
 
     def parameters(self, args: MLPArgs, num_classes: int, input_shape: tuple[int, ...]) -> dict[str, TensorNeed]:
         # layers = Sequential(Flatten, [Linear, ReLU, (Dropout)]..., Linear)
@@ -173,6 +180,9 @@ class Torchvision(ArchitecturePlugin[TorchvisionArgs]):
         net: nn.Module = getattr(tvm, self.name)(weights=None, num_classes=num_classes)
         return net
 
+    def head(self, args: TorchvisionArgs) -> str:
+        return HEADS[self.name]
+
     def parameters(
         self, args: TorchvisionArgs, num_classes: int, input_shape: tuple[int, ...]
     ) -> dict[str, TensorNeed]:
@@ -193,6 +203,18 @@ TORCHVISION = (
     "shufflenet_v2_x0_5",
     "squeezenet1_1",
 )
+# The classifier head of each network: the last Linear (squeezenet's is a 1x1 convolution).
+HEADS = {
+    "resnet18": "fc",
+    "resnet34": "fc",
+    "resnet50": "fc",
+    "mobilenet_v2": "classifier.1",
+    "mobilenet_v3_small": "classifier.3",
+    "mobilenet_v3_large": "classifier.3",
+    "efficientnet_b0": "classifier.1",
+    "shufflenet_v2_x0_5": "fc",
+    "squeezenet1_1": "classifier.1",
+}
 # The entry points' objects (services/common/pyproject.toml names each).
 resnet18 = Torchvision("resnet18")
 resnet34 = Torchvision("resnet34")

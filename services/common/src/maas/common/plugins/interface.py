@@ -127,6 +127,15 @@ class ArchitecturePlugin(ABC, Generic[A]):
     def build(self, args: A, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
         """The plain network, randomly initialized: its state_dict is exactly what a version stores."""
 
+    def head(self, args: A) -> str | None:
+        """The classifier head's module path in the plain network ("fc", "classifier.1"); None: none declared.
+
+        Fine-tuning from pretrained weights replaces the head with a new one
+        sized to the data set's classes (and `freeze_backbone` trains it alone);
+        an architecture without a declared head cannot be fine-tuned.
+        """
+        return None
+
     def parameters(self, args: A, num_classes: int, input_shape: tuple[int, ...]) -> dict[str, TensorNeed] | None:
         """The state_dict's tensors in order, computed without torch; None: derived by building on torch's meta device.
 
