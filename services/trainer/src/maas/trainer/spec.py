@@ -21,6 +21,7 @@ from maas.common import architectures, names, plugins
 from maas.common.errors import FailedPrecondition, InvalidArgument
 from maas.common.metric_direction import higher_is_better
 from maas.trainer import datasets
+from maas.trainer.pretrained_weights import resolve as resolve_pretrained
 
 OPTIMIZERS = {"sgd": 0.01, "adam": 0.001, "adamw": 0.001}
 SCHEDULES = ("none", "step", "cosine", "exponential")
@@ -100,7 +101,9 @@ def resolve(raw: dict[str, Any], *, data_root: Path, max_world_size: int, max_ru
         "labels": list(info.labels),
     }
     # Parsing validates every argument against the entry's model.
-    architectures.parse(architecture)
+    parsed = architectures.parse(architecture)
+    freeze_backbone = bool(raw.get("freeze_backbone"))
+    pretrained = resolve_pretrained(raw.get("pretrained"), freeze_backbone, parsed, data_root)
 
     opt = raw.get("optimizer") or {}
     opt_name = str(opt.get("name") or "sgd")
@@ -164,6 +167,8 @@ def resolve(raw: dict[str, Any], *, data_root: Path, max_world_size: int, max_ru
         "early_stopping": early_stopping,
         "register_as": register_as,
         "promotion": promotion,
+        "pretrained": pretrained,
+        "freeze_backbone": freeze_backbone,
         "max_retries": _int(int(raw.get("max_retries", 2) or 0), "max_retries", 0, 10),
         "threads": _int(int(raw.get("threads") or 0), "threads", 0, 256),
         "description": description,
