@@ -56,6 +56,10 @@ def from_spec(spec: pb.JobSpec) -> dict[str, Any]:
     }
     if spec.HasField("max_retries"):
         raw["max_retries"] = spec.max_retries
+    if spec.HasField("pretrained"):
+        raw["pretrained"] = {"path": spec.pretrained.path, "sha256": spec.pretrained.sha256}
+    if spec.freeze_backbone:
+        raw["freeze_backbone"] = True
     if spec.early_stopping.metric:
         es = spec.early_stopping
         raw["early_stopping"] = {"metric": es.metric, "patience": es.patience, "min_delta": es.min_delta}
@@ -142,6 +146,9 @@ def to_spec(doc: dict[str, Any]) -> pb.JobSpec:
         out.promotion.CopyFrom(pb.PromotionRule(**doc["promotion"]))
     if doc.get("optimize"):
         out.optimize.CopyFrom(to_optimize(doc["optimize"]))
+    if doc.get("pretrained"):
+        out.pretrained.CopyFrom(pb.PretrainedSpec(path=doc["pretrained"]["path"], sha256=doc["pretrained"]["sha256"]))
+        out.freeze_backbone = bool(doc.get("freeze_backbone"))
     return out
 
 

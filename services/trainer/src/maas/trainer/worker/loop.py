@@ -23,7 +23,7 @@ from torch import nn
 from maas.common import catalog, software
 from maas.common.errors import MaasError
 from maas.trainer import datasets
-from maas.trainer.worker import checkpoint, onnx_export
+from maas.trainer.worker import checkpoint, finetune, onnx_export
 from maas.trainer.worker.reporter import Reporter
 
 INTERRUPTED = 143  # exit code after a SIGTERM: checkpoint written, resume later
@@ -197,7 +197,8 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
 
     torch.manual_seed(seed)
     model = catalog.build(arch).to(device)
-    optimizer = _optimizer(spec, model.parameters())
+    pretrained = finetune.apply(model, arch, spec, data_root)
+    optimizer = _optimizer(spec, finetune.trainable(model))
     scheduler = _scheduler(spec, optimizer)
     pos = Position()
     ckpt_dir = job_dir / "checkpoint"
@@ -350,7 +351,7 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
     final.pop("lr", None)
     if dist_.rank == 0:
         tolerance = float(runtime.get("onnx_tolerance", onnx_export.DEFAULT_TOLERANCE))
-        found = {"fingerprint": fingerprint, "origins": origins}
+        found = {"fingerprint": fingerprint, "origins": origins, "pretrained": pretrained}
         onnx = _export(job_dir / "export", model, arch, final, pos, stopped_early, x[val_idx], tolerance, found)
         if onnx.ok:
             reporter.log(
@@ -403,6 +404,7 @@ def _export(
         # For the version's lineage: what this process read and ran, and where its catalog entries came from.
         "dataset_fingerprint": found["fingerprint"],
         "origins": found["origins"],
+        "pretrained": found.get("pretrained"),
         "software": software.versions("maas-trainer", "torch", "torchvision", "onnx", "onnxruntime"),
     }
     (directory / "result.json").write_text(json.dumps(result))
