@@ -39,6 +39,9 @@ SCALARS: dict[str, tuple[str, ...]] = {
     "promote_metric": ("promotion", "metric"),
     "promote_threshold": ("promotion", "threshold"),
     "description": ("description",),
+    "pretrained": ("pretrained", "path"),
+    "pretrained_sha256": ("pretrained", "sha256"),
+    "freeze_backbone": ("freeze_backbone",),
 }
 
 
@@ -112,6 +115,20 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", help="digits, cifar10, mnist, fashion_mnist, imagefolder, fake")
     g.add_argument("--dataset-path", help="imagefolder: folder under the trainer's data root")
     g.add_argument("--dataset-arg", action="append", metavar="KEY=VALUE", help="data set argument")
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument(
+        "--pretrained",
+        metavar="PATH",
+        help="start from a weights file under the trainer's data root: a safetensors state dict, or a torchvision "
+        "NAME-<sha256 prefix>.pth; the classifier head is replaced by one sized to the data set's classes",
+    )
+    g.add_argument("--pretrained-sha256", metavar="HEX", help="the weights file's full sha256, to pin it")
+    g.add_argument(
+        "--freeze-backbone",
+        action="store_true",
+        default=None,
+        help="with --pretrained: train only the new head (the backbone and its BatchNorm statistics stay as loaded)",
+    )
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
