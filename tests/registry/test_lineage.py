@@ -37,6 +37,9 @@ async def test_every_read_returns_the_lineage_given(stub) -> None:
     lineage = trained_lineage()
     lineage.parent.CopyFrom(pb.VersionRef(model="m", version=parent.version))
     lineage.method = "quantize-int8-dynamic"
+    lineage.pretrained.CopyFrom(
+        pb.PretrainedLineage(path="weights/resnet18-f37072fd.pth", sha256="f37072fd" + "0" * 56)
+    )
     created = await stub.CreateVersion(version_request("m", lineage=lineage))
     assert created.lineage == lineage
     got = await stub.GetVersion(pb.GetVersionRequest(model="m", version=created.version))
@@ -116,6 +119,11 @@ def _refused_lineages() -> list[tuple[str, pb.Lineage]]:
         ("bad software key", pb.Lineage(software={"no spaces": "1"})),
         ("many software entries", pb.Lineage(software={f"lib{i}": "1.0" for i in range(100)})),
         ("NUL in a software version", pb.Lineage(software={"torch": "2\x00"})),
+        (
+            "pretrained sha256 not hex",
+            pb.Lineage(pretrained=pb.PretrainedLineage(path="w.safetensors", sha256="x" * 64)),
+        ),
+        ("pretrained sha256 without a path", pb.Lineage(pretrained=pb.PretrainedLineage(sha256="0" * 64))),
     ]
     infinite = pb.Lineage(dataset=pb.DatasetLineage(name="fake"))
     infinite.dataset.args.update({"num_samples": math.inf})

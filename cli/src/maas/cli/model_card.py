@@ -123,6 +123,7 @@ def _lineage(v: rpb.ModelVersion) -> list[str]:
             ("parent", parent),
             ("method", lin.method),
             ("arch origin", lin.architecture_origin),
+            ("pretrained", f"{lin.pretrained.path} (sha256 {lin.pretrained.sha256})" if lin.pretrained.path else ""),
             ("dataset", ds.name if has_ds else ""),
             ("data origin", ds.origin if has_ds else ""),
             ("dataset args", json.dumps(args, sort_keys=True) if args else ""),

@@ -292,7 +292,7 @@ class DatasetLineage(_message.Message):
     def __init__(self, name: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., path: _Optional[str] = ..., fingerprint: _Optional[str] = ..., validation_split: _Optional[float] = ..., seed: _Optional[int] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class Lineage(_message.Message):
-    __slots__ = ("source", "job_id", "parent", "dataset", "method", "software", "architecture_origin")
+    __slots__ = ("source", "job_id", "parent", "dataset", "method", "software", "architecture_origin", "pretrained")
     class SoftwareEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -307,6 +307,7 @@ class Lineage(_message.Message):
     METHOD_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    PRETRAINED_FIELD_NUMBER: _ClassVar[int]
     source: str
     job_id: str
     parent: VersionRef
@@ -314,7 +315,16 @@ class Lineage(_message.Message):
     method: str
     software: _containers.ScalarMap[str, str]
     architecture_origin: str
-    def __init__(self, source: _Optional[str] = ..., job_id: _Optional[str] = ..., parent: _Optional[_Union[VersionRef, _Mapping]] = ..., dataset: _Optional[_Union[DatasetLineage, _Mapping]] = ..., method: _Optional[str] = ..., software: _Optional[_Mapping[str, str]] = ..., architecture_origin: _Optional[str] = ...) -> None: ...
+    pretrained: PretrainedLineage
+    def __init__(self, source: _Optional[str] = ..., job_id: _Optional[str] = ..., parent: _Optional[_Union[VersionRef, _Mapping]] = ..., dataset: _Optional[_Union[DatasetLineage, _Mapping]] = ..., method: _Optional[str] = ..., software: _Optional[_Mapping[str, str]] = ..., architecture_origin: _Optional[str] = ..., pretrained: _Optional[_Union[PretrainedLineage, _Mapping]] = ...) -> None: ...
+
+class PretrainedLineage(_message.Message):
+    __slots__ = ("path", "sha256")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    sha256: str
+    def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class CreateVersionRequest(_message.Message):
     __slots__ = ("model", "format", "architecture", "signature", "run_id", "description", "tags", "metrics", "lineage")

@@ -285,6 +285,8 @@ def from_lineage(msg: registry_pb2.Lineage) -> entities.Lineage | None:
         method=msg.method,
         software=tuple(sorted(msg.software.items())),
         architecture_origin=msg.architecture_origin,
+        pretrained_path=msg.pretrained.path,
+        pretrained_sha256=msg.pretrained.sha256,
     )
 
 
@@ -302,6 +304,10 @@ def _lineage_of(lineage: entities.Lineage) -> registry_pb2.Lineage:
         method=lineage.method,
         architecture_origin=lineage.architecture_origin,
     )
+    if lineage.pretrained_path:
+        out.pretrained.CopyFrom(
+            registry_pb2.PretrainedLineage(path=lineage.pretrained_path, sha256=lineage.pretrained_sha256)
+        )
     if lineage.parent is not None:
         out.parent.model = lineage.parent.model
         out.parent.version = lineage.parent.version

@@ -145,6 +145,9 @@ class Lineage:
     software: tuple[tuple[str, str], ...] = ()
     # Where the architecture's catalog entry came from (as DatasetLineage.origin).
     architecture_origin: str = ""
+    # The pretrained weights file a fine-tuned version started from: its path under the data root and sha256.
+    pretrained_path: str = ""
+    pretrained_sha256: str = ""
 
 
 LINEAGE_SOURCES = ("trainer", "push", "log_model", "optimize")

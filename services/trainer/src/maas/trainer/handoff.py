@@ -101,6 +101,7 @@ def training_lineage(job: entities.Job, result: dict[str, Any]) -> rpb.Lineage:
     args = struct_pb2.Struct()
     args.update(ds.get("args") or {})
     origins = result.get("origins") or {}
+    pretrained = result.get("pretrained") or {}
     return rpb.Lineage(
         source="trainer",
         job_id=job.job_id,
@@ -115,6 +116,7 @@ def training_lineage(job: entities.Job, result: dict[str, Any]) -> rpb.Lineage:
             origin=str(origins.get("dataset") or ""),
         ),
         software={str(k): str(v) for k, v in (result.get("software") or {}).items()},
+        pretrained=rpb.PretrainedLineage(path=pretrained["path"], sha256=pretrained["sha256"]) if pretrained else None,
     )
 
 

@@ -282,6 +282,8 @@ def lineage_to_json(lineage: entities.Lineage | None) -> str:
     doc["software"] = dict(lineage.software)
     if lineage.architecture_origin:
         doc["architecture_origin"] = lineage.architecture_origin
+    if lineage.pretrained_path:
+        doc["pretrained"] = {"path": lineage.pretrained_path, "sha256": lineage.pretrained_sha256}
     return json.dumps(doc, sort_keys=True, allow_nan=False)
 
 
@@ -311,4 +313,6 @@ def lineage_from_json(text: str) -> entities.Lineage | None:
         method=doc.get("method", ""),
         software=tuple(sorted((doc.get("software") or {}).items())),
         architecture_origin=doc.get("architecture_origin", ""),
+        pretrained_path=(doc.get("pretrained") or {}).get("path", ""),
+        pretrained_sha256=(doc.get("pretrained") or {}).get("sha256", ""),
     )

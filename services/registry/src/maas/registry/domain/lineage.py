@@ -10,6 +10,7 @@ not exist is.
 from __future__ import annotations
 
 import math
+import re
 
 from sqlalchemy.engine import Connection
 
@@ -22,6 +23,7 @@ MAX_LINEAGE_BYTES = 64 * 1024
 MAX_SOFTWARE = 32
 MAX_SHORT_CHARS = 256
 MAX_PATH_CHARS = 1024
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def validate(lineage: entities.Lineage | None) -> str:
@@ -41,6 +43,11 @@ def validate(lineage: entities.Lineage | None) -> str:
         _validate_dataset(lineage.dataset)
     names.text_value(lineage.method, "lineage.method", MAX_SHORT_CHARS)
     names.text_value(lineage.architecture_origin, "lineage.architecture_origin", MAX_SHORT_CHARS)
+    names.text_value(lineage.pretrained_path, "lineage.pretrained.path", MAX_PATH_CHARS)
+    if lineage.pretrained_sha256 and not SHA256.fullmatch(lineage.pretrained_sha256):
+        raise errors.InvalidArgument("lineage.pretrained.sha256: must be 64 lowercase hex digits")
+    if lineage.pretrained_sha256 and not lineage.pretrained_path:
+        raise errors.InvalidArgument("lineage.pretrained.path: must be set with lineage.pretrained.sha256")
     if len(lineage.software) > MAX_SOFTWARE:
         raise errors.InvalidArgument(f"lineage.software: at most {MAX_SOFTWARE} entries")
     for key, value in lineage.software:
