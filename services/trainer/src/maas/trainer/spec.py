@@ -20,7 +20,7 @@ from typing import Any
 from maas.common import architectures, names, plugins
 from maas.common.errors import FailedPrecondition, InvalidArgument
 from maas.common.metric_direction import higher_is_better
-from maas.trainer import datasets
+from maas.trainer import datasets, text_spec
 from maas.trainer.pretrained_weights import resolve as resolve_pretrained
 
 OPTIMIZERS = {"sgd": 0.01, "adam": 0.001, "adamw": 0.001}
@@ -94,6 +94,7 @@ def resolve(raw: dict[str, Any], *, data_root: Path, max_world_size: int, max_ru
     args = {"num_classes": info.num_classes, **implied, **dict(model.get("args") or {})}
     if args.get("num_classes") != info.num_classes:
         raise InvalidArgument(f"model.args.num_classes: the data set has {info.num_classes} classes")
+    args, text = text_spec.resolve(entry, info, args, raw, data_root)
     architecture = {
         "name": model_name,
         "args": args,
@@ -173,6 +174,7 @@ def resolve(raw: dict[str, Any], *, data_root: Path, max_world_size: int, max_ru
         "threads": _int(int(raw.get("threads") or 0), "threads", 0, 256),
         "description": description,
         "tags": tags,
+        **({"text": text} if text else {}),
     }
 
 

@@ -1,0 +1,137 @@
+"""The text fields of a job spec: a text encoder on a text data set, its tokenizer, a pretrained checkpoint.
+
+A text job names a text encoder (bert, distilbert, roberta) and a text data
+set (text, bbc_news); one without the other is refused. Its tokenizer is the
+data set's arguments' (`dataset.args.tokenizer`, a tokenizer.json under the
+data root, or one the job trains on its training split with
+`dataset.args.vocab_size`), or the pretrained checkpoint's
+(`pretrained_checkpoint.path`, a folder under the data root). The encoder's
+vocabulary and pad id follow from the tokenizer, and a checkpoint's
+config.json sets every size, so the spec may not give those itself. The
+checkpoint is opened here, when the job is submitted: its files' sha256 (pinned
+by the client or not) go into the resolved spec, and the worker reads only
+files with those digests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from maas.common import plugins, text_plugins, text_task
+from maas.common.errors import FailedPrecondition, InvalidArgument, MaasError
+from maas.trainer import builtin_text_datasets, text_data, text_pretrained
+from maas.trainer.datasets import DatasetInfo
+
+FIELD = "pretrained_checkpoint"
+# What a tokenizer or a checkpoint's config.json decides, never the spec.
+FROM_TOKENIZER = ("vocab_size", "pad_token_id")
+# What a spec may still set on a pretrained encoder.
+TUNABLE = ("num_classes", "dropout", "attention_dropout")
+MAX_POSITIONS_DEFAULT = 512
+
+
+def _renamed(exc: MaasError) -> MaasError:
+    """text_pretrained's refusal, naming the spec's field (pretrained_checkpoint.*) instead of its own."""
+    return type(exc)(exc.message.replace(f"{text_pretrained.FIELD}.", f"{FIELD}.", 1))
+
+
+def open_checkpoint(data_root: Path, raw: dict[str, Any], num_classes: int) -> text_pretrained.Checkpoint:
+    path = str(raw.get("path") or "").rstrip("/")
+    if not path:
+        raise InvalidArgument(f"{FIELD}.path: a folder under the data root")
+    pins = raw.get("sha256") or {}
+    if not isinstance(pins, dict):
+        raise InvalidArgument(f"{FIELD}.sha256: must map file names to sha256 digests")
+    try:
+        return text_pretrained.open_checkpoint(data_root, path, num_classes, pins)
+    except MaasError as exc:
+        raise _renamed(exc) from None
+
+
+def resolve(
+    arch: plugins.Entry,
+    info: DatasetInfo,
+    args: dict[str, Any],
+    raw: dict[str, Any],
+    data_root: Path,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(model args, the spec's `text` section) for a text job; (args, None) for any other job.
+
+    `args` are the model's arguments as the spec and the data set's defaults give them.
+    """
+    encoder = text_plugins.is_text(arch.plugin)
+    dataset = plugins.installed().get("dataset", info.name)
+    texts = dataset is not None and builtin_text_datasets.is_text(dataset.plugin)
+    checkpoint_raw = raw.get(FIELD) or {}
+    if texts and not encoder:
+        raise InvalidArgument(
+            f"model.name: data set '{info.name}' holds texts; a text encoder reads it (bert, distilbert, roberta)"
+        )
+    if encoder and not texts:
+        raise InvalidArgument(f"dataset.name: '{arch.name}' reads texts: a text data set (text, bbc_news)")
+    if not encoder:
+        if checkpoint_raw:
+            raise InvalidArgument(f"{FIELD}: only a text encoder starts from a pretrained checkpoint")
+        return args, None
+    max_length = int(info.input_shape[0])
+    positions = args.get("max_positions")
+    if isinstance(positions, int | float) and not checkpoint_raw and max_length > positions:
+        raise InvalidArgument(f"dataset.args.max_length: {max_length} is more than model.args.max_positions")
+    tokenizer = str(info.args.get("tokenizer") or "")
+    section: dict[str, Any] = {"max_length": max_length, "pretrained_checkpoint": None}
+    if checkpoint_raw:
+        extra = sorted(set(args) - set(TUNABLE))
+        given = [key for key in extra if key in (raw.get("model") or {}).get("args", {})]
+        if given:
+            raise InvalidArgument(f"model.args.{given[0]}: set by the pretrained checkpoint's config.json")
+        checkpoint = open_checkpoint(data_root, checkpoint_raw, info.num_classes)
+        if checkpoint.family != arch.name:
+            raise InvalidArgument(f"model.name: the pretrained checkpoint is a {checkpoint.family} encoder")
+        if checkpoint.tokenizer_json is None and not tokenizer:
+            raise FailedPrecondition(
+                f"{FIELD}.path: the checkpoint has no tokenizer.json (give its tokenizer as dataset.args.tokenizer)"
+            )
+        if checkpoint.tokenizer_json is not None and tokenizer:
+            raise InvalidArgument("dataset.args.tokenizer: the pretrained checkpoint brings its own tokenizer.json")
+        tokenizer_json = checkpoint.tokenizer_json or text_data.read_tokenizer(data_root, tokenizer)
+        fit_pretrained(checkpoint, tokenizer_json)
+        args = {**checkpoint.args.model_dump(), **{k: v for k, v in args.items() if k in TUNABLE}}
+        section["pretrained_checkpoint"] = {
+            "path": str(checkpoint_raw["path"]).rstrip("/"),
+            "sha256": checkpoint.sha256,
+        }
+    else:
+        for key in FROM_TOKENIZER:
+            if key in ((raw.get("model") or {}).get("args") or {}):
+                raise InvalidArgument(f"model.args.{key}: set by the tokenizer (dataset.args)")
+        if tokenizer:
+            fit = text_data.encoder_fit(text_data.read_tokenizer(data_root, tokenizer))
+        else:  # trained by the job: at most vocab_size tokens, [PAD] first (the worker sets what it trained)
+            fit = {"vocab_size": int(info.args["vocab_size"]), "pad_token_id": 0}
+        args = {**args, **fit}
+        if "max_positions" not in args:
+            args["max_positions"] = max(MAX_POSITIONS_DEFAULT, max_length)
+    return args, section
+
+
+def fit_pretrained(checkpoint: text_pretrained.Checkpoint, tokenizer_json: str) -> None:
+    """The tokenizer must feed the pretrained encoder: its ids inside the vocabulary, the same pad id."""
+    fit = text_data.encoder_fit(tokenizer_json)
+    if fit["vocab_size"] > checkpoint.args.vocab_size:
+        raise FailedPrecondition(
+            f"{FIELD}: the tokenizer has {fit['vocab_size']} tokens (a pad token added where it had none), "
+            f"the encoder's vocabulary {checkpoint.args.vocab_size}"
+        )
+    if fit["pad_token_id"] != checkpoint.args.pad_token_id:
+        raise FailedPrecondition(
+            f"{FIELD}: the tokenizer's pad id is {fit['pad_token_id']}, config.json's pad_token_id "
+            f"{checkpoint.args.pad_token_id}"
+        )
+
+
+def document(architecture: dict[str, Any], section: dict[str, Any] | None) -> dict[str, Any]:
+    """The architecture document with a text model's task and max_length (what the inference service reads)."""
+    if section is None:
+        return architecture
+    return {**architecture, **text_task.text_document(int(section["max_length"]))}
