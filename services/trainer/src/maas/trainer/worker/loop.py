@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from torch import nn
 
 from maas.common import catalog, software
 from maas.common.errors import MaasError
-from maas.trainer import datasets
-from maas.trainer.worker import checkpoint, finetune, onnx_export
+from maas.trainer import datasets, text_spec
+from maas.trainer.worker import checkpoint, finetune, onnx_export, text_job
 from maas.trainer.worker.reporter import Reporter
 
 INTERRUPTED = 143  # exit code after a SIGTERM: checkpoint written, resume later
@@ -117,19 +118,32 @@ def _reduce(values: list[float], dist_: Dist, device: torch.device) -> list[floa
     return [float(v) for v in t.tolist()]
 
 
+Fetch = Callable[[torch.Tensor, torch.device], tuple[torch.Tensor, ...]]
+
+
+def tensor_rows(x: torch.Tensor) -> Fetch:
+    """Rows of one float input: what every network but a text encoder takes."""
+    return lambda idx, device: (x[idx].to(device, torch.float32, non_blocking=True),)
+
+
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int, dist_: Dist
+    model: nn.Module,
+    fetch: Fetch,
+    rows: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    batch: int,
+    dist_: Dist,
 ) -> tuple[float, float]:
-    """(mean loss, accuracy) over this rank's share, reduced across ranks."""
+    """(mean loss, accuracy) over this rank's share of `rows` (indices), reduced across ranks."""
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
-    share = torch.arange(dist_.rank, len(x), dist_.world)
+    share = rows[torch.arange(dist_.rank, len(rows), dist_.world)]
     with torch.inference_mode():
         for start in range(0, len(share), batch):
             idx = share[start : start + batch]
-            xb = x[idx].to(device, torch.float32, non_blocking=True)
             yb = y[idx].to(device, non_blocking=True)
-            logits = model(xb)
+            logits = model(*fetch(idx, device))
             loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
             count += len(idx)
@@ -179,25 +193,39 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
     ds = spec["dataset"]
     data_root = Path(runtime["data_root"])
     info = datasets.describe(ds["name"], ds["path"], ds["args"], data_root)
-    loaded = datasets.load(
-        info,
-        data_root,
-        allow_download=bool(runtime.get("allow_download")),
-        seed=seed,
-        verify=bool(runtime.get("verify_datasets", True)),
-    )
+    loaded: datasets.Loaded | None = None
+    texts: text_job.TextRows | None = None
+    fetch: Fetch
+    if text_job.is_text(info):  # texts, tokenized by the job: (input_ids, attention_mask) rows
+        texts, train_idx, val_idx = text_job.load(spec, info, data_root, seed, reporter)
+        doc = text_job.architecture_document(spec, texts)
+        fetch, y = texts.fetch, texts.y
+    else:
+        loaded = datasets.load(
+            info,
+            data_root,
+            allow_download=bool(runtime.get("allow_download")),
+            seed=seed,
+            verify=bool(runtime.get("verify_datasets", True)),
+        )
+        train_idx, val_idx = datasets.split(len(loaded.x), float(spec["validation_split"]), seed)
+        doc = dict(spec["architecture"])
+        if catalog.parse(doc).plugin.normalize:
+            mean, std = _normalization(loaded.x[train_idx])
+            doc["normalize"] = {"mean": mean, "std": std}
+        fetch, y = tensor_rows(loaded.x), loaded.y
     fingerprint = datasets.fingerprint(info, data_root, seed) if dist_.rank == 0 else ""
-    train_idx, val_idx = datasets.split(len(loaded.x), float(spec["validation_split"]), seed)
-    doc = dict(spec["architecture"])
-    if catalog.parse(doc).plugin.normalize:
-        mean, std = _normalization(loaded.x[train_idx])
-        doc["normalize"] = {"mean": mean, "std": std}
     arch = catalog.parse(doc)
     origins = {"architecture": arch.origin.label, "dataset": info.origin}
 
     torch.manual_seed(seed)
-    model = catalog.build(arch).to(device)
-    pretrained = finetune.apply(model, arch, spec, data_root)
+    model: nn.Module
+    pretrained: Any = None
+    if texts is not None:
+        model = text_job.build(spec, arch, data_root, info.num_classes, reporter).to(device)
+    else:
+        model = catalog.build(arch).to(device)
+        pretrained = finetune.apply(model, arch, spec, data_root)  # type: ignore[arg-type]
     optimizer = _optimizer(spec, finetune.trainable(model))
     scheduler = _scheduler(spec, optimizer)
     pos = Position()
@@ -239,7 +267,6 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
         f"{epochs} epochs of {steps} steps, world size {dist_.world}, {device}"
         + (f", resumed at epoch {pos.epoch + 1} step {pos.step}" if state is not None else "")
     )
-    x, y = loaded.x, loaded.y
     started = time.monotonic()
     samples_done = 0
     model.train()
@@ -253,9 +280,8 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
         correct_acc = torch.zeros((), dtype=torch.int64, device=device)
         while pos.step < steps:
             idx = order[pos.step * batch : (pos.step + 1) * batch]
-            xb = x[idx].to(device, torch.float32, non_blocking=True)
             yb = y[idx].to(device, non_blocking=True)
-            logits = trainable(xb)
+            logits = trainable(*fetch(idx, device))
             loss = nn.functional.cross_entropy(logits, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -297,7 +323,7 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
         train_loss, train_correct, train_seen = _reduce(
             [pos.loss_sum, float(pos.correct), float(pos.seen)], dist_, device
         )
-        val_loss, val_acc = evaluate(model, x[val_idx], y[val_idx], device, max(batch, 256), dist_)
+        val_loss, val_acc = evaluate(model, fetch, val_idx, y, device, max(batch, 256), dist_)
         if scheduler is not None:
             scheduler.step()
         seconds = time.monotonic() - epoch_start
@@ -345,17 +371,32 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
             return INTERRUPTED
 
     final = dict(pos.history[-1]) if pos.history else {}
-    if loaded.test_x is not None and loaded.test_y is not None:
-        test_loss, test_acc = evaluate(model, loaded.test_x, loaded.test_y, device, max(batch, 256), dist_)
+    if loaded is not None and loaded.test_x is not None and loaded.test_y is not None:
+        test_rows = torch.arange(len(loaded.test_x))
+        test_fetch = tensor_rows(loaded.test_x)
+        test_loss, test_acc = evaluate(model, test_fetch, test_rows, loaded.test_y, device, max(batch, 256), dist_)
         final.update(test_loss=test_loss, test_accuracy=test_acc)
     final.pop("lr", None)
     if dist_.rank == 0:
         tolerance = float(runtime.get("onnx_tolerance", onnx_export.DEFAULT_TOLERANCE))
-        found = {"fingerprint": fingerprint, "origins": origins, "pretrained": pretrained}
-        onnx = _export(job_dir / "export", model, arch, final, pos, stopped_early, x[val_idx], tolerance, found)
+        found: dict[str, Any] = {"fingerprint": fingerprint, "origins": origins, "pretrained": pretrained}
+        export_dir = job_dir / "export"
+        if texts is not None:
+            onnx = text_job.export(export_dir, model, texts, val_idx, tolerance)  # type: ignore[arg-type]
+            document = text_spec.document(arch.to_dict(), spec["text"])
+            found["pretrained_checkpoint"] = text_job.lineage(spec)
+        else:
+            assert loaded is not None
+            onnx = _export(export_dir, model, arch, loaded.x[val_idx], tolerance)  # type: ignore[arg-type]
+            document = arch.to_dict()
+        _result(export_dir, document, arch.signature(), final, pos, stopped_early, onnx, found)
         if onnx.ok:
             reporter.log(
                 f"exported ONNX: max |onnxruntime - torch| {onnx.max_abs_diff:.3g} on {onnx.checked_rows} rows"
+            )
+        elif texts is not None:
+            reporter.log(
+                f"{onnx.reason}; text models are served from ONNX: the inference service cannot serve this one"
             )
         else:
             reporter.log(f"{onnx.reason}; the version is served from its safetensors weights")
@@ -380,12 +421,8 @@ def _export(
     directory: Path,
     model: catalog.Normalized,
     arch: catalog.Architecture,
-    metrics: dict[str, float],
-    pos: Position,
-    early: bool,
     validation: torch.Tensor,
     onnx_tolerance: float,
-    found: dict[str, Any],
 ) -> onnx_export.OnnxResult:
     directory.mkdir(parents=True, exist_ok=True)
     # The plain network's state_dict: normalization travels in the architecture document.
@@ -393,10 +430,23 @@ def _export(
     tmp = directory / ".model.safetensors.tmp"
     save_file(weights, str(tmp))
     os.replace(tmp, directory / "model.safetensors")
-    onnx = onnx_export.export(model, arch, validation, directory, onnx_tolerance)
+    return onnx_export.export(model, arch, validation, directory, onnx_tolerance)
+
+
+def _result(
+    directory: Path,
+    document: dict[str, Any],
+    signature: dict[str, Any],
+    metrics: dict[str, float],
+    pos: Position,
+    early: bool,
+    onnx: onnx_export.OnnxResult,
+    found: dict[str, Any],
+) -> None:
+    """result.json: what the hand-off registers (the version's document, metrics, lineage)."""
     result = {
-        "architecture": arch.to_dict(),
-        "signature": arch.signature(),
+        "architecture": document,
+        "signature": signature,
         "metrics": metrics,
         "epochs_run": pos.epoch,
         "stopped_early": early,
@@ -405,7 +455,7 @@ def _export(
         "dataset_fingerprint": found["fingerprint"],
         "origins": found["origins"],
         "pretrained": found.get("pretrained"),
+        "pretrained_checkpoint": found.get("pretrained_checkpoint") or {},
         "software": software.versions("maas-trainer", "torch", "torchvision", "onnx", "onnxruntime"),
     }
     (directory / "result.json").write_text(json.dumps(result))
-    return onnx
