@@ -42,6 +42,7 @@ SCALARS: dict[str, tuple[str, ...]] = {
     "pretrained": ("pretrained", "path"),
     "pretrained_sha256": ("pretrained", "sha256"),
     "freeze_backbone": ("freeze_backbone",),
+    "pretrained_checkpoint": ("pretrained_checkpoint", "path"),
 }
 
 
@@ -76,6 +77,9 @@ def spec_document(args: argparse.Namespace) -> dict[str, Any]:
         overrides.setdefault("model", {})["args"] = key_values(args.model_arg, "--model-arg")
     if args.dataset_arg:
         overrides.setdefault("dataset", {})["args"] = key_values(args.dataset_arg, "--dataset-arg")
+    if args.checkpoint_sha256:
+        pins = dict(item.partition("=")[::2] for item in args.checkpoint_sha256)  # hex digits stay text
+        overrides.setdefault("pretrained_checkpoint", {})["sha256"] = pins
     if args.tag:
         overrides["tags"] = {k: str(v) for k, v in key_values(args.tag, "--tag").items()}
     return merge(doc, overrides)
@@ -112,8 +116,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", help="catalog model: mlp, lenet, resnet18, mobilenet_v3_small, ...")
     g.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model argument, e.g. hidden=[256,128]")
-    g.add_argument("--dataset", help="digits, cifar10, mnist, fashion_mnist, imagefolder, fake")
-    g.add_argument("--dataset-path", help="imagefolder: folder under the trainer's data root")
+    g.add_argument("--dataset", help="digits, cifar10, mnist, fashion_mnist, imagefolder, fake, text, bbc_news")
+    g.add_argument("--dataset-path", help="imagefolder, text: a folder or file under the trainer's data root")
     g.add_argument("--dataset-arg", action="append", metavar="KEY=VALUE", help="data set argument")
     g = p.add_argument_group("fine-tuning")
     g.add_argument(
@@ -128,6 +132,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="with --pretrained: train only the new head (the backbone and its BatchNorm statistics stay as loaded)",
+    )
+    g.add_argument(
+        "--pretrained-checkpoint",
+        metavar="FOLDER",
+        help="a text encoder (bert, distilbert, roberta) starts from this checkpoint under the trainer's data root "
+        "(config.json + model.safetensors + tokenizer.json): its config sets the sizes, its tokenizer is used",
+    )
+    g.add_argument(
+        "--checkpoint-sha256",
+        action="append",
+        metavar="FILE=HEX",
+        help="pin a checkpoint file's sha256, e.g. model.safetensors=<64 hex digits>",
     )
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int)

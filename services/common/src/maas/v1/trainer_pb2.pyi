@@ -92,7 +92,7 @@ class PromotionRule(_message.Message):
     def __init__(self, alias: _Optional[str] = ..., metric: _Optional[str] = ..., threshold: _Optional[float] = ..., higher_is_better: _Optional[bool] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("model", "dataset", "optimizer", "schedule", "epochs", "batch_size", "validation_split", "seed", "world_size", "max_runtime_seconds", "early_stopping", "register_as", "promotion", "max_retries", "threads", "description", "tags", "optimize", "pretrained", "freeze_backbone")
+    __slots__ = ("model", "dataset", "optimizer", "schedule", "epochs", "batch_size", "validation_split", "seed", "world_size", "max_runtime_seconds", "early_stopping", "register_as", "promotion", "max_retries", "threads", "description", "tags", "optimize", "pretrained", "freeze_backbone", "pretrained_checkpoint")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class JobSpec(_message.Message):
     OPTIMIZE_FIELD_NUMBER: _ClassVar[int]
     PRETRAINED_FIELD_NUMBER: _ClassVar[int]
     FREEZE_BACKBONE_FIELD_NUMBER: _ClassVar[int]
+    PRETRAINED_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     model: ModelSpec
     dataset: DatasetSpec
     optimizer: OptimizerSpec
@@ -140,7 +141,23 @@ class JobSpec(_message.Message):
     optimize: OptimizeSpec
     pretrained: PretrainedSpec
     freeze_backbone: bool
-    def __init__(self, model: _Optional[_Union[ModelSpec, _Mapping]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., optimizer: _Optional[_Union[OptimizerSpec, _Mapping]] = ..., schedule: _Optional[_Union[ScheduleSpec, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., validation_split: _Optional[float] = ..., seed: _Optional[int] = ..., world_size: _Optional[int] = ..., max_runtime_seconds: _Optional[int] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ..., register_as: _Optional[str] = ..., promotion: _Optional[_Union[PromotionRule, _Mapping]] = ..., max_retries: _Optional[int] = ..., threads: _Optional[int] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., optimize: _Optional[_Union[OptimizeSpec, _Mapping]] = ..., pretrained: _Optional[_Union[PretrainedSpec, _Mapping]] = ..., freeze_backbone: _Optional[bool] = ...) -> None: ...
+    pretrained_checkpoint: PretrainedCheckpointSpec
+    def __init__(self, model: _Optional[_Union[ModelSpec, _Mapping]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., optimizer: _Optional[_Union[OptimizerSpec, _Mapping]] = ..., schedule: _Optional[_Union[ScheduleSpec, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., validation_split: _Optional[float] = ..., seed: _Optional[int] = ..., world_size: _Optional[int] = ..., max_runtime_seconds: _Optional[int] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ..., register_as: _Optional[str] = ..., promotion: _Optional[_Union[PromotionRule, _Mapping]] = ..., max_retries: _Optional[int] = ..., threads: _Optional[int] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., optimize: _Optional[_Union[OptimizeSpec, _Mapping]] = ..., pretrained: _Optional[_Union[PretrainedSpec, _Mapping]] = ..., freeze_backbone: _Optional[bool] = ..., pretrained_checkpoint: _Optional[_Union[PretrainedCheckpointSpec, _Mapping]] = ...) -> None: ...
+
+class PretrainedCheckpointSpec(_message.Message):
+    __slots__ = ("path", "sha256")
+    class Sha256Entry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    sha256: _containers.ScalarMap[str, str]
+    def __init__(self, path: _Optional[str] = ..., sha256: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class PretrainedSpec(_message.Message):
     __slots__ = ("path", "sha256")

@@ -60,6 +60,9 @@ def from_spec(spec: pb.JobSpec) -> dict[str, Any]:
         raw["pretrained"] = {"path": spec.pretrained.path, "sha256": spec.pretrained.sha256}
     if spec.freeze_backbone:
         raw["freeze_backbone"] = True
+    if spec.HasField("pretrained_checkpoint"):
+        ckpt = spec.pretrained_checkpoint
+        raw["pretrained_checkpoint"] = {"path": ckpt.path, "sha256": dict(ckpt.sha256)}
     if spec.early_stopping.metric:
         es = spec.early_stopping
         raw["early_stopping"] = {"metric": es.metric, "patience": es.patience, "min_delta": es.min_delta}
@@ -146,6 +149,11 @@ def to_spec(doc: dict[str, Any]) -> pb.JobSpec:
         out.promotion.CopyFrom(pb.PromotionRule(**doc["promotion"]))
     if doc.get("optimize"):
         out.optimize.CopyFrom(to_optimize(doc["optimize"]))
+    checkpoint = (doc.get("text") or {}).get("pretrained_checkpoint")
+    if checkpoint:
+        out.pretrained_checkpoint.CopyFrom(
+            pb.PretrainedCheckpointSpec(path=checkpoint["path"], sha256=checkpoint["sha256"])
+        )
     if doc.get("pretrained"):
         out.pretrained.CopyFrom(pb.PretrainedSpec(path=doc["pretrained"]["path"], sha256=doc["pretrained"]["sha256"]))
         out.freeze_backbone = bool(doc.get("freeze_backbone"))

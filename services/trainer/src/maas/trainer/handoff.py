@@ -4,8 +4,9 @@ A run is created with the job's params; step and epoch metrics go to it in
 batches read back from the job's persisted event log (a cursor in the job row
 says what was sent, so a restart neither loses nor resends a batch it
 recorded). At the end the exported weights become a version, its bytes are
-uploaded (the checked ONNX export first, while the version is PENDING, then
-the safetensors weights that make it READY, so whoever loads on
+uploaded (the checked ONNX export first, while the version is PENDING, a text
+model's tokenizer.json as its TOKENIZER artifact, then the safetensors weights
+that make it READY, so whoever loads on
 VERSION_READY finds both) and it records its lineage (the job, its data set and
 split, the worker's software versions), and the promotion rule may move an alias. Registry outages are
 waited out with capped exponential backoff; only a refusal that a retry
@@ -225,6 +226,11 @@ class Handoff:
             await self.patiently(
                 "ONNX upload", job.job_id, lambda: self._upload_onnx(job, model, version.version, graph, emit)
             )
+        tokenizer = export_dir / "tokenizer.json"
+        if version.status != rpb.VERSION_STATUS_READY and tokenizer.exists():
+            await self.patiently(
+                "tokenizer upload", job.job_id, lambda: self._upload_tokenizer(model, version.version, tokenizer)
+            )
         if version.status != rpb.VERSION_STATUS_READY:
             weights = export_dir / "model.safetensors"
             version = await self.patiently("upload", job.job_id, lambda: self._upload(model, version.version, weights))
@@ -257,6 +263,13 @@ class Handoff:
         except (errors.InvalidArgument, errors.FailedPrecondition, errors.ResourceExhausted) as exc:
             log.warning("job %s: the registry refused the ONNX artifact of %s/%d: %s", job.job_id, model, number, exc)
             await emit(f"ONNX artifact refused by the registry ({exc}); the version is served from safetensors")
+
+    async def _upload_tokenizer(self, model: str, number: int, tokenizer: Path) -> None:
+        """A text model's tokenizer.json (TOKENIZER), before the weights make the version READY."""
+        try:
+            await self._client.upload_artifact(model, number, tokenizer, format=rpb.MODEL_FORMAT_TOKENIZER)
+        except errors.AlreadyExists:
+            pass  # an earlier attempt's upload landed but its answer was lost
 
     async def _upload(self, model: str, number: int, weights: Path) -> rpb.ModelVersion:
         try:

@@ -70,6 +70,8 @@ def resolve(
         )
     if encoder and not texts:
         raise InvalidArgument(f"dataset.name: '{arch.name}' reads texts: a text data set (text, bbc_news)")
+    if encoder and raw.get("pretrained"):
+        raise InvalidArgument(f"pretrained: a text encoder starts from {FIELD} (a checkpoint folder)")
     if not encoder:
         if checkpoint_raw:
             raise InvalidArgument(f"{FIELD}: only a text encoder starts from a pretrained checkpoint")

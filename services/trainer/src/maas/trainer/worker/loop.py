@@ -384,7 +384,7 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
         if texts is not None:
             onnx = text_job.export(export_dir, model, texts, val_idx, tolerance)  # type: ignore[arg-type]
             document = text_spec.document(arch.to_dict(), spec["text"])
-            found["pretrained_checkpoint"] = text_job.lineage(spec)
+            found["pretrained"] = text_job.lineage(spec)
         else:
             assert loaded is not None
             onnx = _export(export_dir, model, arch, loaded.x[val_idx], tolerance)  # type: ignore[arg-type]
@@ -455,7 +455,6 @@ def _result(
         "dataset_fingerprint": found["fingerprint"],
         "origins": found["origins"],
         "pretrained": found.get("pretrained"),
-        "pretrained_checkpoint": found.get("pretrained_checkpoint") or {},
         "software": software.versions("maas-trainer", "torch", "torchvision", "onnx", "onnxruntime"),
     }
     (directory / "result.json").write_text(json.dumps(result))

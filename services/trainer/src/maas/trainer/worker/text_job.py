@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 from maas.common import catalog, plugins, text_models, tokenization
 from maas.common.errors import FailedPrecondition
 from maas.common.plugins import DataSource
-from maas.trainer import datasets, text_data, text_spec
+from maas.trainer import datasets, text_data, text_pretrained, text_spec
 from maas.trainer.builtin_text_datasets import TextDataset
 from maas.trainer.datasets import DatasetInfo
 from maas.trainer.text_data import TokenizerArgs
@@ -169,7 +169,10 @@ def export(
     return text_onnx.export(model, batch, directory, tolerance)
 
 
-def lineage(spec: dict[str, Any]) -> dict[str, Any]:
-    """The pretrained checkpoint a version started from, for its lineage (empty when none)."""
+def lineage(spec: dict[str, Any]) -> dict[str, str] | None:
+    """The pretrained weights a version started from (path under the data root, sha256), or None."""
     checkpoint = spec["text"].get("pretrained_checkpoint")
-    return dict(checkpoint) if checkpoint else {}
+    if not checkpoint:
+        return None
+    weights = text_pretrained.WEIGHTS
+    return {"path": f"{checkpoint['path']}/{weights}", "sha256": checkpoint["sha256"][weights]}
