@@ -52,6 +52,12 @@ SMALL_BERT = [
 ]
 
 
+def _adamw(lr: str, epochs: int, batch: int, *more: str) -> list[str]:
+    """Training flags of every job here: AdamW, 2 threads, watched to the end as JSON lines."""
+    flags = ["--optimizer", "adamw", "--lr", lr, "--epochs", str(epochs), "--batch-size", str(batch), *more]
+    return [*flags, "--threads", "2", "--watch", "--json"]
+
+
 def _data_root(suite: Suite) -> Path:
     root = suite.workdir / "trainer" / "datasets"
     root.mkdir(parents=True, exist_ok=True)
@@ -72,24 +78,9 @@ def news(suite: Suite) -> dict[str, Any]:
         "max_length=64",
         "--dataset-arg",
         "vocab_size=4000",
-        "--optimizer",
-        "adamw",
-        "--lr",
-        "0.002",
-        "--epochs",
-        str(EPOCHS),
-        "--batch-size",
-        "32",
-        "--validation-split",
-        str(VALIDATION_SPLIT),
-        "--seed",
-        str(SEED),
-        "--threads",
-        "2",
+        *_adamw("0.002", EPOCHS, 32, "--validation-split", str(VALIDATION_SPLIT), "--seed", str(SEED)),
         "--register-as",
         "news",
-        "--watch",
-        "--json",
         timeout=900,
     )
     assert result.rc == 0, result.stderr[-3000:]
@@ -224,20 +215,9 @@ def test_a_csv_file_under_the_data_root_trains_and_records_its_sha256(suite: Sui
         "vocab_size=200",
         "--dataset-arg",
         "min_frequency=1",
-        "--optimizer",
-        "adamw",
-        "--lr",
-        "0.002",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "16",
-        "--threads",
-        "2",
+        *_adamw("0.002", 2, 16),
         "--register-as",
         "reviews",
-        "--watch",
-        "--json",
         timeout=600,
     )
     assert result.rc == 0, result.stderr[-3000:]
@@ -328,20 +308,7 @@ def _short_job(suite: Suite, *flags: str) -> dict[str, Any]:
         "articles.csv",
         "--dataset-arg",
         "max_length=64",
-        "--optimizer",
-        "adamw",
-        "--lr",
-        "0.0001",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--validation-split",
-        "0.25",
-        "--threads",
-        "2",
-        "--watch",
-        "--json",
+        *_adamw("0.0001", 1, 16, "--validation-split", "0.25"),
         timeout=900,
     )
     assert result.rc == 0, result.stderr[-3000:]
