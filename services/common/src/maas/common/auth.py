@@ -22,10 +22,11 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
-import grpc
 from grpc import aio
 
+from maas.common import errors
 from maas.common.interceptors import StreamBehavior, UnaryBehavior, WrappingInterceptor
+from maas.common.status import status_of
 
 log = logging.getLogger("maas.auth")
 
@@ -138,16 +139,26 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-class AuthInterceptor(WrappingInterceptor):
+def bearer_token(value: object) -> str | None:
+    """The token of an `authorization: Bearer TOKEN` value (gRPC metadata or an HTTP header)."""
+    if isinstance(value, str) and value.startswith("Bearer "):
+        return value[len("Bearer ") :].strip() or None
+    return None
+
+
+class TokenTable:
+    """The configured tokens as digests, for the gRPC interceptor and the HTTP listeners alike.
+
+    `authorize` decides one call by the gRPC method it stands for (the inference
+    service's HTTP routes name theirs), so one table of scopes holds for every transport.
+    """
+
     def __init__(self, tokens: dict[str, str], required: dict[str, str] | None = None) -> None:
         self._tokens = [(_digest(t), RANK[s]) for t, s in tokens.items()]
         self._required = REQUIRED_SCOPE if required is None else required
 
-    def _scope_of(self, metadata: Any) -> int | None:
-        presented = None
-        for key, value in metadata or ():
-            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-                presented = value[len("Bearer ") :].strip()
+    def rank_of(self, presented: str | None) -> int | None:
+        """The rank of the scope of a presented token; None for no token or an unknown one."""
         if not presented:
             return None
         digest = _digest(presented)
@@ -157,18 +168,36 @@ class AuthInterceptor(WrappingInterceptor):
                 found = rank
         return found
 
+    def authorize(self, method: str, presented: str | None) -> None:
+        """Raise Unauthenticated or PermissionDenied unless the presented token may call `method`."""
+        if method.startswith(EXEMPT_PREFIXES):
+            return
+        rank = self.rank_of(presented)
+        if rank is None:
+            raise errors.Unauthenticated("a valid bearer token is required")
+        required = self._required.get(method)
+        if required is None:
+            raise errors.PermissionDenied("this method is not open to any token")
+        if rank < RANK[required]:
+            article = "an" if required == "admin" else "a"
+            raise errors.PermissionDenied(f"this method needs {article} {required} token")
+
+
+class AuthInterceptor(WrappingInterceptor):
+    def __init__(self, tokens: dict[str, str], required: dict[str, str] | None = None) -> None:
+        self.tokens = TokenTable(tokens, required)
+
     async def _check(self, method: str, context: aio.ServicerContext) -> None:
         if method.startswith(EXEMPT_PREFIXES):
             return
-        required = self._required.get(method)
-        rank = self._scope_of(context.invocation_metadata())
-        if rank is None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
-        if required is None:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "this method is not open to any token")
-        if rank < RANK[required]:  # type: ignore[operator, index]
-            article = "an" if required == "admin" else "a"
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"this method needs {article} {required} token")
+        presented = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                presented = bearer_token(value) or presented
+        try:
+            self.tokens.authorize(method, presented)
+        except errors.MaasError as exc:
+            await context.abort(status_of(exc), exc.message)
 
     async def around_unary(
         self, method: str, behavior: UnaryBehavior, request: Any, context: aio.ServicerContext

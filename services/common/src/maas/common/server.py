@@ -20,11 +20,12 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from maas.common.auth import AuthInterceptor, TokenError, load_tokens
+from maas.common.auth import AuthInterceptor, TokenError, TokenTable, load_tokens
 from maas.common.interceptors import AccessLogInterceptor, ErrorMappingInterceptor, MetricsInterceptor
 from maas.common.keepalive import KEEPALIVE, Keepalive
+from maas.common.metrics_http import MetricsListener, start_metrics_listener, tls_context
 from maas.common.parsing import ParseGuardInterceptor
 from maas.common.settings import ServerSettings
 
@@ -95,7 +96,7 @@ class RunningServer:
     settings: ServerSettings
     metrics_registry: CollectorRegistry
     metrics_port: int = 0
-    _http: Any = field(default=None, repr=False)
+    _metrics: MetricsListener | None = field(default=None, repr=False)
 
     @property
     def address(self) -> str:
@@ -109,11 +110,8 @@ class RunningServer:
         await self.health.shutdown()
         await self.server.stop(self.settings.grace_seconds if grace is None else grace)
         await self.app.stop()
-        if self._http is not None:
-            httpd, thread = self._http
-            httpd.shutdown()
-            httpd.server_close()
-            thread.join(timeout=5)
+        if self._metrics is not None:
+            self._metrics.close()
 
 
 class InsecureConfiguration(RuntimeError):
@@ -132,11 +130,14 @@ def security_of(settings: ServerSettings) -> tuple[dict[str, str], grpc.ServerCr
     except (TokenError, OSError) as exc:
         raise InsecureConfiguration(f"auth tokens: {exc}") from exc
     missing = [name for name, present in (("auth tokens", bool(tokens)), ("TLS", settings.tls)) if not present]
-    if missing and not is_loopback(settings.host) and not settings.allow_insecure:
-        raise InsecureConfiguration(
-            f"refusing to serve on {settings.host} without {' and '.join(missing)}; "
-            "configure them, bind 127.0.0.1, or set allow_insecure explicitly"
-        )
+    # The same rule for both listeners: /metrics shows traffic, model names and versions.
+    listeners = [("", settings.host)] + ([("/metrics ", settings.metrics_host)] if settings.metrics_port else [])
+    for what, host in listeners:
+        if missing and not is_loopback(host) and not settings.allow_insecure:
+            raise InsecureConfiguration(
+                f"refusing to serve {what}on {host} without {' and '.join(missing)}; "
+                "configure them, bind 127.0.0.1, or set allow_insecure explicitly"
+            )
     credentials = None
     if settings.tls:
         if settings.tls_key_file is None or settings.tls_cert_file is None:
@@ -197,21 +198,35 @@ async def start_server(
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     await health.set_all(False)
-    await server.start()
+    metrics = _start_metrics(settings, registry, tokens)
+    try:
+        await server.start()
+    except BaseException:
+        if metrics is not None:
+            metrics.close()
+        raise
     running = RunningServer(server, port, health, app, settings, registry)
-    if settings.metrics_port:
-        certfile = str(settings.tls_cert_file) if settings.tls else None
-        keyfile = str(settings.tls_key_file) if settings.tls else None
-        running._http = start_http_server(
-            settings.metrics_port, settings.metrics_host, registry, certfile=certfile, keyfile=keyfile
-        )
-        running.metrics_port = running._http[0].server_port
+    if metrics is not None:
+        running._metrics, running.metrics_port = metrics, metrics.port
     try:
         await app.start(health)
     except BaseException:
         await running.stop(grace=0)
         raise
     return running
+
+
+def _start_metrics(
+    settings: ServerSettings, registry: CollectorRegistry, tokens: dict[str, str]
+) -> MetricsListener | None:
+    """The /metrics listener with the gRPC server's TLS (client certificates included) and tokens."""
+    if not settings.metrics_port:
+        return None
+    tls = None
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        tls = tls_context(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    table = TokenTable(tokens) if tokens else None
+    return start_metrics_listener(settings.metrics_host, settings.metrics_port, registry, tokens=table, tls=tls)
 
 
 def _bind_host(host: str) -> str:
@@ -235,9 +250,9 @@ async def serve_forever(settings: ServerSettings, app: App, *, name: str, **kwar
         log.error("%s: %s", name, exc)
         print(f"{name}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    metrics = (
-        f", metrics on http://{settings.metrics_host}:{running.metrics_port}/metrics" if running.metrics_port else ""
-    )
+    scheme = "https" if settings.tls else "http"
+    metrics_host = _bind_host(settings.metrics_host)
+    metrics = f", metrics on {scheme}://{metrics_host}:{running.metrics_port}/metrics" if running.metrics_port else ""
     log.info("%s listening on %s%s", name, running.address, metrics)
     print(f"{name} listening on {running.address}{metrics}", flush=True)
     await stop.wait()
