@@ -1,4 +1,7 @@
-"""The one table from domain errors to gRPC status codes."""
+"""The tables from domain errors to status codes: gRPC's, and HTTP's for the HTTP faces.
+
+The HTTP codes follow the mapping google.rpc.Code documents for each gRPC code.
+"""
 
 from __future__ import annotations
 
@@ -37,3 +40,28 @@ def status_of(exc: errors.MaasError) -> grpc.StatusCode:
 def error_of(code: grpc.StatusCode, details: str) -> errors.MaasError:
     """A client-side domain error for a status (UNKNOWN and others become Internal)."""
     return ERROR_OF.get(code, errors.Internal)(details or code.name)
+
+
+HTTP_STATUS_OF: dict[type[errors.MaasError], int] = {
+    errors.NotFound: 404,
+    errors.AlreadyExists: 409,
+    errors.InvalidArgument: 400,
+    errors.FailedPrecondition: 400,
+    errors.ResourceExhausted: 429,
+    errors.Unavailable: 503,
+    errors.DataLoss: 500,
+    errors.DeadlineExceeded: 504,
+    errors.Unauthenticated: 401,
+    errors.PermissionDenied: 403,
+    errors.Aborted: 409,
+    errors.Internal: 500,
+    errors.Cancelled: 499,
+}
+
+
+def http_status_of(exc: errors.MaasError) -> int:
+    for cls in type(exc).__mro__:
+        code = HTTP_STATUS_OF.get(cls)  # type: ignore[arg-type]
+        if code is not None:
+            return code
+    return 500
