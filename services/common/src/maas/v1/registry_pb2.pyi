@@ -59,6 +59,17 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_ALIAS_MOVED: _ClassVar[EventType]
     EVENT_TYPE_ALIAS_DELETED: _ClassVar[EventType]
     EVENT_TYPE_ARTIFACT_ADDED: _ClassVar[EventType]
+    EVENT_TYPE_DEPLOYMENT_CREATED: _ClassVar[EventType]
+    EVENT_TYPE_DEPLOYMENT_UPDATED: _ClassVar[EventType]
+    EVENT_TYPE_DEPLOYMENT_DELETED: _ClassVar[EventType]
+
+class TargetState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TARGET_STATE_UNSPECIFIED: _ClassVar[TargetState]
+    TARGET_STATE_LOADING: _ClassVar[TargetState]
+    TARGET_STATE_READY: _ClassVar[TargetState]
+    TARGET_STATE_FAILED: _ClassVar[TargetState]
+    TARGET_STATE_DRAINING: _ClassVar[TargetState]
 VERSION_STATUS_UNSPECIFIED: VersionStatus
 VERSION_STATUS_PENDING: VersionStatus
 VERSION_STATUS_READY: VersionStatus
@@ -92,6 +103,14 @@ EVENT_TYPE_VERSION_DELETED: EventType
 EVENT_TYPE_ALIAS_MOVED: EventType
 EVENT_TYPE_ALIAS_DELETED: EventType
 EVENT_TYPE_ARTIFACT_ADDED: EventType
+EVENT_TYPE_DEPLOYMENT_CREATED: EventType
+EVENT_TYPE_DEPLOYMENT_UPDATED: EventType
+EVENT_TYPE_DEPLOYMENT_DELETED: EventType
+TARGET_STATE_UNSPECIFIED: TargetState
+TARGET_STATE_LOADING: TargetState
+TARGET_STATE_READY: TargetState
+TARGET_STATE_FAILED: TargetState
+TARGET_STATE_DRAINING: TargetState
 
 class Model(_message.Message):
     __slots__ = ("name", "description", "tags", "aliases", "latest_version", "created_at", "updated_at")
@@ -692,7 +711,7 @@ class DownloadArtifactResponse(_message.Message):
     def __init__(self, info: _Optional[_Union[ArtifactInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("id", "type", "model", "version", "alias", "previous_version", "created_at")
+    __slots__ = ("id", "type", "model", "version", "alias", "previous_version", "created_at", "deployment", "generation")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -700,6 +719,8 @@ class Event(_message.Message):
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     id: int
     type: EventType
     model: str
@@ -707,16 +728,170 @@ class Event(_message.Message):
     alias: str
     previous_version: int
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., alias: _Optional[str] = ..., previous_version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    deployment: str
+    generation: int
+    def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., alias: _Optional[str] = ..., previous_version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deployment: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class WatchEventsRequest(_message.Message):
-    __slots__ = ("after_id", "from_latest", "models", "types")
+    __slots__ = ("after_id", "from_latest", "models", "types", "deployments")
     AFTER_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_LATEST_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     TYPES_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
     after_id: int
     from_latest: bool
     models: _containers.RepeatedScalarFieldContainer[str]
     types: _containers.RepeatedScalarFieldContainer[EventType]
-    def __init__(self, after_id: _Optional[int] = ..., from_latest: _Optional[bool] = ..., models: _Optional[_Iterable[str]] = ..., types: _Optional[_Iterable[_Union[EventType, str]]] = ...) -> None: ...
+    deployments: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, after_id: _Optional[int] = ..., from_latest: _Optional[bool] = ..., models: _Optional[_Iterable[str]] = ..., types: _Optional[_Iterable[_Union[EventType, str]]] = ..., deployments: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeploymentTarget(_message.Message):
+    __slots__ = ("ref", "weight")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    weight: int
+    def __init__(self, ref: _Optional[str] = ..., weight: _Optional[int] = ...) -> None: ...
+
+class ShadowTarget(_message.Message):
+    __slots__ = ("ref", "sample_percent")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    sample_percent: int
+    def __init__(self, ref: _Optional[str] = ..., sample_percent: _Optional[int] = ...) -> None: ...
+
+class ServingOptions(_message.Message):
+    __slots__ = ("max_batch_size", "max_queue_delay_us", "instances", "device", "format")
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_DELAY_US_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    max_batch_size: int
+    max_queue_delay_us: int
+    instances: int
+    device: str
+    format: ModelFormat
+    def __init__(self, max_batch_size: _Optional[int] = ..., max_queue_delay_us: _Optional[int] = ..., instances: _Optional[int] = ..., device: _Optional[str] = ..., format: _Optional[_Union[ModelFormat, str]] = ...) -> None: ...
+
+class DeploymentSpec(_message.Message):
+    __slots__ = ("targets", "shadow", "options")
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedCompositeFieldContainer[DeploymentTarget]
+    shadow: ShadowTarget
+    options: ServingOptions
+    def __init__(self, targets: _Optional[_Iterable[_Union[DeploymentTarget, _Mapping]]] = ..., shadow: _Optional[_Union[ShadowTarget, _Mapping]] = ..., options: _Optional[_Union[ServingOptions, _Mapping]] = ...) -> None: ...
+
+class Deployment(_message.Message):
+    __slots__ = ("name", "spec", "generation", "created_at", "updated_at", "replicas")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    spec: DeploymentSpec
+    generation: int
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
+    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[DeploymentSpec, _Mapping]] = ..., generation: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ...) -> None: ...
+
+class TargetStatus(_message.Message):
+    __slots__ = ("ref", "version", "state", "reason", "shadow")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    version: int
+    state: TargetState
+    reason: str
+    shadow: bool
+    def __init__(self, ref: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[TargetState, str]] = ..., reason: _Optional[str] = ..., shadow: _Optional[bool] = ...) -> None: ...
+
+class ReplicaStatus(_message.Message):
+    __slots__ = ("replica", "generation", "targets", "reported_at")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    generation: int
+    targets: _containers.RepeatedCompositeFieldContainer[TargetStatus]
+    reported_at: _timestamp_pb2.Timestamp
+    def __init__(self, replica: _Optional[str] = ..., generation: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[TargetStatus, _Mapping]]] = ..., reported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateDeploymentRequest(_message.Message):
+    __slots__ = ("name", "spec")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    spec: DeploymentSpec
+    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[DeploymentSpec, _Mapping]] = ...) -> None: ...
+
+class GetDeploymentRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListDeploymentsRequest(_message.Message):
+    __slots__ = ("page", "name_prefix")
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    NAME_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    page: _common_pb2.PageRequest
+    name_prefix: str
+    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., name_prefix: _Optional[str] = ...) -> None: ...
+
+class ListDeploymentsResponse(_message.Message):
+    __slots__ = ("deployments", "next_page_token")
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
+    next_page_token: str
+    def __init__(self, deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateDeploymentRequest(_message.Message):
+    __slots__ = ("name", "spec", "expected_generation")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    spec: DeploymentSpec
+    expected_generation: int
+    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[DeploymentSpec, _Mapping]] = ..., expected_generation: _Optional[int] = ...) -> None: ...
+
+class DeleteDeploymentRequest(_message.Message):
+    __slots__ = ("name", "expected_generation")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    expected_generation: int
+    def __init__(self, name: _Optional[str] = ..., expected_generation: _Optional[int] = ...) -> None: ...
+
+class DeleteDeploymentResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReportDeploymentStatusRequest(_message.Message):
+    __slots__ = ("deployment", "status", "stopped")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
+    deployment: str
+    status: ReplicaStatus
+    stopped: bool
+    def __init__(self, deployment: _Optional[str] = ..., status: _Optional[_Union[ReplicaStatus, _Mapping]] = ..., stopped: _Optional[bool] = ...) -> None: ...
+
+class ReportDeploymentStatusResponse(_message.Message):
+    __slots__ = ("generation",)
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    def __init__(self, generation: _Optional[int] = ...) -> None: ...

@@ -159,6 +159,36 @@ class RegistryServiceStub:
                 request_serializer=maas_dot_v1_dot_registry__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=maas_dot_v1_dot_registry__pb2.Event.FromString,
                 _registered_method=True)
+        self.CreateDeployment = channel.unary_unary(
+                '/maas.v1.RegistryService/CreateDeployment',
+                request_serializer=maas_dot_v1_dot_registry__pb2.CreateDeploymentRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_registry__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.GetDeployment = channel.unary_unary(
+                '/maas.v1.RegistryService/GetDeployment',
+                request_serializer=maas_dot_v1_dot_registry__pb2.GetDeploymentRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_registry__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.ListDeployments = channel.unary_unary(
+                '/maas.v1.RegistryService/ListDeployments',
+                request_serializer=maas_dot_v1_dot_registry__pb2.ListDeploymentsRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_registry__pb2.ListDeploymentsResponse.FromString,
+                _registered_method=True)
+        self.UpdateDeployment = channel.unary_unary(
+                '/maas.v1.RegistryService/UpdateDeployment',
+                request_serializer=maas_dot_v1_dot_registry__pb2.UpdateDeploymentRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_registry__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.DeleteDeployment = channel.unary_unary(
+                '/maas.v1.RegistryService/DeleteDeployment',
+                request_serializer=maas_dot_v1_dot_registry__pb2.DeleteDeploymentRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_registry__pb2.DeleteDeploymentResponse.FromString,
+                _registered_method=True)
+        self.ReportDeploymentStatus = channel.unary_unary(
+                '/maas.v1.RegistryService/ReportDeploymentStatus',
+                request_serializer=maas_dot_v1_dot_registry__pb2.ReportDeploymentStatusRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_registry__pb2.ReportDeploymentStatusResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -326,6 +356,53 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateDeployment(self, request, context):
+        """Deployments: what the inference replicas serve, declared once. Every
+        change bumps the generation and is an event on WatchEvents
+        (DEPLOYMENT_CREATED, DEPLOYMENT_UPDATED, DEPLOYMENT_DELETED).
+        Every target and the shadow must resolve to a READY version when written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeployment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeployments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateDeployment(self, request, context):
+        """Replaces the spec. An expected_generation other than the current one is
+        ABORTED (read it again, then retry). A spec equal to the stored one
+        changes nothing, whatever expected_generation says (same generation, no
+        event), so a retried update lands once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDeployment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportDeploymentStatus(self, request, context):
+        """An inference replica says what it serves of a deployment: stored per
+        replica (the latest report replaces the one before), returned in
+        Deployment.replicas; no event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -453,6 +530,36 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=maas_dot_v1_dot_registry__pb2.WatchEventsRequest.FromString,
                     response_serializer=maas_dot_v1_dot_registry__pb2.Event.SerializeToString,
+            ),
+            'CreateDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateDeployment,
+                    request_deserializer=maas_dot_v1_dot_registry__pb2.CreateDeploymentRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_registry__pb2.Deployment.SerializeToString,
+            ),
+            'GetDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeployment,
+                    request_deserializer=maas_dot_v1_dot_registry__pb2.GetDeploymentRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_registry__pb2.Deployment.SerializeToString,
+            ),
+            'ListDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeployments,
+                    request_deserializer=maas_dot_v1_dot_registry__pb2.ListDeploymentsRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_registry__pb2.ListDeploymentsResponse.SerializeToString,
+            ),
+            'UpdateDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateDeployment,
+                    request_deserializer=maas_dot_v1_dot_registry__pb2.UpdateDeploymentRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_registry__pb2.Deployment.SerializeToString,
+            ),
+            'DeleteDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDeployment,
+                    request_deserializer=maas_dot_v1_dot_registry__pb2.DeleteDeploymentRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_registry__pb2.DeleteDeploymentResponse.SerializeToString,
+            ),
+            'ReportDeploymentStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportDeploymentStatus,
+                    request_deserializer=maas_dot_v1_dot_registry__pb2.ReportDeploymentStatusRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_registry__pb2.ReportDeploymentStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1130,6 +1237,168 @@ class RegistryService:
             '/maas.v1.RegistryService/WatchEvents',
             maas_dot_v1_dot_registry__pb2.WatchEventsRequest.SerializeToString,
             maas_dot_v1_dot_registry__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.RegistryService/CreateDeployment',
+            maas_dot_v1_dot_registry__pb2.CreateDeploymentRequest.SerializeToString,
+            maas_dot_v1_dot_registry__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.RegistryService/GetDeployment',
+            maas_dot_v1_dot_registry__pb2.GetDeploymentRequest.SerializeToString,
+            maas_dot_v1_dot_registry__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.RegistryService/ListDeployments',
+            maas_dot_v1_dot_registry__pb2.ListDeploymentsRequest.SerializeToString,
+            maas_dot_v1_dot_registry__pb2.ListDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.RegistryService/UpdateDeployment',
+            maas_dot_v1_dot_registry__pb2.UpdateDeploymentRequest.SerializeToString,
+            maas_dot_v1_dot_registry__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.RegistryService/DeleteDeployment',
+            maas_dot_v1_dot_registry__pb2.DeleteDeploymentRequest.SerializeToString,
+            maas_dot_v1_dot_registry__pb2.DeleteDeploymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportDeploymentStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.RegistryService/ReportDeploymentStatus',
+            maas_dot_v1_dot_registry__pb2.ReportDeploymentStatusRequest.SerializeToString,
+            maas_dot_v1_dot_registry__pb2.ReportDeploymentStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
