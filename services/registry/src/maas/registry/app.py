@@ -17,6 +17,7 @@ from maas.registry.db.database import Database
 from maas.registry.domain.abandoned import AbandonedVersions, LiveUploads
 from maas.registry.domain.aliases import AliasService
 from maas.registry.domain.artifacts import ArtifactService
+from maas.registry.domain.deployments import DeploymentService
 from maas.registry.domain.events import EventHub
 from maas.registry.domain.models import ModelService
 from maas.registry.domain.runs import RunService
@@ -67,6 +68,7 @@ class RegistryApp:
             runs=RunService(self.db),
             artifacts=artifacts,
             events=self.hub,
+            deployments=DeploymentService(self.db, self.hub.publish),
         )
         self._watchdog: _Watchdog | None = None
         self._sweeper = UploadSweeper(self.store, self.executor, settings.stale_upload_seconds)

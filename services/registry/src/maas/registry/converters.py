@@ -377,6 +377,8 @@ def to_event(e: entities.Event) -> registry_pb2.Event:
         alias=e.alias,
         previous_version=e.previous_version,
         created_at=to_timestamp(e.created_at_ms),
+        deployment=e.deployment,
+        generation=e.generation,
     )
 
 
@@ -385,4 +387,97 @@ def to_artifact_info(info: entities.ArtifactInfo) -> registry_pb2.ArtifactInfo:
         size_bytes=info.size_bytes,
         sha256=info.sha256,
         format=to_format(info.format),  # type: ignore[arg-type]
+    )
+
+
+# ----------------------------------------------------------- deployments ---
+
+_TARGET_STATES = frozenset(registry_pb2.TargetState.values())
+_TARGET_STATE_NUMBERS = {s: registry_pb2.TargetState.Value(f"TARGET_STATE_{s.value}") for s in entities.TargetState}
+
+
+def from_target_state(value: int, field: str) -> entities.TargetState:
+    if value == registry_pb2.TARGET_STATE_UNSPECIFIED or value not in _TARGET_STATES:
+        raise errors.InvalidArgument(f"{field}: must be set to a known target state")
+    return entities.TargetState(registry_pb2.TargetState.Name(value).removeprefix("TARGET_STATE_"))
+
+
+def from_deployment_spec(msg: registry_pb2.DeploymentSpec) -> entities.DeploymentSpec:
+    o = msg.options
+    if o.format != registry_pb2.MODEL_FORMAT_UNSPECIFIED and o.format not in _FORMATS:
+        raise errors.InvalidArgument("spec.options.format: unknown model format")
+    return entities.DeploymentSpec(
+        targets=tuple(entities.DeploymentTarget(t.ref, t.weight) for t in msg.targets),
+        shadow=entities.ShadowTarget(msg.shadow.ref, msg.shadow.sample_percent) if msg.HasField("shadow") else None,
+        options=entities.ServingOptions(
+            max_batch_size=o.max_batch_size,
+            max_queue_delay_us=o.max_queue_delay_us if o.HasField("max_queue_delay_us") else None,
+            instances=o.instances,
+            device=o.device,
+            format=from_format(o.format, required=False),
+        ),
+    )
+
+
+def to_deployment_spec(spec: entities.DeploymentSpec) -> registry_pb2.DeploymentSpec:
+    o = spec.options
+    out = registry_pb2.DeploymentSpec(
+        targets=[registry_pb2.DeploymentTarget(ref=t.ref, weight=t.weight) for t in spec.targets],
+        options=registry_pb2.ServingOptions(
+            max_batch_size=o.max_batch_size,
+            max_queue_delay_us=o.max_queue_delay_us,
+            instances=o.instances,
+            device=o.device,
+            format=registry_pb2.MODEL_FORMAT_UNSPECIFIED if o.format is None else to_format(o.format),  # type: ignore[arg-type]
+        ),
+    )
+    if spec.shadow is not None:
+        out.shadow.ref = spec.shadow.ref
+        out.shadow.sample_percent = spec.shadow.sample_percent
+    return out
+
+
+def from_replica_status(msg: registry_pb2.ReplicaStatus) -> entities.ReplicaStatus:
+    return entities.ReplicaStatus(
+        replica=msg.replica,
+        generation=msg.generation,
+        targets=tuple(
+            entities.TargetStatus(
+                ref=t.ref,
+                version=t.version,
+                state=from_target_state(t.state, f"status.targets[{i}].state"),
+                reason=t.reason,
+                shadow=t.shadow,
+            )
+            for i, t in enumerate(msg.targets)
+        ),
+    )
+
+
+def to_replica_status(r: entities.ReplicaStatus) -> registry_pb2.ReplicaStatus:
+    return registry_pb2.ReplicaStatus(
+        replica=r.replica,
+        generation=r.generation,
+        targets=[
+            registry_pb2.TargetStatus(
+                ref=t.ref,
+                version=t.version,
+                state=_TARGET_STATE_NUMBERS[t.state],  # type: ignore[arg-type]
+                reason=t.reason,
+                shadow=t.shadow,
+            )
+            for t in r.targets
+        ],
+        reported_at=to_timestamp(r.reported_at_ms),
+    )
+
+
+def to_deployment(d: entities.Deployment) -> registry_pb2.Deployment:
+    return registry_pb2.Deployment(
+        name=d.name,
+        spec=to_deployment_spec(d.spec),
+        generation=d.generation,
+        created_at=to_timestamp(d.created_at_ms),
+        updated_at=to_timestamp(d.updated_at_ms),
+        replicas=[to_replica_status(r) for r in d.replicas],
     )

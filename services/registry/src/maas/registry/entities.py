@@ -64,6 +64,9 @@ class EventType(enum.StrEnum):
     ALIAS_MOVED = "ALIAS_MOVED"
     ALIAS_DELETED = "ALIAS_DELETED"
     ARTIFACT_ADDED = "ARTIFACT_ADDED"
+    DEPLOYMENT_CREATED = "DEPLOYMENT_CREATED"
+    DEPLOYMENT_UPDATED = "DEPLOYMENT_UPDATED"
+    DEPLOYMENT_DELETED = "DEPLOYMENT_DELETED"
 
 
 class VersionOrder(enum.StrEnum):
@@ -239,6 +242,9 @@ class Event:
     alias: str
     previous_version: int
     created_at_ms: int
+    # Deployment events name the deployment and its generation after the change (model "").
+    deployment: str = ""
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -258,3 +264,72 @@ class Page(Generic[T]):
 class TagFilter:
     key: str
     value: str = ""
+
+
+# ------------------------------------------------------------ deployments
+
+
+class TargetState(enum.StrEnum):
+    LOADING = "LOADING"
+    READY = "READY"
+    FAILED = "FAILED"
+    DRAINING = "DRAINING"
+
+
+@dataclass(frozen=True)
+class DeploymentTarget:
+    """A served target: `ref` in canonical form ('model@alias' or 'model/3'), `weight` percent of the traffic."""
+
+    ref: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class ShadowTarget:
+    ref: str
+    sample_percent: int
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """Per-deployment serving settings; a zero value (None for the delay, "" or None otherwise) keeps the replica's."""
+
+    max_batch_size: int = 0
+    max_queue_delay_us: int | None = None
+    instances: int = 0
+    device: str = ""
+    format: ModelFormat | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    targets: tuple[DeploymentTarget, ...]
+    shadow: ShadowTarget | None = None
+    options: ServingOptions = field(default_factory=ServingOptions)
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    ref: str
+    version: int
+    state: TargetState
+    reason: str = ""
+    shadow: bool = False
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    replica: str
+    generation: int
+    targets: tuple[TargetStatus, ...]
+    reported_at_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    spec: DeploymentSpec
+    generation: int
+    created_at_ms: int
+    updated_at_ms: int
+    replicas: tuple[ReplicaStatus, ...] = ()

@@ -19,6 +19,7 @@ from maas.common import errors
 from maas.registry import converters as cv
 from maas.registry.domain.aliases import AliasService
 from maas.registry.domain.artifacts import ArtifactService, UploadHeader
+from maas.registry.domain.deployments import DeploymentService
 from maas.registry.domain.events import EventFilter, EventHub
 from maas.registry.domain.models import ModelService
 from maas.registry.domain.runs import RunService
@@ -37,6 +38,7 @@ class Domain:
     runs: RunService
     artifacts: ArtifactService
     events: EventHub
+    deployments: DeploymentService
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -215,6 +217,51 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> AsyncIterator[pb.Event]:
         if request.after_id < 0:
             raise errors.InvalidArgument("after_id: must not be negative")
-        filt = EventFilter(frozenset(request.models), frozenset(cv.from_event_type(t) for t in request.types))
+        filt = EventFilter(
+            frozenset(request.models),
+            frozenset(cv.from_event_type(t) for t in request.types),
+            frozenset(request.deployments),
+        )
         async for event in self._d.events.watch(request.after_id, request.from_latest, filt):
             yield cv.to_event(event)
+
+    # ----------------------------------------------------------- deployments
+
+    async def CreateDeployment(
+        self, request: pb.CreateDeploymentRequest, context: aio.ServicerContext
+    ) -> pb.Deployment:
+        spec = cv.from_deployment_spec(request.spec)
+        return cv.to_deployment(await self._call(self._d.deployments.create, request.name, spec))
+
+    async def GetDeployment(self, request: pb.GetDeploymentRequest, context: aio.ServicerContext) -> pb.Deployment:
+        return cv.to_deployment(await self._call(self._d.deployments.get, request.name))
+
+    async def ListDeployments(
+        self, request: pb.ListDeploymentsRequest, context: aio.ServicerContext
+    ) -> pb.ListDeploymentsResponse:
+        page = await self._call(
+            self._d.deployments.search, request.name_prefix, request.page.page_size, request.page.page_token
+        )
+        return pb.ListDeploymentsResponse(
+            deployments=[cv.to_deployment(d) for d in page.items], next_page_token=page.next_page_token
+        )
+
+    async def UpdateDeployment(
+        self, request: pb.UpdateDeploymentRequest, context: aio.ServicerContext
+    ) -> pb.Deployment:
+        spec = cv.from_deployment_spec(request.spec)
+        deployment = await self._call(self._d.deployments.update, request.name, spec, request.expected_generation)
+        return cv.to_deployment(deployment)
+
+    async def DeleteDeployment(
+        self, request: pb.DeleteDeploymentRequest, context: aio.ServicerContext
+    ) -> pb.DeleteDeploymentResponse:
+        await self._call(self._d.deployments.delete, request.name, request.expected_generation)
+        return pb.DeleteDeploymentResponse()
+
+    async def ReportDeploymentStatus(
+        self, request: pb.ReportDeploymentStatusRequest, context: aio.ServicerContext
+    ) -> pb.ReportDeploymentStatusResponse:
+        status = cv.from_replica_status(request.status)
+        generation = await self._call(self._d.deployments.report, request.deployment, status, request.stopped)
+        return pb.ReportDeploymentStatusResponse(generation=generation)

@@ -119,4 +119,4 @@ def model_from_rows(rows: Sequence[Row]) -> entities.Model | None:
 
 def event_of(r: Row) -> entities.Event:
     """The entity of a row of `statements.EVENTS_AFTER`."""
-    return entities.Event(r[0], _EVENT_TYPES[r[1]], r[2], r[3], r[4], r[5], r[6])
+    return entities.Event(r[0], _EVENT_TYPES[r[1]], r[2], r[3], r[4], r[5], r[6], r[7], r[8])

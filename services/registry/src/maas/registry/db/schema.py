@@ -231,6 +231,52 @@ class EventRow(Base):
     alias: Mapped[str] = mapped_column(String(64), default="")
     previous_version: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    # Deployment events (migration 0007): the deployment and its generation after the change.
+    deployment: Mapped[str] = mapped_column(String(128), server_default="")
+    generation: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class DeploymentRow(Base):
+    """A deployment: a served name and its generation; targets and replica reports are its children."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
+    # ServingOptions as JSON text (see options_to_json).
+    options_json: Mapped[str] = mapped_column(Text)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeploymentTargetRow(Base):
+    """A target of a deployment in spec order, or its shadow (`shadow`; `percent` is then the sampled share).
+
+    The model is a column of its own so that the targets of a model can be found by index.
+    """
+
+    __tablename__ = "deployment_targets"
+
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ref: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(128), index=True)
+    percent: Mapped[int] = mapped_column(Integer)
+    shadow: Mapped[bool] = mapped_column(Boolean)
+
+
+class DeploymentReplicaRow(Base):
+    """The latest report of one inference replica on one deployment."""
+
+    __tablename__ = "deployment_replicas"
+
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True)
+    replica: Mapped[str] = mapped_column(String(128), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
+    # The TargetStatus list as JSON text (see target_statuses_to_json).
+    targets_json: Mapped[str] = mapped_column(Text)
+    reported_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class CounterRow(Base):
@@ -315,4 +361,54 @@ def lineage_from_json(text: str) -> entities.Lineage | None:
         architecture_origin=doc.get("architecture_origin", ""),
         pretrained_path=(doc.get("pretrained") or {}).get("path", ""),
         pretrained_sha256=(doc.get("pretrained") or {}).get("sha256", ""),
+    )
+
+
+def options_to_json(options: entities.ServingOptions) -> str:
+    """Only the options set, so that a stored document names what the deployment overrides."""
+    doc: dict[str, Any] = {}
+    if options.max_batch_size:
+        doc["max_batch_size"] = options.max_batch_size
+    if options.max_queue_delay_us is not None:
+        doc["max_queue_delay_us"] = options.max_queue_delay_us
+    if options.instances:
+        doc["instances"] = options.instances
+    if options.device:
+        doc["device"] = options.device
+    if options.format is not None:
+        doc["format"] = options.format.value
+    return json.dumps(doc, sort_keys=True)
+
+
+def options_from_json(text: str) -> entities.ServingOptions:
+    doc = json.loads(text or "{}")
+    fmt = doc.get("format")
+    return entities.ServingOptions(
+        max_batch_size=int(doc.get("max_batch_size", 0)),
+        max_queue_delay_us=None if doc.get("max_queue_delay_us") is None else int(doc["max_queue_delay_us"]),
+        instances=int(doc.get("instances", 0)),
+        device=str(doc.get("device", "")),
+        format=entities.ModelFormat(fmt) if fmt else None,
+    )
+
+
+def target_statuses_to_json(targets: tuple[entities.TargetStatus, ...]) -> str:
+    return json.dumps(
+        [
+            {"ref": t.ref, "version": t.version, "state": t.state.value, "reason": t.reason, "shadow": t.shadow}
+            for t in targets
+        ]
+    )
+
+
+def target_statuses_from_json(text: str) -> tuple[entities.TargetStatus, ...]:
+    return tuple(
+        entities.TargetStatus(
+            ref=t["ref"],
+            version=int(t["version"]),
+            state=entities.TargetState(t["state"]),
+            reason=t.get("reason", ""),
+            shadow=bool(t.get("shadow", False)),
+        )
+        for t in json.loads(text or "[]")
     )

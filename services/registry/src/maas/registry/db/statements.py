@@ -405,8 +405,9 @@ APPEND_EVENT_PG = Prepared(
 WITH event_id AS (
     UPDATE counters SET value = value + 1 WHERE name = 'events' RETURNING value
 )
-INSERT INTO events (id, type, model, version, alias, previous_version, created_at_ms)
-SELECT value, :type, :model, :version, :alias, :previous_version, :created_at_ms FROM event_id
+INSERT INTO events (id, type, model, version, alias, previous_version, created_at_ms, deployment, generation)
+SELECT value, :type, :model, :version, :alias, :previous_version, :created_at_ms, :deployment, :generation
+FROM event_id
 RETURNING id
 """)
 )
@@ -417,7 +418,8 @@ RETURNING id
 NEXT_EVENT_ID = Prepared(
     update(counters).where(counters.c.name == "events").values(value=counters.c.value + 1).returning(counters.c.value)
 )
-INSERT_EVENT = Prepared(_insert(events, "id", "type", "model", "version", "alias", "previous_version", "created_at_ms"))
+_EVENT_FIELDS = ("type", "model", "version", "alias", "previous_version", "created_at_ms", "deployment", "generation")
+INSERT_EVENT = Prepared(_insert(events, "id", *_EVENT_FIELDS))
 _EVENT_COLUMNS = (
     events.c.id,
     events.c.type,
@@ -426,6 +428,8 @@ _EVENT_COLUMNS = (
     events.c.alias,
     events.c.previous_version,
     events.c.created_at_ms,
+    events.c.deployment,
+    events.c.generation,
 )
 EVENTS_AFTER = Prepared(
     select(*_EVENT_COLUMNS).where(events.c.id > bindparam("after")).order_by(events.c.id).limit(bindparam("limit"))

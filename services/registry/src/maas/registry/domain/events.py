@@ -52,6 +52,8 @@ class Log:
         version: int = 0,
         alias: str = "",
         previous_version: int = 0,
+        deployment: str = "",
+        generation: int = 0,
     ) -> int:
         """Add an event to the transaction. Call it last: it takes the counter lock."""
         ts = now_ms()
@@ -62,13 +64,17 @@ class Log:
             "alias": alias,
             "previous_version": previous_version,
             "created_at_ms": ts,
+            "deployment": deployment,
+            "generation": generation,
         }
         if self._one_statement:
             event_id = st.APPEND_EVENT_PG.scalar(self._conn, row)
         else:
             event_id = st.NEXT_EVENT_ID.scalar(self._conn)
             st.INSERT_EVENT.execute(self._conn, {"id": event_id, **row})
-        return self.added(entities.Event(event_id, type_, model, version, alias, previous_version, ts))
+        return self.added(
+            entities.Event(event_id, type_, model, version, alias, previous_version, ts, deployment, generation)
+        )
 
     def added(self, event: entities.Event) -> int:
         """Record an event that a statement of the transaction wrote itself."""
@@ -121,9 +127,14 @@ class _Subscriber:
 class EventFilter:
     models: frozenset[str] = frozenset()
     types: frozenset[entities.EventType] = frozenset()
+    deployments: frozenset[str] = frozenset()
 
     def matches(self, event: entities.Event) -> bool:
-        return (not self.models or event.model in self.models) and (not self.types or event.type in self.types)
+        return (
+            (not self.models or event.model in self.models)
+            and (not self.types or event.type in self.types)
+            and (not self.deployments or event.deployment in self.deployments)
+        )
 
 
 class EventHub(LoopService):
