@@ -12,14 +12,14 @@ import asyncio
 import os
 import sys
 
-from maas.cli import catalog, jobs, metrics, models, optimize, predict, push, serving, train, versions
+from maas.cli import catalog, deployments, jobs, metrics, models, optimize, predict, push, serving, train, versions
 from maas.cli.context import Context, add_global_options
 from maas.cli.output import error_line
 from maas.cli.suite import SERVICES, run_suite
 from maas.cli.tlshint import tls_mismatch
 from maas.common.errors import MaasError, Unavailable
 
-COMMANDS = (train, optimize, jobs, catalog, models, versions, push, predict, metrics, serving)
+COMMANDS = (train, optimize, jobs, catalog, models, versions, push, predict, metrics, serving, deployments)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from maas.client.config import Endpoints
+from maas.client.deployments import deployment_spec
 from maas.client.log_model import log_model
 from maas.client.registry import AsyncRegistry, Registry
 from maas.client.trainer import AsyncTrainer, Trainer
@@ -48,6 +49,7 @@ __all__ = [
     "Registry",
     "RetryPolicy",
     "Trainer",
+    "deployment_spec",
     "errors",
     "log_model",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 from maas.client import push as pushing
 from maas.client.blocking import BlockingClient
 from maas.client.config import channel_config
+from maas.common import errors
 from maas.common.clients.base import ChannelConfig
 from maas.common.clients.registry import RegistryClient
 from maas.common.retry import RetryPolicy
@@ -199,6 +200,28 @@ class AsyncRegistry(RegistryClient):
             max_length=max_length,
         )
 
+    async def iter_deployments(self, name_prefix: str = "", page_size: int = 100) -> AsyncIterator[pb.Deployment]:
+        token = ""
+        while True:
+            resp = await self.list_deployments(name_prefix, page_size, token)
+            for deployment in resp.deployments:
+                yield deployment
+            token = resp.next_page_token
+            if not token:
+                return
+
+    async def deploy(self, name: str, spec: pb.DeploymentSpec, expected_generation: int = 0) -> pb.Deployment:
+        """Declare what `name` serves: create the deployment, or replace the spec of the one there."""
+        try:
+            return await self.update_deployment(name, spec, expected_generation)
+        except errors.NotFound:
+            if expected_generation:
+                raise
+        try:
+            return await self.create_deployment(name, spec)
+        except errors.AlreadyExists:  # created in between: this spec replaces that one's
+            return await self.update_deployment(name, spec)
+
     async def list_runs(self, job_id: str = "", page_size: int = 0, page_token: str = "") -> pb.ListRunsResponse:
         req = pb.ListRunsRequest(job_id=job_id, page=common_pb2.PageRequest(page_size=page_size, page_token=page_token))
         return await self.call(self.stub.ListRuns, req, idempotent=True)
@@ -318,6 +341,23 @@ class Registry(BlockingClient[AsyncRegistry]):
         >>> reg.push("reviews", "bert.onnx", tokenizer="tokenizer.json", max_length=128, labels=["neg", "pos"])
         """
         return self._runner.run_cancelling(self.aio.push(model, path, **options))
+
+    # deployments
+    def deploy(self, name: str, spec: pb.DeploymentSpec, expected_generation: int = 0) -> pb.Deployment:
+        """Declare what `name` serves (created, or its spec replaced); `expected_generation` makes it conditional.
+
+        >>> reg.deploy("digits", deployment_spec(["digits@production:90", "digits/7:10"], shadow="digits@staging"))
+        """
+        return self._runner.run(self.aio.deploy(name, spec, expected_generation))
+
+    def get_deployment(self, name: str) -> pb.Deployment:
+        return self._runner.run(self.aio.get_deployment(name))
+
+    def deployments(self, name_prefix: str = "") -> Generator[pb.Deployment, None, None]:
+        return self._runner.iterate(self.aio.iter_deployments(name_prefix))
+
+    def delete_deployment(self, name: str, expected_generation: int = 0) -> None:
+        self._runner.run(self.aio.delete_deployment(name, expected_generation))
 
     # runs and metrics
     def get_run(self, run_id: str) -> pb.Run:

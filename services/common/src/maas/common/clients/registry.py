@@ -250,16 +250,64 @@ class RegistryClient(AsyncClient):
                 raise to_error(exc) from None  # type: ignore[arg-type]
             raise
 
+    # ----------------------------------------------------------- deployments
+
+    async def create_deployment(self, name: str, spec: pb.DeploymentSpec) -> pb.Deployment:
+        req = pb.CreateDeploymentRequest(name=name, spec=spec)
+        return await self.call(self.stub.CreateDeployment, req, idempotent=False)
+
+    async def get_deployment(self, name: str) -> pb.Deployment:
+        return await self.call(self.stub.GetDeployment, pb.GetDeploymentRequest(name=name), idempotent=True)
+
+    async def list_deployments(
+        self, name_prefix: str = "", page_size: int = 0, page_token: str = ""
+    ) -> pb.ListDeploymentsResponse:
+        req = pb.ListDeploymentsRequest(
+            name_prefix=name_prefix, page=common_pb2.PageRequest(page_size=page_size, page_token=page_token)
+        )
+        return await self.call(self.stub.ListDeployments, req, idempotent=True)
+
+    async def update_deployment(
+        self, name: str, spec: pb.DeploymentSpec, expected_generation: int = 0
+    ) -> pb.Deployment:
+        """Replace the spec; with `expected_generation`, Aborted if another change came first."""
+        req = pb.UpdateDeploymentRequest(name=name, spec=spec, expected_generation=expected_generation)
+        # A spec equal to the stored one changes nothing, so a retry after a lost answer lands once.
+        return await self.call(self.stub.UpdateDeployment, req, idempotent=True)
+
+    async def delete_deployment(self, name: str, expected_generation: int = 0) -> None:
+        req = pb.DeleteDeploymentRequest(name=name, expected_generation=expected_generation)
+        await self.call(self.stub.DeleteDeployment, req, idempotent=False)
+
+    async def report_deployment_status(
+        self, deployment: str, status: pb.ReplicaStatus, *, stopped: bool = False
+    ) -> int:
+        """Store what this replica serves of `deployment` (or remove it, `stopped`); the deployment's generation."""
+        req = pb.ReportDeploymentStatusRequest(deployment=deployment, status=status, stopped=stopped)
+        # The latest report replaces the one before: sending one twice changes nothing.
+        resp = await self.call(self.stub.ReportDeploymentStatus, req, idempotent=True)
+        return int(resp.generation)
+
     # ---------------------------------------------------------------- events
 
     async def watch_events(
-        self, after_id: int = 0, *, from_latest: bool = False, models: Iterable[str] = ()
+        self,
+        after_id: int = 0,
+        *,
+        from_latest: bool = False,
+        models: Iterable[str] = (),
+        types: Iterable[int] = (),
+        deployments: Iterable[str] = (),
     ) -> AsyncIterator[pb.Event]:
         """One stream; callers reconnect with after_id = the last id they saw."""
-        call = self.stub.WatchEvents(
-            pb.WatchEventsRequest(after_id=after_id, from_latest=from_latest, models=list(models)),
-            metadata=self._metadata,
+        request = pb.WatchEventsRequest(
+            after_id=after_id,
+            from_latest=from_latest,
+            models=list(models),
+            types=list(types),  # type: ignore[arg-type]
+            deployments=list(deployments),
         )
+        call = self.stub.WatchEvents(request, metadata=self._metadata)
         async with contextlib.aclosing(self.stream(call)) as events:
             async for event in events:
                 yield event
