@@ -121,7 +121,7 @@ def test_refusals_then_deploy_show_redeploy_and_rm(registry: ServiceProcess, cli
         )
     listed = run(registry, "deployments", "ls")
     assert listed.rc == 0, listed.stderr
-    assert "digits@production 90%, digits/2 10%" in listed.stdout and "1/2 converged" in listed.stdout
+    assert "digits@production 90%, digits/2 10%" in listed.stdout and "2/2 at generation 1" in listed.stdout
     shown = run(registry, "deployments", "show", "digits", "--json")
     assert shown.rc == 0, shown.stderr
     doc = shown.json()

@@ -361,7 +361,12 @@ async def test_replicas_report_what_they_serve(stub) -> None:
         ("digits@staging", 3, pb.TARGET_STATE_FAILED, "no onnx", True),
     ]
     assert a.reported_at.seconds > 0
-    assert (await stub.ListDeployments(pb.ListDeploymentsRequest())).deployments[0].replicas == d.replicas
+    # A list says which replicas report at which generation, not what each said of each target.
+    listed = (await stub.ListDeployments(pb.ListDeploymentsRequest())).deployments[0].replicas
+    assert [(r.replica, r.generation, r.reported_at) for r in listed] == [
+        (r.replica, r.generation, r.reported_at) for r in d.replicas
+    ]
+    assert all(len(r.targets) == 0 for r in listed)
 
     # A stopped replica's report is removed; reports are not events.
     await stub.ReportDeploymentStatus(
@@ -409,3 +414,23 @@ async def test_bad_reports(stub) -> None:
             pb.ReportDeploymentStatusRequest(deployment="../d", status=report("r", 1, ok))
         )
     assert list((await stub.GetDeployment(pb.GetDeploymentRequest(name="d"))).replicas) == []
+
+
+async def test_reports_of_at_most_64_replicas(stub) -> None:
+    await digits(stub, versions=1)
+    await stub.CreateDeployment(pb.CreateDeploymentRequest(name="d", spec=spec(("digits@production", 100))))
+    ok = ("digits@production", 1, pb.TARGET_STATE_READY)
+    for i in range(64):
+        await stub.ReportDeploymentStatus(
+            pb.ReportDeploymentStatusRequest(deployment="d", status=report(f"r{i}", 1, ok))
+        )
+    async with raises_code(grpc.StatusCode.RESOURCE_EXHAUSTED):
+        await stub.ReportDeploymentStatus(pb.ReportDeploymentStatusRequest(deployment="d", status=report("r64", 1, ok)))
+    # One already there still reports; one that stops makes room.
+    await stub.ReportDeploymentStatus(pb.ReportDeploymentStatusRequest(deployment="d", status=report("r7", 1, ok)))
+    await stub.ReportDeploymentStatus(
+        pb.ReportDeploymentStatusRequest(deployment="d", status=pb.ReplicaStatus(replica="r0"), stopped=True)
+    )
+    await stub.ReportDeploymentStatus(pb.ReportDeploymentStatusRequest(deployment="d", status=report("r64", 1, ok)))
+    replicas = (await stub.GetDeployment(pb.GetDeploymentRequest(name="d"))).replicas
+    assert len(replicas) == 64 and "r0" not in {r.replica for r in replicas} and "r64" in {r.replica for r in replicas}

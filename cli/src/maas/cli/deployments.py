@@ -103,8 +103,9 @@ def ls(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     rows = []
     for d in found:
-        states = [replica_state(d, r) for r in d.replicas]
-        replicas = f"{states.count('converged')}/{len(states)} converged" if states else ""
+        # A list carries each replica's generation, not its targets: `show` says which have converged.
+        at = sum(r.generation == d.generation for r in d.replicas)
+        replicas = f"{at}/{len(d.replicas)} at generation {d.generation}" if d.replicas else ""
         rows.append(
             (d.name, d.generation, _targets_text(d), _shadow_text(d), replicas, when(d.updated_at or d.created_at))
         )

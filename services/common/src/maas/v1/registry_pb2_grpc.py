@@ -397,7 +397,7 @@ class RegistryServiceServicer:
     def ReportDeploymentStatus(self, request, context):
         """An inference replica says what it serves of a deployment: stored per
         replica (the latest report replaces the one before), returned in
-        Deployment.replicas; no event.
+        Deployment.replicas; no event. A 65th replica is RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

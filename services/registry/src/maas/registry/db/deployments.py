@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, delete, insert, select, update
+from sqlalchemy import Select, Table, delete, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -46,8 +46,9 @@ def select_deployments() -> Select[Any]:
     return select(*_COLUMNS)
 
 
-def read(conn: Connection, query: Select[Any]) -> list[entities.Deployment]:
-    """The deployments `query` (a `select_deployments()`) picks, in its order, with targets and reports."""
+def read(conn: Connection, query: Select[Any], *, reported_targets: bool = True) -> list[entities.Deployment]:
+    """The deployments `query` (a `select_deployments()`) picks, in its order, with targets and reports
+    (without what each replica said of each target unless `reported_targets`)."""
     rows = conn.execute(query).all()
     if not rows:
         return []
@@ -65,7 +66,7 @@ def read(conn: Connection, query: Select[Any]) -> list[entities.Deployment]:
             replicas.c.deployment_id,
             replicas.c.replica,
             replicas.c.generation,
-            replicas.c.targets_json,
+            replicas.c.targets_json if reported_targets else literal("[]"),
             replicas.c.reported_at_ms,
         )
         .where(replicas.c.deployment_id.in_(ids))
@@ -182,6 +183,15 @@ def store_report(conn: Connection, deployment_id: int, status: entities.ReplicaS
                 "reported_at_ms": stmt.excluded.reported_at_ms,
             },
         )
+    )
+
+
+def replica_count(conn: Connection, deployment_id: int, other_than: str) -> int:
+    """How many replicas other than `other_than` have a report on the deployment."""
+    return int(
+        conn.execute(
+            select(func.count()).where(replicas.c.deployment_id == deployment_id, replicas.c.replica != other_than)
+        ).scalar_one()
     )
 
 

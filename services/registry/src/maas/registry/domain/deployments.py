@@ -29,6 +29,11 @@ from maas.registry.domain import deployment_spec, events, paging, versions
 from maas.registry.domain.filters import bytewise, prefix_range
 from maas.registry.domain.models import NAME_PREFIX
 
+# Bounds that keep a reply small: a deployment holds at most this many replicas' reports (each at most
+# 34 targets), and a page of a list at most this many deployments (their reports without the targets).
+MAX_REPLICAS = 64
+MAX_PAGE = 100
+
 
 def _get(conn: Connection, name: str) -> entities.Deployment:
     found = rows.read(conn, rows.select_deployments().where(rows.deployments.c.name == name))
@@ -105,7 +110,7 @@ class DeploymentService:
     def search(self, name_prefix: str, size: int, token: str) -> entities.Page[entities.Deployment]:
         if name_prefix:
             names.text_value(name_prefix, "name_prefix", 128)
-        limit = paging.page_size(size)
+        limit = paging.page_size(size, maximum=MAX_PAGE)
         scope = paging.fingerprint("deployments", name_prefix)
         after = paging.decode(token, scope)
         if name_prefix and not NAME_PREFIX.fullmatch(name_prefix):
@@ -119,7 +124,7 @@ class DeploymentService:
             query = query.where(d.name > str(after[0]))
 
         def tx(conn: Connection) -> entities.Page[entities.Deployment]:
-            items = rows.read(conn, query)
+            items = rows.read(conn, query, reported_targets=False)
             next_token = paging.encode([items[limit - 1].name], scope) if len(items) > limit else ""
             return entities.Page(items[:limit], next_token)
 
@@ -172,6 +177,11 @@ class DeploymentService:
                 raise errors.FailedPrecondition(
                     f"status.generation: {checked.generation} is past deployment '{deployment}''s "
                     f"generation {generation}"
+                )
+            if rows.replica_count(conn, deployment_id, checked.replica) >= MAX_REPLICAS:
+                raise errors.ResourceExhausted(
+                    f"deployment '{deployment}' has reports of {MAX_REPLICAS} other replicas; a replica that stops "
+                    "removes its report (stopped)"
                 )
             rows.store_report(conn, deployment_id, checked, now_ms())
             return generation
