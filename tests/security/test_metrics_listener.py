@@ -9,7 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +154,9 @@ async def test_metrics_are_served_over_the_servers_tls_with_its_client_certifica
 
 
 async def test_an_exposed_unprotected_metrics_address_is_refused_at_start(pki: Pki) -> None:
-    tls = {"tls_cert_file": pki.server.cert, "tls_key_file": pki.server.key}
-    for kwargs in ({}, {"auth_tokens": f"{ADMIN}:admin"}, tls):
+    tls: dict[str, Any] = {"tls_cert_file": pki.server.cert, "tls_key_file": pki.server.key}
+    refused: list[dict[str, Any]] = [{}, {"auth_tokens": f"{ADMIN}:admin"}, tls]
+    for kwargs in refused:
         port = unused_port()
         with pytest.raises(InsecureConfiguration, match="/metrics"):
             await start_server(
@@ -165,9 +166,8 @@ async def test_an_exposed_unprotected_metrics_address_is_refused_at_start(pki: P
         with socket.socket() as sock:
             sock.bind(("0.0.0.0", port))
     # Both together, an explicit opt-out, or no metrics listener at all: they start.
-    for kwargs in ({"auth_tokens": f"{ADMIN}:admin", **tls}, {"allow_insecure": True}, {"metrics_port": 0}):
-        running = await start_server(
-            ServerSettings(**{"port": 0, "metrics_port": unused_port(), "metrics_host": "0.0.0.0", **kwargs}),
-            NothingApp(),
-        )
+    started: list[dict[str, Any]] = [{"auth_tokens": f"{ADMIN}:admin", **tls}, {"allow_insecure": True}]
+    for kwargs in [*started, {"metrics_port": 0}]:
+        settings: dict[str, Any] = {"port": 0, "metrics_port": unused_port(), "metrics_host": "0.0.0.0", **kwargs}
+        running = await start_server(ServerSettings(**settings), NothingApp())
         await running.stop(0)
