@@ -80,7 +80,7 @@ def test_every_rpc_has_a_required_scope() -> None:
         paths += [f"/{svc.full_name}/{m.name}" for m in svc.methods]
     missing = [p for p in paths if p not in REQUIRED_SCOPE]
     assert missing == []
-    assert len(paths) == 25 + 7 + 12
+    assert len(paths) == 31 + 7 + 12
 
 
 def snapshot(db_url: str, artifact_root: Path) -> dict[str, Any]:
@@ -97,11 +97,16 @@ def snapshot(db_url: str, artifact_root: Path) -> dict[str, Any]:
                 ).all(),
                 "aliases": conn.exec_driver_sql("SELECT name, version_number FROM aliases ORDER BY name").all(),
                 "runs": conn.exec_driver_sql("SELECT run_id, status FROM runs").all(),
+                "deployments": conn.exec_driver_sql("SELECT name, generation FROM deployments").all(),
             }
     finally:
         db.dispose()
     files = sorted(str(p.relative_to(artifact_root)) for p in artifact_root.rglob("*") if p.is_file())
     return {"counts": counts, "rows": rows, "files": files}
+
+
+def served(ref: str) -> rpb.DeploymentSpec:
+    return rpb.DeploymentSpec(targets=[rpb.DeploymentTarget(ref=ref, weight=100)])
 
 
 @pytest.fixture
@@ -120,6 +125,7 @@ async def secured(db_url: str, artifact_root: Path) -> AsyncIterator[tuple[str, 
         await stub.SetAlias(rpb.SetAliasRequest(model="m", alias="production", version=1), metadata=md)
         pending = await stub.CreateVersion(version_request("m"), metadata=md)
         run = await stub.CreateRun(rpb.CreateRunRequest(name="r"), metadata=md)
+        await stub.CreateDeployment(rpb.CreateDeploymentRequest(name="d", spec=served("m@production")), metadata=md)
     data = safetensors_bytes(99)
     upload = [m.SerializeToString() for m in upload_messages("m", pending.version, data)]
     requests: dict[str, bytes | list[bytes]] = {
@@ -146,6 +152,13 @@ async def secured(db_url: str, artifact_root: Path) -> AsyncIterator[tuple[str, 
         "GetRun": rpb.GetRunRequest(run_id=run.run_id).SerializeToString(),
         "GetMetricHistory": rpb.GetMetricHistoryRequest(run_id=run.run_id, key="loss").SerializeToString(),
         "ResolveVersion": rpb.ResolveVersionRequest(ref="m@production").SerializeToString(),
+        "CreateDeployment": rpb.CreateDeploymentRequest(name="e", spec=served("m/2")).SerializeToString(),
+        "UpdateDeployment": rpb.UpdateDeploymentRequest(name="d", spec=served("m/2")).SerializeToString(),
+        "DeleteDeployment": rpb.DeleteDeploymentRequest(name="d").SerializeToString(),
+        "ReportDeploymentStatus": rpb.ReportDeploymentStatusRequest(
+            deployment="d", status=rpb.ReplicaStatus(replica="intruder", generation=1)
+        ).SerializeToString(),
+        "GetDeployment": rpb.GetDeploymentRequest(name="d").SerializeToString(),
     }
     yield running.address, requests
     await running.stop(0)

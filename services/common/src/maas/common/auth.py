@@ -51,6 +51,8 @@ REQUIRED_SCOPE: dict[str, str] = {
             "GetMetricHistory",
             "DownloadArtifact",
             "WatchEvents",
+            "GetDeployment",
+            "ListDeployments",
         )
     },
     **{
@@ -69,10 +71,15 @@ REQUIRED_SCOPE: dict[str, str] = {
             "LogMetrics",
             "FinishRun",
             "UploadArtifact",
+            # what is served, as moving an alias changes it; replicas report what they serve
+            "CreateDeployment",
+            "UpdateDeployment",
+            "ReportDeploymentStatus",
         )
     },
     "/maas.v1.RegistryService/DeleteModel": _A,
     "/maas.v1.RegistryService/DeleteVersion": _A,
+    "/maas.v1.RegistryService/DeleteDeployment": _A,
     # trainer
     "/maas.v1.TrainerService/GetJob": _R,
     "/maas.v1.TrainerService/ListJobs": _R,
