@@ -71,6 +71,7 @@ def suite(endpoints: Endpoints) -> Iterator[Endpoints]:
         "MAAS_REGISTRY_METRICS_PORT": "0",
         "MAAS_TRAINER_METRICS_PORT": "0",
         "MAAS_INFERENCE_METRICS_PORT": "0",
+        "MAAS_INFERENCE_HTTP_PORT": "0",
         "MAAS_REGISTRY_DATA_DIR": str(state),
         "MAAS_TRAINER_DATA_DIR": str(state),
         "MAAS_INFERENCE_CACHE_DIR": str(state / "inference-cache"),

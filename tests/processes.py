@@ -144,6 +144,7 @@ def start_suite(
         **common,
         "MAAS_INFERENCE_PORT": "0",
         "MAAS_INFERENCE_METRICS_PORT": "0",
+        "MAAS_INFERENCE_HTTP_PORT": "0",
         "MAAS_INFERENCE_REGISTRY_ADDRESS": registry.address,
         "MAAS_INFERENCE_CACHE_DIR": str(work / "inference-cache"),
         "MAAS_INFERENCE_GRACE_SECONDS": "1",

@@ -41,6 +41,8 @@ class Process:
     address: str
     log_path: Path
     lines: list[str] = field(default_factory=list)
+    http_url: str = ""
+    """The inference service's HTTP/REST base URL (http://HOST:PORT), when it serves one."""
 
     def stop(self, timeout: float = 15.0) -> int:
         if self.popen.poll() is None:
@@ -80,6 +82,8 @@ def start(
         assert popen.stdout is not None
         for line in popen.stdout:
             proc.lines.append(line)
+            if line.startswith(f"{ready} http listening on ") and not proc.http_url:
+                proc.http_url = line.split("listening on ", 1)[1].strip()
             if line.startswith(f"{ready} listening on "):
                 seen.append(line.split("listening on ", 1)[1].split(",")[0].strip())
                 if len(seen) >= count:
@@ -119,6 +123,7 @@ def start_inference(
     env = {
         "MAAS_INFERENCE_PORT": str(port),
         "MAAS_INFERENCE_METRICS_PORT": "0",
+        "MAAS_INFERENCE_HTTP_PORT": "0",
         "MAAS_INFERENCE_REGISTRY_ADDRESS": registry,
         "MAAS_INFERENCE_CACHE_DIR": str(workdir / "cache"),
         "MAAS_INFERENCE_MODELS": models,

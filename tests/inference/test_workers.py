@@ -1,4 +1,4 @@
-"""Several serving processes on one port (SO_REUSEPORT), under one supervisor."""
+"""Several serving processes on one gRPC port and one HTTP port (SO_REUSEPORT), under one supervisor."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as tc
+import tritonclient.http as th
 
 from maas.common.clients.registry import BlockingRegistryClient
 from maas.inference.__main__ import reserve_port
@@ -36,6 +37,15 @@ def test_two_workers_share_the_port_and_stop_together(
             tensor.set_data_from_numpy(x)
             assert np.array_equal(client.infer("shared", [tensor]).as_numpy("logits"), wanted)
             client.close()
+        # The HTTP/REST port is shared the same way: both workers report the one the supervisor picked.
+        http = [line.split()[-1] for line in proc.lines if line.startswith("inference http listening on ")]
+        assert len(http) == 2 and http[0] == http[1] == proc.http_url and not http[0].endswith(":0")
+        for _ in range(6):  # a new connection each: spread over the workers by the kernel
+            web = th.InferenceServerClient(proc.http_url.removeprefix("http://"))
+            tensor = th.InferInput("input", [1, 64], "FP32")
+            tensor.set_data_from_numpy(x)
+            assert np.array_equal(web.infer("shared", [tensor]).as_numpy("logits"), wanted)
+            web.close()
     finally:
         assert proc.stop() == 0, proc.log()[-2000:]
 

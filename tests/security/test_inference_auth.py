@@ -9,6 +9,11 @@ refused calls, before an admin token does both as a control.
 
 from __future__ import annotations
 
+import http.client
+import json
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +29,7 @@ from maas.common.clients.base import ChannelConfig
 from maas.common.clients.registry import BlockingRegistryClient
 from tests.inference import support
 from tests.security import inference_support as isup
-from tests.security.pki import Pki, make_pki
+from tests.security.pki import Pair, Pki, make_pki
 
 ADMIN, WRITE, READ = "admin-token-0123456789", "write-token-0123456789", "read-token-01234567890"
 TOKENS = f"{ADMIN}:admin,{WRITE}:write,{READ}:read"
@@ -36,6 +41,7 @@ class Guarded:
     address: str
     module: object
     min_rows: int
+    http_url: str
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +60,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
                     pb.ModelConfigRequest(name="guarded").SerializeToString(), metadata=isup.bearer(READ), timeout=30
                 )
             ).config
-        yield Guarded(proc.address, module, int(config.parameters["min_execution_rows"].string_value))
+        yield Guarded(proc.address, module, int(config.parameters["min_execution_rows"].string_value), proc.http_url)
     finally:
         assert proc.stop() == 0, proc.log()[-2000:]
         registry.stop()
@@ -83,6 +89,72 @@ def ready(channel: grpc.Channel, model: str) -> bool:
     code, replies = isup.call(channel, method, pb.ModelReadyRequest(name=model).SerializeToString(), ADMIN)
     assert code == grpc.StatusCode.OK
     return pb.ModelReadyResponse.FromString(replies[0]).ready
+
+
+def web(
+    guarded: Guarded, method: str, path: str, body: bytes | None, token: str | None
+) -> tuple[int, dict[str, str], bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(guarded.http_url + path, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_every_http_route_takes_the_scope_of_its_grpc_method(guarded: Guarded) -> None:
+    x = np.random.default_rng(8).standard_normal((1, 64)).astype(np.float32)
+    infer = json.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": x.tolist()}]})
+    routes = [  # every route of the HTTP face but the two health probes, and the gRPC method it stands for
+        ("GET", "/v2", None, "ServerMetadata"),
+        ("GET", "/v2/models/guarded", None, "ModelMetadata"),
+        ("GET", "/v2/models/guarded/versions/1", None, "ModelMetadata"),
+        ("GET", "/v2/models/guarded/ready", None, "ModelReady"),
+        ("GET", "/v2/models/guarded/versions/1/ready", None, "ModelReady"),
+        ("GET", "/v2/models/guarded/config", None, "ModelConfig"),
+        ("GET", "/v2/models/guarded/versions/1/config", None, "ModelConfig"),
+        ("GET", "/v2/models/stats", None, "ModelStatistics"),
+        ("GET", "/v2/models/guarded/stats", None, "ModelStatistics"),
+        ("GET", "/v2/models/guarded/versions/1/stats", None, "ModelStatistics"),
+        ("POST", "/v2/models/guarded/infer", infer.encode(), "ModelInfer"),
+        ("POST", "/v2/models/guarded/versions/1/infer", infer.encode(), "ModelInfer"),
+        ("POST", "/v2/repository/index", b"{}", "RepositoryIndex"),
+        ("POST", "/v2/repository/models/spare/load", b"{}", "RepositoryModelLoad"),
+        ("POST", "/v2/repository/models/guarded/unload", b"{}", "RepositoryModelUnload"),
+    ]
+    assert {name for *_, name in routes} == {m.name for m in isup.oip_methods()} - {
+        "ServerLive",
+        "ServerReady",
+        "ModelStreamInfer",
+    }
+    # The health probes need no token, like grpc.health.v1.
+    assert web(guarded, "GET", "/v2/health/live", None, None)[0] == 200
+    assert web(guarded, "GET", "/v2/health/ready", None, None)[0] == 200
+    wanted = support.expected(guarded.module, x, guarded.min_rows)
+    for method, path, body, name in routes:
+        scope = REQUIRED_SCOPE[f"/{isup.SERVICE}/{name}"]
+        for token in (None, WRONG):
+            status, headers, answer = web(guarded, method, path, body, token)
+            assert status == 401 and headers["www-authenticate"] == "Bearer", (path, token, answer)
+            assert json.loads(answer)["error"] == "a valid bearer token is required"
+        status, _, answer = web(guarded, method, path, body, READ)
+        if scope == "read":
+            assert status == 200, (path, answer)
+        else:
+            assert scope == "admin" and status == 403, (path, answer)
+            assert json.loads(answer)["error"] == "this method needs an admin token"
+            assert web(guarded, method, path, body, WRITE)[0] == 403, path
+        if name == "ModelInfer":
+            (output,) = json.loads(answer)["outputs"]
+            assert np.array_equal(np.asarray(output["data"], dtype=np.float32).reshape(1, 10), wanted)
+    # Nothing was loaded or unloaded by the refused calls; an admin token does both.
+    assert web(guarded, "GET", "/v2/models/guarded/ready", None, READ)[0] == 200
+    assert web(guarded, "GET", "/v2/models/spare/ready", None, READ)[0] == 400
+    assert web(guarded, "POST", "/v2/repository/models/spare/load", b"{}", ADMIN)[0] == 200
+    assert web(guarded, "GET", "/v2/models/spare/ready", None, READ)[0] == 200
+    assert web(guarded, "POST", "/v2/repository/models/spare/unload", b"{}", ADMIN)[0] == 200
+    assert web(guarded, "GET", "/v2/models/spare/ready", None, READ)[0] == 400
 
 
 def test_every_inference_rpc_refuses_missing_wrong_and_weak_tokens(guarded: Guarded) -> None:
@@ -227,3 +299,39 @@ def test_inference_serves_and_follows_from_a_registry_that_wants_mutual_tls_and_
                 assert proc.stop() == 0, proc.log()[-2000:]
     finally:
         writer.close()
+
+
+def test_the_http_port_serves_over_mutual_tls_with_the_grpc_servers_files(pki: Pki, tmp_path: Path) -> None:
+    proc = support.start_inference(
+        "127.0.0.1:1",  # no registry: nothing is served, the listeners are what is looked at
+        tmp_path / "inference",
+        follow="false",
+        tls_cert_file=pki.server.cert,
+        tls_key_file=pki.server.key,
+        tls_client_ca_file=pki.ca.cert,
+    )
+    try:
+        assert proc.http_url.startswith("https://127.0.0.1:"), proc.lines
+        url = proc.http_url + "/v2"
+
+        def context(client: Pair | None) -> ssl.SSLContext:
+            ctx = ssl.create_default_context(cafile=str(pki.ca.cert))
+            if client is not None:
+                ctx.load_cert_chain(str(client.cert), str(client.key))
+            return ctx
+
+        with urllib.request.urlopen(url, timeout=30, context=context(pki.client)) as response:
+            assert json.loads(response.read())["name"] == "maas-inference"
+        for label, client in (("no client certificate", None), ("another CA's certificate", pki.stranger)):
+            with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
+                with urllib.request.urlopen(url, timeout=30, context=context(client)) as response:
+                    response.read()
+                pytest.fail(f"answered with {label}")
+        plain = url.replace("https://", "http://")
+        with (
+            pytest.raises((ConnectionError, urllib.error.URLError, http.client.HTTPException)),
+            urllib.request.urlopen(plain, timeout=30) as response,
+        ):
+            response.read()
+    finally:
+        assert proc.stop() == 0, proc.log()[-2000:]

@@ -86,6 +86,7 @@ async def run(seconds: float, out: Path) -> None:
         "MAAS_REGISTRY_METRICS_PORT": "0",
         "MAAS_TRAINER_METRICS_PORT": "0",
         "MAAS_INFERENCE_METRICS_PORT": "0",
+        "MAAS_INFERENCE_HTTP_PORT": "0",
         "MAAS_REGISTRY_DATA_DIR": str(work),
         "MAAS_TRAINER_DATA_DIR": str(work),
         "MAAS_INFERENCE_CACHE_DIR": str(work / "cache"),

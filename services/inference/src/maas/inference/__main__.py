@@ -1,14 +1,15 @@
 """`python -m maas.inference` (also the `maas-inference` script).
 
 With workers > 1 this process is a supervisor: it starts that many serving
-processes on the same port (SO_REUSEPORT: the kernel spreads connections over
-them), forwards SIGTERM/SIGINT, and exits when any of them exits.
+processes on the same ports, gRPC's and HTTP's (SO_REUSEPORT: the kernel spreads
+connections over them), forwards SIGTERM/SIGINT, and exits when any of them exits.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -17,8 +18,8 @@ import sys
 
 from prometheus_client import CollectorRegistry
 
-from maas.common.server import configure_logging, serve_forever
-from maas.inference.settings import InferenceSettings
+from maas.common.server import InsecureConfiguration, configure_logging, security_of, serve_forever
+from maas.inference.settings import InferenceSettings, http_settings
 
 
 async def _serve(settings: InferenceSettings) -> None:
@@ -29,6 +30,13 @@ async def _serve(settings: InferenceSettings) -> None:
     await serve_forever(
         settings, app, name="inference", metrics_registry=metrics, server_options=[("grpc.so_reuseport", 1)]
     )
+
+
+def refuse_exposure(settings: InferenceSettings) -> None:
+    """InsecureConfiguration when a listener (gRPC, metrics or HTTP) would be exposed unprotected."""
+    security_of(settings)
+    if settings.http:
+        security_of(http_settings(settings))
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -49,16 +57,23 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 
 def _supervise(settings: InferenceSettings) -> int:
-    with reserve_port(settings.host, settings.port) as reserved:
-        return _run_workers(settings, int(reserved.getsockname()[1]))
+    with contextlib.ExitStack() as held:
+        reserved = held.enter_context(reserve_port(settings.host, settings.port))
+        http_port = 0
+        if settings.http:  # the HTTP/REST port is shared the same way
+            http = held.enter_context(reserve_port(settings.http_host or settings.host, settings.http_port))
+            http_port = int(http.getsockname()[1])
+        return _run_workers(settings, int(reserved.getsockname()[1]), http_port)
 
 
-def _run_workers(settings: InferenceSettings, port: int) -> int:
+def _run_workers(settings: InferenceSettings, port: int, http_port: int = 0) -> int:
     children = []
     for index in range(settings.workers):
         env = dict(os.environ)
         env["MAAS_INFERENCE_WORKERS"] = "1"
         env["MAAS_INFERENCE_PORT"] = str(port)
+        if settings.http:
+            env["MAAS_INFERENCE_HTTP_PORT"] = str(http_port)
         if settings.metrics_port:
             env["MAAS_INFERENCE_METRICS_PORT"] = str(settings.metrics_port + index)
         children.append(subprocess.Popen([sys.executable, "-m", "maas.inference"], env=env))
@@ -101,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     settings = InferenceSettings()
     configure_logging(settings.log_level)
+    try:  # refused before torch and the models load (the app checks again as it binds)
+        refuse_exposure(settings)
+    except InsecureConfiguration as exc:
+        print(f"inference: {exc}", file=sys.stderr, flush=True)
+        return 2
     if settings.workers > 1:
         return _supervise(settings)
     asyncio.run(_serve(settings))

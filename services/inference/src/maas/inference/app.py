@@ -1,4 +1,4 @@
-"""Wiring of one inference process: registry client, manager, follower, servicer."""
+"""Wiring of one inference process: registry client, manager, follower, servicer, HTTP face."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ from grpc import aio
 from prometheus_client import CollectorRegistry
 
 from maas.common import errors
+from maas.common.auth import TokenTable
 from maas.common.clients.registry import RegistryClient
-from maas.common.server import Health
+from maas.common.server import Health, security_of
 from maas.inference.dataplane import DataPlane
 from maas.inference.follower import RegistryFollower
+from maas.inference.http_app import OipHttp
+from maas.inference.http_server import HttpServer
 from maas.inference.manager import ModelManager, parse_model_ref
 from maas.inference.metrics import InferenceMetrics
 from maas.inference.servicer import InferenceServicer
-from maas.inference.settings import InferenceSettings
+from maas.inference.settings import InferenceSettings, http_settings
 from maas.inference.statistics import Statistics
 from maas.oip import grpc_service_pb2, grpc_service_pb2_grpc
 
@@ -51,11 +54,14 @@ class InferenceApp:
             maximum=settings.reconnect_max_seconds,
             resync=settings.resync_seconds,
         )
+        self.http: HttpServer | None = None
 
     def register(self, server: aio.Server) -> None:
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.plane), server)
 
     async def start(self, health: Health) -> None:
+        if self.settings.http:
+            await self._start_http()
         refs = [parse_model_ref(ref, self.settings.default_alias) for ref in self.settings.models]
         results = await asyncio.gather(
             *(self.manager.configure(name, target) for name, target in refs), return_exceptions=True
@@ -74,8 +80,30 @@ class InferenceApp:
         self.plane.ready = True
         await health.set(SERVICE_NAME, True)
 
+    async def _start_http(self) -> None:
+        """The HTTP/REST face: bound before the models load (live at once, ready with gRPC)."""
+        settings = http_settings(self.settings)
+        # The gRPC port's rule for this address too (refused unprotected off loopback), and its tokens.
+        tokens, _ = security_of(settings)
+        routes = OipHttp(self.plane, TokenTable(tokens) if tokens else None, settings.max_message_bytes)
+        self.http = HttpServer(
+            routes.app(),
+            settings.host,
+            settings.http_port,
+            grace_seconds=settings.grace_seconds,
+            access_log=settings.access_log,
+            tls_cert_file=settings.tls_cert_file,
+            tls_key_file=settings.tls_key_file,
+            tls_client_ca_file=settings.tls_client_ca_file,
+        )
+        await self.http.start()
+        log.info("inference http listening on %s", self.http.url)
+        print(f"inference http listening on {self.http.url}", flush=True)
+
     async def stop(self) -> None:
         self.plane.ready = False
+        if self.http is not None:
+            await self.http.stop()
         await self.follower.stop()
         await self.manager.close()
         await self.registry.close()

@@ -256,8 +256,11 @@ def _param(value: pb.ModelRepositoryParameter) -> Any:
 
 
 def from_load_request(request: pb.RepositoryModelLoadRequest) -> tuple[Target | None, ModelOptions | None]:
-    """Parameters: "alias" or "version" choose the target; "config" (JSON) sets batching."""
-    params = {key: _param(value) for key, value in request.parameters.items()}
+    return from_load_parameters({key: _param(value) for key, value in request.parameters.items()})
+
+
+def from_load_parameters(params: dict[str, Any]) -> tuple[Target | None, ModelOptions | None]:
+    """Parameters (gRPC's or the HTTP body's): "alias" or "version" choose the target; "config" (JSON) sets batching."""
     unknown = sorted(set(params) - {"alias", "version", "config"})
     if unknown:
         raise errors.InvalidArgument(f"parameters: '{unknown[0][:40]}' is not understood (alias, version, config)")
@@ -285,6 +288,8 @@ def from_load_request(request: pb.RepositoryModelLoadRequest) -> tuple[Target | 
 def _options_from_config(text: Any) -> ModelOptions:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
+    elif isinstance(text, dict):  # an HTTP body may give the configuration as a JSON object
+        text = json.dumps(text)
     if not isinstance(text, str) or len(text) > 64 * 1024:
         raise errors.InvalidArgument("parameters.config: must be a JSON model configuration (at most 64 KiB)")
     try:

@@ -49,8 +49,21 @@ class DataPlane:
 
     # ------------------------------------------------------------ inference
     #
-    # The servicer drives one request as submit -> (await the future) -> release,
-    # then succeeded or failed: no coroutine, task or callback of its own here.
+    # One request is submit -> (await the future) -> release, then succeeded or
+    # failed. `infer` does all of it for a unary call (gRPC's ModelInfer and the
+    # HTTP infer route); a stream drives the steps itself, with a callback per request.
+
+    async def infer(self, request: InferRequest, time_remaining: float | None) -> InferResult:
+        """One request from lookup to answer; raises (and counts) what fails."""
+        served, parsed, future, start = self.submit(request, time_remaining)
+        try:
+            outcome = await future
+        except BaseException as exc:
+            record_failure(served, start, exc)
+            raise
+        finally:
+            served.release()
+        return self.succeeded(served, parsed, outcome, start, request.id)
 
     def submit(
         self, request: InferRequest, time_remaining: float | None

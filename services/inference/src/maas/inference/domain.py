@@ -54,8 +54,11 @@ class InferRequest:
     model_version: str
     id: str
     inputs: Sequence[InputTensor]
-    raw: Sequence[bytes]
-    """raw_input_contents as received (the message's own bytes, not a copy); empty when typed contents are used."""
+    raw: Sequence[bytes | memoryview | None]
+    """raw_input_contents as received (the message's own bytes, not a copy); empty when typed contents are used.
+
+    Over HTTP an input may come as binary data beside others given as JSON: those
+    have None here and their values in `contents`."""
     outputs: Sequence[str]
     """Names of the requested outputs; empty for every output in signature order."""
 

@@ -5,7 +5,8 @@ table to status codes). The two inference methods, the hot path, map their
 own errors through the same table (`maps_own_errors`, `abort_mapped`): no
 wrapper coroutine per call or generator layer per streamed message.
 
-ModelInfer runs one request inline: submit, await its batch, answer.
+ModelInfer runs one request through the data plane's `infer` (as the HTTP
+infer route does): submit, await its batch, answer.
 ModelStreamInfer uses gRPC's reader/writer API: one reader task reads and
 submits requests as they come (up to STREAM_WINDOW at once), each finished
 request's answer is queued by a callback on its work, and the handler writes
@@ -69,18 +70,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @maps_own_errors
     async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
-        plane = self.plane
         try:
-            infer = converters.from_infer_request(request)
-            served, parsed, future, start = plane.submit(infer, context.time_remaining())
-            try:
-                outcome = await future
-            except BaseException as exc:
-                record_failure(served, start, exc)
-                raise
-            finally:
-                served.release()
-            return converters.to_infer_response(plane.succeeded(served, parsed, outcome, start, infer.id))
+            result = await self.plane.infer(converters.from_infer_request(request), context.time_remaining())
+            return converters.to_infer_response(result)
         except Exception as exc:
             await abort_mapped(MODEL_INFER, exc, context)
             raise  # not reached: abort_mapped raises

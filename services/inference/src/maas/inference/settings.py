@@ -27,6 +27,16 @@ class InferenceSettings(ServerSettings, RegistryConnection):
 
     port: int = Field(8001, ge=0, le=65535, description="gRPC port (the Open Inference Protocol's usual 8001).")
     metrics_port: int = Field(8002, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it.")
+    http: bool = Field(
+        True,
+        description="Also serve the Open Inference Protocol's HTTP/REST binding (KServe V2, with Triton's binary "
+        "tensor data, repository and statistics extensions) on http_port, with the same models, batching, tokens, "
+        "TLS files and message size limit as gRPC.",
+    )
+    http_port: int = Field(8000, ge=0, le=65535, description="HTTP/REST port (Triton's 8000; 0 picks a free one).")
+    http_host: str | None = Field(
+        None, description="Address the HTTP/REST port binds to; default: host. The exposure rule of host holds for it."
+    )
     registry_timeout: float = Field(10.0, gt=0, description="Deadline in seconds of each registry call.")
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -106,3 +116,8 @@ class InferenceSettings(ServerSettings, RegistryConnection):
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split(value)
+
+
+def http_settings(settings: InferenceSettings) -> InferenceSettings:
+    """The settings as the HTTP/REST listener binds: host is http_host (the exposure rule reads host)."""
+    return settings.model_copy(update={"host": settings.http_host or settings.host})

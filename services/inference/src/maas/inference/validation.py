@@ -66,7 +66,7 @@ def parse(request: InferRequest, signature: Signature, limits: Limits) -> Parsed
 
 
 def _parse_plain_raw(
-    inputs: Sequence[InputTensor], raw: Sequence[bytes], plan: RawPlan, limits: Limits
+    inputs: Sequence[InputTensor], raw: Sequence[bytes | memoryview | None], plan: RawPlan, limits: Limits
 ) -> ParsedRequest | None:
     """The usual request, checked in a few comparisons; None for anything else.
 
@@ -91,7 +91,12 @@ def _parse_plain_raw(
             return None
         rows = batch
         count = batch * row_elements
-        if count > limits.max_elements or len(data) != count * dtype.itemsize or tensor.contents is not None:
+        if (
+            data is None
+            or tensor.contents is not None
+            or count > limits.max_elements
+            or len(data) != count * dtype.itemsize
+        ):
             return None
         arrays.append(np.frombuffer(data, dtype=dtype).reshape(shape))
     return ParsedRequest(arrays, rows, plan.all_outputs)
@@ -165,10 +170,10 @@ def _parse(request: InferRequest, signature: Signature, limits: Limits) -> Parse
             arrays.append(_strings(spec.name, tensor, raw[index] if raw else None, shape, limits))
             continue
         dtype = spec.dtype
-        if raw:
+        data = raw[index] if raw else None
+        if data is not None:
             if tensor.contents is not None:
                 raise InvalidArgument(f"input '{spec.name}': both contents and raw_input_contents given")
-            data = raw[index]
             if len(data) != count * dtype.itemsize:
                 raise InvalidArgument(
                     f"input '{spec.name}': {len(data)} raw bytes, expected {count * dtype.itemsize} "
@@ -188,7 +193,9 @@ def _parse(request: InferRequest, signature: Signature, limits: Limits) -> Parse
     return ParsedRequest(arrays, rows or 1, outputs)
 
 
-def _strings(name: str, tensor: InputTensor, data: bytes | None, shape: tuple[int, ...], limits: Limits) -> np.ndarray:
+def _strings(
+    name: str, tensor: InputTensor, data: bytes | memoryview | None, shape: tuple[int, ...], limits: Limits
+) -> np.ndarray:
     """A BYTES input as an object array of str: each element decoded as UTF-8, bounded before it is decoded.
 
     Raw contents hold each element as a 4-byte little-endian length and then
@@ -244,13 +251,16 @@ def _utf8(value: bytes | memoryview, name: str, index: int) -> str:
 
 
 def _typed(values: Any, dtype: np.dtype, name: str) -> np.ndarray:
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        array = np.asarray(values, dtype=np.int64 if dtype.kind == "i" else np.uint64)
-        if array.size and (array.min() < info.min or array.max() > info.max):
-            raise InvalidArgument(f"input '{name}': values out of range for {dtype.name}")
-        return array.astype(dtype)
-    return np.asarray(values, dtype=dtype)
+    try:
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            array = np.asarray(values, dtype=np.int64 if dtype.kind == "i" else np.uint64)
+            if array.size and (array.min() < info.min or array.max() > info.max):
+                raise InvalidArgument(f"input '{name}': values out of range for {dtype.name}")
+            return array.astype(dtype)
+        return np.asarray(values, dtype=dtype)
+    except OverflowError:  # a JSON integer past int64/uint64 (typed gRPC contents cannot be)
+        raise InvalidArgument(f"input '{name}': values out of range for {dtype.name}") from None
 
 
 def _requested_outputs(request: InferRequest, signature: Signature) -> tuple[int, ...]:
