@@ -1,4 +1,4 @@
-"""docker-compose.yml validates, and says what it promises: health checks, volumes, one published port,
+"""docker-compose.yml validates, and says what it promises: health checks, volumes, the front's two ports,
 replicas that scale, an image without torch for the registry."""
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ def test_only_the_inference_front_is_published() -> None:
     services = compose_config()["services"]
     published = {name for name, svc in services.items() if svc.get("ports")}
     assert published == {"front"}
-    (port,) = services["front"]["ports"]
-    text = port if isinstance(port, str) else f"{port.get('published')}:{port.get('target')}"
-    assert text.split("/")[0].endswith(":8001"), text
-    assert text.startswith("127.0.0.1:"), "loopback by default"
+    texts = [
+        port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port.get('published')}:{port.get('target')}"
+        for port in services["front"]["ports"]
+    ]
+    assert sorted(text.split("/")[0].rsplit(":", 1)[1] for text in texts) == ["8000", "8001"], texts  # HTTP, gRPC
+    assert all(text.startswith("127.0.0.1:") for text in texts), "loopback by default"
 
 
 def test_inference_replicas_can_scale() -> None:
@@ -40,7 +42,10 @@ def test_inference_replicas_can_scale() -> None:
     # The front balances per request over every replica Docker's DNS returns, and only over SERVING ones.
     command = services["front"]["command"]
     envoy = yaml.safe_load(command[command.index("--config-yaml") + 1])
-    (cluster,) = envoy["static_resources"]["clusters"]
+    clusters = {c["name"]: c for c in envoy["static_resources"]["clusters"]}
+    listeners = {item["name"]: item for item in envoy["static_resources"]["listeners"]}
+    assert set(clusters) == {"inference", "inference-http"} and set(listeners) == {"oip", "oip-http"}
+    cluster = clusters["inference"]
     assert cluster["type"] == "STRICT_DNS"
     (group,) = cluster["load_assignment"]["endpoints"]
     (endpoint,) = group["lb_endpoints"]
@@ -52,10 +57,22 @@ def test_inference_replicas_can_scale() -> None:
     options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     assert "http2_protocol_options" in options["explicit_http_config"], "gRPC upstreams speak HTTP/2"
     assert "grpc_health_check" in cluster["health_checks"][0]
-    (listener,) = envoy["static_resources"]["listeners"]
-    assert listener["address"]["socket_address"]["port_value"] == 8001
-    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    assert manager["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["cluster"] == cluster["name"]
+    for listener_name, cluster_name, port in (("oip", "inference", 8001), ("oip-http", "inference-http", 8000)):
+        listener = listeners[listener_name]
+        assert listener["address"]["socket_address"]["port_value"] == port
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        assert manager["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["cluster"] == cluster_name
+    # The HTTP/REST side: the same replicas' HTTP port, only to those whose /v2/health/ready says ready.
+    web = clusters["inference-http"]
+    assert web["type"] == "STRICT_DNS"
+    (group,) = web["load_assignment"]["endpoints"]
+    (endpoint,) = group["lb_endpoints"]
+    address = endpoint["endpoint"]["address"]["socket_address"]
+    assert (address["address"], address["port_value"]) == (
+        "inference",
+        int(environment(inference)["MAAS_INFERENCE_HTTP_PORT"]),
+    )
+    assert web["health_checks"][0]["http_health_check"]["path"] == "/v2/health/ready"
 
 
 def test_health_checks_use_grpc_health_on_each_service_port() -> None:

@@ -9,11 +9,13 @@ the commands, the settings, the health checks - is taken from `docker-compose co
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +56,7 @@ class Translator:
         self.database = database
         self.root = root
         self.ports: dict[str, str] = {}  # "registry:50051" -> "127.0.0.1:<free>"
+        self.http_ports: dict[str, str] = {}  # service -> the free port its HTTP_PORT became
         for name in MAAS_SERVICES:
             port = environment(services[name])[f"MAAS_{name.upper()}_PORT"]
             self.ports[f"{name}:{port}"] = f"127.0.0.1:{unused_port()}"
@@ -75,6 +78,8 @@ class Translator:
                 value = self.ports[f"{name}:{value}"].rsplit(":", 1)[1]
             elif key.endswith("_METRICS_PORT"):
                 value = str(unused_port())
+            elif key.endswith("_HTTP_PORT"):
+                value = self.http_ports[name] = str(unused_port())
             elif value in self.ports:
                 value = self.ports[value]
             elif value.startswith(CONTAINER_ROOTS):
@@ -163,7 +168,19 @@ def test_compose_services_work_as_configured(database: str, tmp_path: Path) -> N
         assert predicted.rc == 0, predicted.stderr
         answer = predicted.json()
         assert answer["version"] == "1"
-        assert np.asarray(answer["outputs"]["logits"]["data"]).shape == (20, 10)
+        logits = np.asarray(answer["outputs"]["logits"]["data"], dtype=np.float32)
+        assert logits.shape == (20, 10)
+
+        # The same replica's HTTP/REST port, as the front's HTTP side reaches it: curl-style JSON.
+        body = json.dumps(
+            {"inputs": [{"name": "input", "shape": [2, 1, 8, 8], "datatype": "FP32", "data": x[:2].tolist()}]}
+        )
+        url = f"http://127.0.0.1:{tr.http_ports['inference']}/v2/models/digits/infer"
+        with urllib.request.urlopen(
+            urllib.request.Request(url, data=body.encode(), method="POST"), timeout=30
+        ) as reply:
+            (output,) = json.loads(reply.read())["outputs"]
+        assert np.allclose(np.asarray(output["data"], dtype=np.float32).reshape(2, 10), logits[:2], atol=1e-5)
     finally:
         for proc in procs.values():
             if proc.poll() is None:
