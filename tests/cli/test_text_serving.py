@@ -166,6 +166,34 @@ def test_typed_bytes_contents_work_as_raw_ones(suite: TextSuite, pushed: dict[st
     np.testing.assert_allclose(logits, suite.expected(texts), rtol=0, atol=TOLERANCE)
 
 
+def test_strings_over_http_binary_or_json_get_what_grpc_gets(
+    suite: TextSuite, client: tc.InferenceServerClient
+) -> None:
+    import tritonclient.http as th
+
+    texts = ["naïve café", "bad acting", text_support.TEXTS[1]]
+    grpc_logits = client.infer("reviews", [text_input(texts)]).as_numpy("logits")
+    web = th.InferenceServerClient(suite.inference.http_url.removeprefix("http://"))
+    try:
+        assert web.get_model_metadata("reviews")["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+        assert web.get_model_config("reviews")["input"][0]["data_type"] == "TYPE_STRING"
+        for binary in (True, False):  # 4-byte lengths and UTF-8 after the JSON, or JSON strings
+            tensor = th.InferInput("text", [len(texts)], "BYTES")
+            tensor.set_data_from_numpy(np.array(texts, dtype=object), binary_data=binary)
+            logits = web.infer("reviews", [tensor]).as_numpy("logits")
+            assert np.array_equal(logits, grpc_logits), binary
+        # Past the service's bounds, or not strings: 400 naming the input, as gRPC's INVALID_ARGUMENT.
+        for bad in (["x"] * (MAX_STRINGS + 1), ["x" * (MAX_BYTES + 1)]):
+            tensor = th.InferInput("text", [len(bad)], "BYTES")
+            tensor.set_data_from_numpy(np.array(bad, dtype=object), binary_data=False)
+            with pytest.raises(InferenceServerException) as info:
+                web.infer("reviews", [tensor])
+            assert info.value.status() == "400" and "input 'text'" in str(info.value.message())
+    finally:
+        web.close()
+    np.testing.assert_allclose(grpc_logits, suite.expected(texts), rtol=0, atol=TOLERANCE)
+
+
 def test_maas_predict_text_prints_the_top_classes(suite: TextSuite, pushed: dict[str, Any]) -> None:
     texts = ["i loved every minute", "dull, slow and far too long"]
     result = suite.maas("predict", "reviews", "--text", texts[0], "--text", texts[1], "--json")
