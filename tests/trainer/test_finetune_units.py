@@ -12,6 +12,7 @@ from maas.common import architectures, catalog
 from maas.common.builtin_architectures import TORCHVISION
 from maas.common.errors import FailedPrecondition, InvalidArgument
 from maas.trainer import pretrained_weights as pw
+from maas.trainer.jobspec import PretrainedWeights
 from maas.trainer.worker import finetune
 
 
@@ -42,11 +43,11 @@ def test_a_resnet_keeps_its_backbone_and_batchnorm_statistics_when_frozen(tmp_pa
     state = catalog.state_dict(source)
     save_file(state, str(tmp_path / "r.safetensors"))
     target = arch("resnet18", 4, (3, 16, 16))
-    spec = {"pretrained": pw.resolve({"path": "r.safetensors"}, True, target, tmp_path), "freeze_backbone": True}
+    weights = PretrainedWeights(**pw.resolve({"path": "r.safetensors"}, True, target, tmp_path))
     model = catalog.build(target)
-    assert finetune.apply(model, target, spec, tmp_path) == {
+    assert finetune.apply(model, target, weights, True, tmp_path) == {
         "path": "r.safetensors",
-        "sha256": spec["pretrained"]["sha256"],
+        "sha256": weights.sha256,
     }
     trainable = finetune.trainable(model)
     assert [p.shape for p in trainable] == [torch.Size([4, 512]), torch.Size([4])]
@@ -69,8 +70,8 @@ def test_without_freezing_every_parameter_trains(tmp_path: Path) -> None:
     )
     target = arch("lenet", 3, (1, 8, 8), padding=2)
     model = catalog.build(target)
-    spec = {"pretrained": pw.resolve({"path": "l.safetensors"}, False, target, tmp_path), "freeze_backbone": False}
-    finetune.apply(model, target, spec, tmp_path)
+    weights = PretrainedWeights(**pw.resolve({"path": "l.safetensors"}, False, target, tmp_path))
+    finetune.apply(model, target, weights, False, tmp_path)
     assert len(finetune.trainable(model)) == len(list(model.parameters()))
 
 
@@ -105,7 +106,7 @@ def test_a_file_changed_after_submission_is_refused_by_the_worker(tmp_path: Path
     target = arch("lenet", 5, (1, 8, 8), padding=2)
     state = catalog.state_dict(catalog.build(target))
     save_file(state, str(tmp_path / "l.safetensors"))
-    spec = {"pretrained": pw.resolve({"path": "l.safetensors"}, False, target, tmp_path)}
+    weights = PretrainedWeights(**pw.resolve({"path": "l.safetensors"}, False, target, tmp_path))
     save_file({k: v + 1 for k, v in state.items()}, str(tmp_path / "l.safetensors"))
     with pytest.raises(FailedPrecondition, match=r"pretrained\.sha256"):
-        finetune.apply(catalog.build(target), target, spec, tmp_path)
+        finetune.apply(catalog.build(target), target, weights, False, tmp_path)

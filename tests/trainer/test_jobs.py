@@ -162,34 +162,34 @@ async def test_list_and_get(suite) -> None:
 
 def _bad_specs() -> list[tuple[str, tpb.JobSpec]]:
     cases = [
-        ("unknown model", tpb.JobSpec(model=tpb.ModelSpec(name="os.system"), dataset=tpb.DatasetSpec(name="digits"))),
+        ("model.name", tpb.JobSpec(model=tpb.ModelSpec(name="os.system"), dataset=tpb.DatasetSpec(name="digits"))),
         (
-            "import path",
+            "model.name",
             tpb.JobSpec(model=tpb.ModelSpec(name="torch.nn.Linear"), dataset=tpb.DatasetSpec(name="digits")),
         ),
-        ("unknown dataset", tpb.JobSpec(model=tpb.ModelSpec(name="mlp"), dataset=tpb.DatasetSpec(name="http://x/y"))),
+        ("dataset.name", tpb.JobSpec(model=tpb.ModelSpec(name="mlp"), dataset=tpb.DatasetSpec(name="http://x/y"))),
         ("epochs", digits_spec(epochs=100_000)),
-        ("batch", digits_spec(batch_size=-1)),
-        ("lr", digits_spec(optimizer=tpb.OptimizerSpec(name="sgd", lr=-1))),
-        ("optimizer", digits_spec(optimizer=tpb.OptimizerSpec(name="__import__('os')"))),
-        ("world size", digits_spec(world_size=1000)),
-        ("split", digits_spec(validation_split=0.9)),
-        ("register name", digits_spec(register_as="../../etc")),
-        ("alias", digits_spec(register_as="d", promotion=tpb.PromotionRule(alias="Prod;rm -rf /"))),
-        ("promotion without model", digits_spec(promotion=tpb.PromotionRule(alias="production"))),
-        ("schedule", digits_spec(schedule=tpb.ScheduleSpec(name="exec"))),
-        ("early metric", digits_spec(early_stopping=tpb.EarlyStopping(metric="$(reboot)"))),
+        ("batch_size", digits_spec(batch_size=-1)),
+        ("optimizer.lr", digits_spec(optimizer=tpb.OptimizerSpec(name="sgd", lr=-1))),
+        ("optimizer.name", digits_spec(optimizer=tpb.OptimizerSpec(name="__import__('os')"))),
+        ("world_size", digits_spec(world_size=1000)),
+        ("validation_split", digits_spec(validation_split=0.9)),
+        ("register_as", digits_spec(register_as="../../etc")),
+        ("promotion.alias", digits_spec(register_as="d", promotion=tpb.PromotionRule(alias="Prod;rm -rf /"))),
+        ("promotion", digits_spec(promotion=tpb.PromotionRule(alias="production"))),
+        ("schedule.name", digits_spec(schedule=tpb.ScheduleSpec(name="exec"))),
+        ("early_stopping.metric", digits_spec(early_stopping=tpb.EarlyStopping(metric="$(reboot)"))),
     ]
     extra_arg = digits_spec()
     extra_arg.model.args.update({"__class__": "subprocess.Popen"})
-    cases.append(("model arg", extra_arg))
+    cases.append(("model.args", extra_arg))
     classes = digits_spec()
     classes.model.args.update({"num_classes": 3})
-    cases.append(("classes", classes))
+    cases.append(("model.args.num_classes", classes))
     for path in ["../outside", "/etc", "a/../../b", "%2e%2e%2f", "..\\windows", "file:///etc", "x\x00y"]:
         cases.append(
             (
-                f"path {path!r}",
+                "dataset.path",
                 tpb.JobSpec(model=tpb.ModelSpec(name="mlp"), dataset=tpb.DatasetSpec(name="imagefolder", path=path)),
             )
         )
@@ -197,13 +197,14 @@ def _bad_specs() -> list[tuple[str, tpb.JobSpec]]:
 
 
 @pytest.mark.parametrize("suite", [{"warm_workers": 0}], indirect=True)
-async def test_bad_specs_are_invalid_argument(suite) -> None:
-    for case, spec in _bad_specs():
+async def test_bad_specs_are_invalid_argument_naming_the_field(suite) -> None:
+    for field, spec in _bad_specs():
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await suite.trainer_stub.SubmitJob(tpb.SubmitJobRequest(spec=spec))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (
-            f"{case}: {info.value.code()} {info.value.details()}"
+            f"{field}: {info.value.code()} {info.value.details()}"
         )
+        assert info.value.details().startswith(field), (field, info.value.details())
     listed = await suite.trainer_stub.ListJobs(tpb.ListJobsRequest())
     assert list(listed.jobs) == []
 

@@ -58,10 +58,10 @@ def test_spec_pte_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(InvalidArgument):
         optimize_spec.check({"source": "digits/3", "quantize": "int8", "formats": ["pte"]})
     checked = optimize_spec.check({"source": "digits/3", "formats": ["PTE", "ort", "pte"]})
-    assert checked["formats"] == ["pte", "ort"]
+    assert checked.formats == ("pte", "ort")
     optimize_spec.require_tools(checked)  # executorch is installed here (requirements/dev.txt)
     doc = optimize_spec.resolve(checked, SOURCE, data_root=tmp_path, max_runtime=60)
-    assert doc["register_as"] == "" and doc["optimize"]["formats"] == ["pte", "ort"]
+    assert doc.register_as == "" and doc.optimize is not None and doc.optimize.formats == ("pte", "ort")
 
     has_pte = optimize_spec.Source(**{**SOURCE.__dict__, "formats": frozenset({"safetensors", "onnx", "pte"})})
     with pytest.raises(AlreadyExists):

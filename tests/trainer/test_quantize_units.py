@@ -105,18 +105,18 @@ def test_optimize_spec_checks_and_resolves(tmp_path: Path) -> None:
         with pytest.raises(InvalidArgument):
             optimize_spec.check(bad)
     checked = optimize_spec.check({"source": "digits@production", "quantize": "int8", "formats": ["ort", "ORT"]})
-    assert checked["formats"] == ["ort"] and checked["calibration_batches"] == 8
+    assert checked.formats == ("ort",) and checked.calibration_batches == 8
 
     with pytest.raises(FailedPrecondition, match="--dataset"):
         optimize_spec.resolve(checked, SOURCE, data_root=tmp_path, max_runtime=60)
     trained = optimize_spec.dataset_from_run({"dataset.name": "digits", "validation_split": "0.2", "seed": "7"})
     source = optimize_spec.Source(**{**SOURCE.__dict__, "dataset": trained, "dataset_from": "run"})
     doc = optimize_spec.resolve(checked, source, data_root=tmp_path, max_runtime=60)
-    assert doc["optimize"]["parent"] == {"model": "digits", "version": 3}
-    assert (doc["validation_split"], doc["seed"], doc["register_as"]) == (0.2, 7, "digits")
+    assert doc.optimize is not None and doc.optimize.parent.model_dump() == {"model": "digits", "version": 3}
+    assert (doc.validation_split, doc.seed, doc.register_as) == (0.2, 7, "digits")
 
     ort_only = optimize_spec.check({"source": "digits/3", "formats": ["ort"]})
     has_ort = optimize_spec.Source(**{**source.__dict__, "formats": frozenset({"onnx", "ort"})})
     with pytest.raises(AlreadyExists):
         optimize_spec.resolve(ort_only, has_ort, data_root=tmp_path, max_runtime=60)
-    assert optimize_spec.resolve(ort_only, source, data_root=tmp_path, max_runtime=60)["register_as"] == ""
+    assert optimize_spec.resolve(ort_only, source, data_root=tmp_path, max_runtime=60).register_as == ""

@@ -52,10 +52,12 @@ def _resolve(root: Path, **model_args: Any) -> dict[str, Any]:
 def test_the_checkpoint_sets_the_sizes_and_every_file_is_pinned(tmp_path: Path) -> None:
     _checkpoint(tmp_path, pad=True)
     resolved = _resolve(tmp_path, dropout=0.0)
-    args = resolved["architecture"]["args"]
+    assert resolved.architecture is not None and resolved.text is not None
+    args = resolved.architecture.args
     assert (args["num_layers"], args["hidden_size"], args["vocab_size"], args["num_classes"]) == (1, 16, 16, 2)
     assert args["dropout"] == 0.0
-    pins = resolved["text"]["pretrained_checkpoint"]["sha256"]
+    assert resolved.text.pretrained_checkpoint is not None
+    pins = resolved.text.pretrained_checkpoint.sha256
     assert set(pins) == {"config.json", "model.safetensors", "tokenizer.json"}
 
 

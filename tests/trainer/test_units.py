@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -9,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
 from maas.common import errors
 from maas.common.sql import Database
 from maas.trainer import datasets, spec
 from maas.trainer.db import migrate
 from maas.trainer.db.store import JobStore
+from maas.trainer.jobspec import JobSpec
 from maas.trainer.worker import checkpoint
 
 DIGITS = {"model": {"name": "mlp"}, "dataset": {"name": "digits"}, "epochs": 1}
@@ -159,12 +162,17 @@ def test_resolved_spec_defaults() -> None:
         max_world_size=2,
         max_runtime=100,
     )
-    assert resolved["model"]["args"] == {"in_channels": 1, "padding": 2, "num_classes": 10}
-    assert resolved["optimizer"] == {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0}
-    assert resolved["epochs"] == 10 and resolved["batch_size"] == 64 and resolved["max_retries"] == 2
-    assert resolved["max_runtime_seconds"] == 100
+    assert resolved.model is not None and resolved.optimizer is not None
+    assert resolved.model.args == {"in_channels": 1, "padding": 2, "num_classes": 10}
+    assert resolved.optimizer.model_dump() == {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0}
+    assert resolved.epochs == 10 and resolved.batch_size == 64 and resolved.max_retries == 2
+    assert resolved.max_runtime_seconds == 100
+    # Stored and read back, the spec is the same object; frozen, nothing can change it on the way.
+    assert JobSpec.load(json.loads(json.dumps(resolved.stored()))) == resolved
+    with pytest.raises(ValidationError):
+        resolved.epochs = 3  # type: ignore[misc]
     zero = spec.resolve({**DIGITS, "max_retries": 0}, data_root=Path("/x"), max_world_size=1, max_runtime=60)
-    assert zero["max_retries"] == 0
+    assert zero.max_retries == 0
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
@@ -182,3 +190,57 @@ def test_resolved_spec_defaults() -> None:
 def test_non_finite_numbers_anywhere_in_a_spec_are_invalid_argument(where, value: float) -> None:
     with pytest.raises(errors.InvalidArgument):
         spec.resolve({**DIGITS, **where(value)}, data_root=Path("/x"), max_world_size=1, max_runtime=60)
+
+
+@pytest.mark.parametrize(
+    ("given", "field"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": 10_001}, "epochs"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"validation_split": 0.9}, "validation_split"),
+        ({"seed": -3}, "seed"),
+        ({"world_size": 3}, "world_size"),
+        ({"max_runtime_seconds": 61}, "max_runtime_seconds"),
+        ({"max_retries": 11}, "max_retries"),
+        ({"threads": 1000}, "threads"),
+        ({"optimizer": {"name": "lion"}}, "optimizer.name"),
+        ({"optimizer": {"lr": 20.0}}, "optimizer.lr"),
+        ({"optimizer": {"momentum": 2.0}}, "optimizer.momentum"),
+        ({"schedule": {"name": "warmup"}}, "schedule.name"),
+        ({"schedule": {"name": "step", "step_size": 0}}, "schedule.step_size"),
+        ({"early_stopping": {"metric": "val_f1"}}, "early_stopping.metric"),
+        ({"early_stopping": {"metric": "val_loss", "patience": 0}}, "early_stopping.patience"),
+        ({"register_as": "Not A Name"}, "register_as"),
+        ({"register_as": "d", "promotion": {"alias": "9bad"}}, "promotion.alias"),
+        ({"register_as": "d", "promotion": {"alias": "prod", "metric": "accuracy_delta"}}, "promotion.metric"),
+        ({"promotion": {"alias": "prod"}}, "promotion"),
+        ({"pretrained": {"path": "w.safetensors", "sha256": "abc"}}, "pretrained.sha256"),
+        (
+            {"pretrained_checkpoint": {"path": "m", "sha256": {"config.json": "x"}}},
+            "pretrained_checkpoint.sha256.config.json",
+        ),
+        ({"description": "x\x00y"}, "description"),
+        ({"tags": {"bad key!": "v"}}, "tags"),
+        ({"surprise": 1}, "surprise"),
+        ({"optimizer": {"lr": "fast"}}, "optimizer.lr"),
+    ],
+)
+def test_a_spec_wrong_in_any_field_is_invalid_argument_naming_it(given: dict, field: str) -> None:
+    with pytest.raises(errors.InvalidArgument) as caught:
+        spec.resolve({**DIGITS, **given}, data_root=Path("/x"), max_world_size=2, max_runtime=60)
+    assert caught.value.message.startswith(f"{field}: "), caught.value.message
+
+
+def test_defaults_follow_the_optimizer_and_the_metric() -> None:
+    def resolved(**given: object) -> JobSpec:
+        return spec.resolve({**DIGITS, **given}, data_root=Path("/x"), max_world_size=1, max_runtime=60)
+
+    adam = resolved(optimizer={"name": "adam"}).optimizer
+    assert adam is not None and (adam.lr, adam.momentum) == (0.001, 0.0)
+    early = resolved(early_stopping={"metric": "val_accuracy"}).early_stopping
+    assert early is not None and early.higher_is_better and early.patience == 3
+    early = resolved(early_stopping={"metric": "val_loss"}).early_stopping
+    assert early is not None and not early.higher_is_better
+    rule = resolved(register_as="d", promotion={"alias": "prod", "metric": "val_loss"}).promotion
+    assert rule is not None and not rule.higher_is_better and rule.threshold == 0.0

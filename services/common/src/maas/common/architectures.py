@@ -116,14 +116,20 @@ class Architecture:
         }
 
 
-def resolve_args(found: plugins.Entry, args: dict[str, Any], shape: tuple[int, ...]) -> Any:
-    """The entry's arguments model for `args` (defaults filled in), checked against the input shape."""
+def resolve_args(
+    found: plugins.Entry, args: dict[str, Any], shape: tuple[int, ...], field: str = "architecture.args"
+) -> Any:
+    """The entry's arguments model for `args` (defaults filled in), checked against the input shape.
+
+    A refusal names `field`: a version's document (architecture.args) or a job spec's (model.args).
+    """
     plugin = found.plugin
-    resolved = plugins.validate(plugin.Args, args, "architecture.args", found.name, {"input_shape": shape})
+    resolved = plugins.validate(plugin.Args, args, field, found.name, {"input_shape": shape})
     try:
         plugin.check(resolved, shape)
     except ValueError as exc:
-        raise InvalidArgument(f"architecture: {str(exc)[:300]}") from None
+        where = "architecture" if field == "architecture.args" else field
+        raise InvalidArgument(f"{where}: {str(exc)[:300]}") from None
     return resolved
 
 

@@ -9,7 +9,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from maas.common import errors, plugins
 from maas.common.structs import from_struct
-from maas.trainer import entities
+from maas.trainer import entities, jobspec
 from maas.v1 import trainer_pb2 as pb
 
 
@@ -27,8 +27,14 @@ def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
     return out
 
 
+def _set(message: Any, *names: str) -> dict[str, Any]:
+    """The named fields of a proto message that are set: proto3 cannot tell zero from unset, so zero is unset
+    and the typed spec's default applies."""
+    return {name: getattr(message, name) for name in names if getattr(message, name)}
+
+
 def from_spec(spec: pb.JobSpec) -> dict[str, Any]:
-    """The request's spec as a plain document for maas.trainer.spec.resolve."""
+    """The request's spec as a plain document for maas.trainer.jobspec.parse (unset fields left out)."""
     raw: dict[str, Any] = {
         "model": {"name": spec.model.name, "args": from_struct(spec.model.args, "model.args")},
         "dataset": {
@@ -36,56 +42,45 @@ def from_spec(spec: pb.JobSpec) -> dict[str, Any]:
             "path": spec.dataset.path,
             "args": from_struct(spec.dataset.args, "dataset.args"),
         },
-        "optimizer": {
-            "name": spec.optimizer.name,
-            "lr": spec.optimizer.lr,
-            "momentum": spec.optimizer.momentum,
-            "weight_decay": spec.optimizer.weight_decay,
-        },
-        "schedule": {"name": spec.schedule.name, "step_size": spec.schedule.step_size, "gamma": spec.schedule.gamma},
-        "epochs": spec.epochs,
-        "batch_size": spec.batch_size,
-        "validation_split": spec.validation_split,
-        "seed": spec.seed,
-        "world_size": spec.world_size,
-        "max_runtime_seconds": spec.max_runtime_seconds,
-        "register_as": spec.register_as,
-        "threads": spec.threads,
-        "description": spec.description,
+        "optimizer": _set(spec.optimizer, "name", "lr", "momentum", "weight_decay"),
+        "schedule": _set(spec.schedule, "name", "step_size", "gamma"),
+        **_set(
+            spec,
+            "epochs",
+            "batch_size",
+            "validation_split",
+            "seed",
+            "world_size",
+            "max_runtime_seconds",
+            "register_as",
+            "threads",
+            "description",
+        ),
         "tags": dict(spec.tags),
     }
     if spec.HasField("max_retries"):
         raw["max_retries"] = spec.max_retries
     if spec.HasField("pretrained"):
-        raw["pretrained"] = {"path": spec.pretrained.path, "sha256": spec.pretrained.sha256}
+        raw["pretrained"] = _set(spec.pretrained, "path", "sha256") or {"path": ""}
     if spec.freeze_backbone:
         raw["freeze_backbone"] = True
     if spec.HasField("pretrained_checkpoint"):
         ckpt = spec.pretrained_checkpoint
         raw["pretrained_checkpoint"] = {"path": ckpt.path, "sha256": dict(ckpt.sha256)}
     if spec.early_stopping.metric:
-        es = spec.early_stopping
-        raw["early_stopping"] = {"metric": es.metric, "patience": es.patience, "min_delta": es.min_delta}
         # proto3 cannot tell "false" from "unset": false means "the metric's natural direction".
-        if es.higher_is_better:
-            raw["early_stopping"]["higher_is_better"] = True
+        raw["early_stopping"] = _set(spec.early_stopping, "metric", "patience", "min_delta", "higher_is_better")
     if spec.promotion.alias:
-        pr = spec.promotion
-        raw["promotion"] = {"alias": pr.alias, "metric": pr.metric, "threshold": pr.threshold}
-        if pr.higher_is_better:
-            raw["promotion"]["higher_is_better"] = True
+        raw["promotion"] = _set(spec.promotion, "alias", "metric", "threshold", "higher_is_better")
     return raw
 
 
 def from_optimize(spec: pb.OptimizeSpec) -> dict[str, Any]:
-    """The request's OptimizeSpec as a plain document for maas.trainer.optimize_spec.check."""
+    """The request's OptimizeSpec as a plain document for maas.trainer.jobspec.parse_optimize."""
     raw: dict[str, Any] = {
         "source": spec.source,
-        "quantize": spec.quantize,
-        "method": spec.method,
         "formats": list(spec.formats),
-        "register_as": spec.register_as,
-        "calibration_batches": spec.calibration_batches,
+        **_set(spec, "quantize", "method", "register_as", "calibration_batches"),
     }
     if spec.dataset.name:
         raw["dataset"] = {
@@ -94,69 +89,71 @@ def from_optimize(spec: pb.OptimizeSpec) -> dict[str, Any]:
             "args": from_struct(spec.dataset.args, "spec.dataset.args"),
         }
     if spec.promotion.alias:
-        pr = spec.promotion
-        raw["promotion"] = {"alias": pr.alias, "metric": pr.metric, "threshold": pr.threshold}
-        if pr.higher_is_better:
-            raw["promotion"]["higher_is_better"] = True
+        raw["promotion"] = _set(spec.promotion, "alias", "metric", "threshold", "higher_is_better")
     return raw
 
 
-def to_optimize(doc: dict[str, Any]) -> pb.OptimizeSpec:
-    """The stored optimization: its source pinned to the version the request named."""
-    parent = doc["parent"]
-    out = pb.OptimizeSpec(
-        source=f"{parent['model']}/{parent['version']}",
-        quantize=doc["quantize"],
-        method=doc["method"],
-        formats=doc["formats"],
-        register_as=doc["register_as"],
-        calibration_batches=doc["calibration_batches"],
+def _promotion(rule: jobspec.Promotion) -> pb.PromotionRule:
+    return pb.PromotionRule(
+        alias=rule.alias, metric=rule.metric, threshold=rule.threshold, higher_is_better=rule.higher_is_better
     )
-    if doc.get("dataset"):
-        ds = doc["dataset"]
-        out.dataset.CopyFrom(
-            pb.DatasetSpec(name=ds["name"], path=ds.get("path", ""), args=to_struct(ds.get("args") or {}))
-        )
-    if doc.get("promotion"):
-        out.promotion.CopyFrom(pb.PromotionRule(**doc["promotion"]))
+
+
+def _dataset(ds: jobspec.DatasetRef) -> pb.DatasetSpec:
+    return pb.DatasetSpec(name=ds.name, path=ds.path, args=to_struct(ds.args))
+
+
+def to_optimize(opt: jobspec.Optimization) -> pb.OptimizeSpec:
+    """The stored optimization: its source pinned to the version the request named."""
+    out = pb.OptimizeSpec(
+        source=f"{opt.parent.model}/{opt.parent.version}",
+        quantize=opt.quantize,
+        method=opt.method,
+        formats=opt.formats,
+        register_as=opt.register_as,
+        calibration_batches=opt.calibration_batches,
+    )
+    if opt.dataset is not None:
+        out.dataset.CopyFrom(_dataset(opt.dataset))
+    if opt.promotion is not None:
+        out.promotion.CopyFrom(_promotion(opt.promotion))
     return out
 
 
-def to_spec(doc: dict[str, Any]) -> pb.JobSpec:
+def to_spec(spec: jobspec.JobSpec) -> pb.JobSpec:
     """The resolved spec, with every default filled in."""
     out = pb.JobSpec(
-        model=pb.ModelSpec(name=doc["model"]["name"], args=to_struct(doc["model"]["args"])),
-        dataset=pb.DatasetSpec(
-            name=doc["dataset"]["name"], path=doc["dataset"]["path"], args=to_struct(doc["dataset"]["args"])
-        ),
-        optimizer=pb.OptimizerSpec(**doc["optimizer"]),
-        schedule=pb.ScheduleSpec(**doc["schedule"]),
-        epochs=doc["epochs"],
-        batch_size=doc["batch_size"],
-        validation_split=doc["validation_split"],
-        seed=doc["seed"],
-        world_size=doc["world_size"],
-        max_runtime_seconds=doc["max_runtime_seconds"],
-        register_as=doc["register_as"],
-        max_retries=doc["max_retries"],
-        threads=doc["threads"],
-        description=doc["description"],
-        tags=doc["tags"],
+        dataset=_dataset(spec.dataset),
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        validation_split=spec.validation_split,
+        seed=spec.seed,
+        world_size=spec.world_size,
+        max_runtime_seconds=spec.max_runtime_seconds,
+        register_as=spec.register_as,
+        max_retries=spec.max_retries,
+        threads=spec.threads,
+        description=spec.description,
+        tags=spec.tags,
     )
-    if doc.get("early_stopping"):
-        out.early_stopping.CopyFrom(pb.EarlyStopping(**doc["early_stopping"]))
-    if doc.get("promotion"):
-        out.promotion.CopyFrom(pb.PromotionRule(**doc["promotion"]))
-    if doc.get("optimize"):
-        out.optimize.CopyFrom(to_optimize(doc["optimize"]))
-    checkpoint = (doc.get("text") or {}).get("pretrained_checkpoint")
-    if checkpoint:
-        out.pretrained_checkpoint.CopyFrom(
-            pb.PretrainedCheckpointSpec(path=checkpoint["path"], sha256=checkpoint["sha256"])
-        )
-    if doc.get("pretrained"):
-        out.pretrained.CopyFrom(pb.PretrainedSpec(path=doc["pretrained"]["path"], sha256=doc["pretrained"]["sha256"]))
-        out.freeze_backbone = bool(doc.get("freeze_backbone"))
+    if spec.model is not None:
+        out.model.CopyFrom(pb.ModelSpec(name=spec.model.name, args=to_struct(spec.model.args)))
+    if spec.optimizer is not None:
+        out.optimizer.CopyFrom(pb.OptimizerSpec(**spec.optimizer.model_dump()))
+    if spec.schedule is not None:
+        out.schedule.CopyFrom(pb.ScheduleSpec(**spec.schedule.model_dump()))
+    if spec.early_stopping is not None:
+        out.early_stopping.CopyFrom(pb.EarlyStopping(**spec.early_stopping.model_dump()))
+    if spec.promotion is not None:
+        out.promotion.CopyFrom(_promotion(spec.promotion))
+    if spec.optimize is not None:
+        out.optimize.CopyFrom(to_optimize(spec.optimize))
+    checkpoint = spec.text.pretrained_checkpoint if spec.text is not None else None
+    if checkpoint is not None:
+        out.pretrained_checkpoint.CopyFrom(pb.PretrainedCheckpointSpec(path=checkpoint.path, sha256=checkpoint.sha256))
+    if spec.pretrained is not None:
+        out.pretrained.CopyFrom(pb.PretrainedSpec(path=spec.pretrained.path, sha256=spec.pretrained.sha256))
+        out.freeze_backbone = spec.freeze_backbone
     return out
 
 

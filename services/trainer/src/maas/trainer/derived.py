@@ -30,6 +30,7 @@ from maas.common.structs import from_struct
 from maas.trainer import entities
 from maas.trainer.db.store import JobStore
 from maas.trainer.handoff import Handoff, to_signature
+from maas.trainer.jobspec import Optimization
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as rpb
 
@@ -53,8 +54,15 @@ def signature_doc(signature: common_pb2.Signature) -> dict[str, Any]:
     return {"inputs": specs(signature.inputs), "outputs": specs(signature.outputs)}
 
 
+def optimization(job: entities.Job) -> Optimization:
+    """What an optimization job was asked to make (its spec's optimize section)."""
+    if job.spec.optimize is None:
+        raise errors.FailedPrecondition(f"job {job.job_id} is not an optimization")
+    return job.spec.optimize
+
+
 def to_lineage(job: entities.Job, result: dict[str, Any]) -> rpb.Lineage:
-    opt, ds = job.spec["optimize"], result["dataset"]
+    opt, ds = optimization(job), result["dataset"]
     origins = result.get("origins") or {}
     args = struct_pb2.Struct()
     args.update(ds.get("args") or {})
@@ -67,7 +75,7 @@ def to_lineage(job: entities.Job, result: dict[str, Any]) -> rpb.Lineage:
             name=ds["name"],
             args=args,
             path=ds.get("path", ""),
-            fingerprint=opt.get("dataset_fingerprint", ""),
+            fingerprint=opt.dataset_fingerprint,
             validation_split=float(ds["validation_split"]),
             seed=int(ds["seed"]),
             origin=str(origins.get("dataset") or ""),
@@ -88,8 +96,8 @@ class DerivedHandoff:
 
     async def fetch(self, job: entities.Job, directory: Path) -> None:
         """The source version's model and description into `directory` (version.json written last)."""
-        parent = job.spec["optimize"]["parent"]
-        model, number = parent["model"], int(parent["version"])
+        parent = optimization(job).parent
+        model, number = parent.model, parent.version
         ref = f"{model}/{number}"
         patiently = self._handoff.patiently
         version = await patiently("source lookup", job.job_id, lambda: self._client.get_version(model, number))
@@ -103,7 +111,7 @@ class DerivedHandoff:
         else:
             raise errors.FailedPrecondition(f"{ref} has neither an ONNX artifact nor safetensors weights")
         wanted = [(fmt, name)]
-        if "pte" in job.spec["optimize"]["formats"] and fmt != rpb.MODEL_FORMAT_SAFETENSORS:
+        if "pte" in optimization(job).formats and fmt != rpb.MODEL_FORMAT_SAFETENSORS:
             # A .pte is exported from the torch module: its weights too, beside the ONNX model.
             if rpb.MODEL_FORMAT_SAFETENSORS not in formats:
                 raise errors.FailedPrecondition(f"{ref} has no safetensors weights to export a .pte from")
@@ -130,7 +138,7 @@ class DerivedHandoff:
 
     async def register(self, job: entities.Job, export_dir: Path, emit: Emit) -> entities.Job:
         result = json.loads((export_dir / "result.json").read_text())
-        if job.spec["optimize"]["quantize"]:
+        if optimization(job).quantize:
             return await self._register_version(job, export_dir, result, emit)
         return await self._add_formats(job, export_dir, result, emit)
 
@@ -138,7 +146,7 @@ class DerivedHandoff:
         self, job: entities.Job, export_dir: Path, result: dict[str, Any], emit: Emit
     ) -> entities.Job:
         h, spec = self._handoff, job.spec
-        model, parent = spec["register_as"], result["source"]
+        model, parent = spec.register_as, result["source"]
         parent_ref = f"{parent['model']}/{parent['version']}"
         metrics = {k: float(v) for k, v in result["metrics"].items()}
         if result.get("ort"):
@@ -165,7 +173,7 @@ class DerivedHandoff:
                     architecture=result["architecture"],
                     signature=to_signature(result["signature"]),
                     run_id=job.run_id,
-                    description=spec.get("description", ""),
+                    description=spec.description,
                     tags=tags,
                     metrics=metrics,
                     lineage=to_lineage(job, result),
@@ -191,9 +199,8 @@ class DerivedHandoff:
             f"latency ratio {metrics['latency_ratio']:.3f})"
         )
         promoted = ""
-        rule = spec.get("promotion")
-        if rule:
-            promoted = await h._promote(job, model, number, metrics, rule, emit)
+        if spec.promotion is not None:
+            promoted = await h._promote(job, model, number, metrics, spec.promotion, emit)
         await h.patiently("run finish", job.job_id, lambda: h.finish_run(job.job_id, rpb.RUN_STATUS_FINISHED))
         return await self._in_thread(self._store.record, job.job_id, promoted_alias=promoted)
 

@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from maas.trainer.jobspec import JobSpec
+
 
 class JobState(enum.StrEnum):
     QUEUED = "QUEUED"
@@ -33,7 +35,7 @@ class Phase(enum.StrEnum):
 @dataclass(frozen=True)
 class Job:
     job_id: str
-    spec: dict[str, Any]  # the resolved spec (see spec.py), JSON-shaped
+    spec: JobSpec  # the resolved spec (maas.trainer.spec.resolve)
     state: JobState
     phase: str
     reason: str

@@ -28,6 +28,7 @@ from maas.common.clients.registry import RegistryClient
 from maas.common.retry import RetryPolicy
 from maas.trainer import entities
 from maas.trainer.db.store import JobStore
+from maas.trainer.jobspec import Promotion
 from maas.v1 import common_pb2
 from maas.v1 import registry_pb2 as rpb
 
@@ -98,9 +99,9 @@ def training_lineage(job: entities.Job, result: dict[str, Any]) -> rpb.Lineage:
     rows; the fingerprint and software versions are what the worker reported.
     """
     spec = job.spec
-    ds = spec["dataset"]
+    ds = spec.dataset
     args = struct_pb2.Struct()
-    args.update(ds.get("args") or {})
+    args.update(ds.args)
     origins = result.get("origins") or {}
     pretrained = result.get("pretrained") or {}
     return rpb.Lineage(
@@ -108,12 +109,12 @@ def training_lineage(job: entities.Job, result: dict[str, Any]) -> rpb.Lineage:
         job_id=job.job_id,
         architecture_origin=str(origins.get("architecture") or ""),
         dataset=rpb.DatasetLineage(
-            name=ds["name"],
+            name=ds.name,
             args=args,
-            path=ds.get("path", ""),
+            path=ds.path,
             fingerprint=str(result.get("dataset_fingerprint") or ""),
-            validation_split=float(spec["validation_split"]),
-            seed=int(spec["seed"]),
+            validation_split=spec.validation_split,
+            seed=spec.seed,
             origin=str(origins.get("dataset") or ""),
         ),
         software={str(k): str(v) for k, v in (result.get("software") or {}).items()},
@@ -145,7 +146,7 @@ class Handoff:
         if job.run_id:
             return job.run_id
         run = await self._client.create_run(
-            name=f"job {job.job_id}", job_id=job.job_id, params=flatten_params(job.spec)
+            name=f"job {job.job_id}", job_id=job.job_id, params=flatten_params(job.spec.stored())
         )
         await self._in_thread(self._store.mark_synced, job.job_id, job.synced_seq, run.run_id)
         return run.run_id
@@ -181,7 +182,7 @@ class Handoff:
         self, job: entities.Job, export_dir: Path, emit: Callable[[str], Awaitable[None]]
     ) -> entities.Job:
         spec = job.spec
-        model = spec["register_as"]
+        model = spec.register_as
         result = json.loads((export_dir / "result.json").read_text())
         metrics = {k: float(v) for k, v in result["metrics"].items()}
         onnx = result.get("onnx") or {}
@@ -207,12 +208,12 @@ class Handoff:
                     architecture=result["architecture"],
                     signature=to_signature(result["signature"]),
                     run_id=job.run_id,
-                    description=spec.get("description", ""),
+                    description=spec.description,
                     tags={
-                        **spec.get("tags", {}),
+                        **spec.tags,
                         **onnx_tags,
                         "job_id": job.job_id,
-                        "dataset": spec["dataset"]["name"],
+                        "dataset": spec.dataset.name,
                     },
                     metrics=metrics,
                     lineage=training_lineage(job, result),
@@ -237,9 +238,8 @@ class Handoff:
         await emit(f"registered {model}/{version.version} ({version.size_bytes} bytes, sha256 {version.sha256[:12]})")
 
         promoted = ""
-        rule = spec.get("promotion")
-        if rule:
-            promoted = await self._promote(job, model, version.version, metrics, rule, emit)
+        if spec.promotion is not None:
+            promoted = await self._promote(job, model, version.version, metrics, spec.promotion, emit)
         await self.patiently("run finish", job.job_id, lambda: self.finish_run(job.job_id, rpb.RUN_STATUS_FINISHED))
         return await self._in_thread(self._store.record, job.job_id, promoted_alias=promoted)
 
@@ -287,16 +287,16 @@ class Handoff:
         model: str,
         number: int,
         metrics: dict[str, float],
-        rule: dict[str, Any],
+        rule: Promotion,
         emit: Callable[[str], Awaitable[None]],
     ) -> str:
-        alias, metric, higher = rule["alias"], rule["metric"], bool(rule["higher_is_better"])
+        alias, metric, higher = rule.alias, rule.metric, rule.higher_is_better
         value = metrics.get(metric)
         if value is None:
             await emit(f"not promoted: the job reported no {metric}")
             return ""
-        if (higher and value < rule["threshold"]) or (not higher and value > rule["threshold"]):
-            await emit(f"not promoted: {metric} {value:.4f} does not pass {rule['threshold']}")
+        if (higher and value < rule.threshold) or (not higher and value > rule.threshold):
+            await emit(f"not promoted: {metric} {value:.4f} does not pass {rule.threshold}")
             return ""
 
         async def current() -> rpb.ModelVersion | None:

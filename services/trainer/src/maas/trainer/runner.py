@@ -153,7 +153,7 @@ class JobRunner:
         spec = self.job.spec
         export_dir = self.job_dir / "export"
         trained = (export_dir / "result.json").exists() and self.job.phase == entities.Phase.REGISTERING.value
-        derived = self._derived if spec.get("optimize") else None
+        derived = self._derived if spec.optimize is not None else None
         if not trained and derived is not None and not (self.job_dir / "source" / "version.json").exists():
             outcome = await self._until_stopped(derived.fetch(self.job, self.job_dir / "source"), "fetching")
             if outcome is not None:
@@ -164,7 +164,7 @@ class JobRunner:
                 return outcome
         if self._cancelled:
             return Outcome(entities.JobState.CANCELLED, "cancelled")
-        if derived is None and not spec.get("register_as"):
+        if derived is None and not spec.register_as:
             return Outcome(entities.JobState.SUCCEEDED, "trained (not registered)")
         await self._record(phase=entities.Phase.REGISTERING.value)
         register = asyncio.create_task(
@@ -186,8 +186,8 @@ class JobRunner:
             job = register.result()
         except errors.MaasError as exc:
             return Outcome(entities.JobState.FAILED, f"registry refused the result: {exc.message}")
-        if derived is not None and not spec["register_as"]:
-            formats = ", ".join(spec["optimize"]["formats"])
+        if spec.optimize is not None and not spec.register_as:
+            formats = ", ".join(spec.optimize.formats)
             where = f"{job.registered_model}/{job.registered_version}"
             return Outcome(entities.JobState.SUCCEEDED, f"added {formats} to {where}")
         return Outcome(
@@ -230,10 +230,10 @@ class JobRunner:
                 phase=entities.Phase.RETRYING.value,
                 attempt=attempt,
             )
-        doc = {"spec": spec, "runtime": {**self._runtime, "threads": spec.get("threads") or self._runtime["threads"]}}
+        doc = {"spec": spec.stored(), "runtime": {**self._runtime, "threads": spec.threads or self._runtime["threads"]}}
         (self.job_dir / "spec.json").write_text(json.dumps(doc))
-        deadline = time.monotonic() + int(spec["max_runtime_seconds"]) - self._elapsed()
-        world = int(spec["world_size"])
+        deadline = time.monotonic() + spec.max_runtime_seconds - self._elapsed()
+        world = spec.world_size
         while True:
             if self._cancelled:
                 return Outcome(entities.JobState.CANCELLED, "cancelled")
@@ -241,7 +241,7 @@ class JobRunner:
                 return Outcome(None)
             await self._record(phase=entities.Phase.STARTING.value, attempt=attempt)
             if world > 1:
-                self._proc = await self._launcher.group(self.job_dir, world, int(spec["max_retries"]))
+                self._proc = await self._launcher.group(self.job_dir, world, spec.max_retries)
             else:
                 self._proc = await self._launcher.single(self.job_dir)
             await self._log(f"attempt {attempt}: started worker pid {self._proc.pid} (world size {world})")
@@ -251,7 +251,7 @@ class JobRunner:
             if self._cancelled:
                 return Outcome(entities.JobState.CANCELLED, "cancelled")
             if timed_out:
-                return Outcome(entities.JobState.FAILED, f"exceeded max run time of {spec['max_runtime_seconds']}s")
+                return Outcome(entities.JobState.FAILED, f"exceeded max run time of {spec.max_runtime_seconds}s")
             if code == 0 and result.exported is not None:
                 return None
             if self._shutting_down:
@@ -262,7 +262,7 @@ class JobRunner:
             if code == 0:
                 why = "worker exited without exporting a model"
             tail = " | ".join(result.stderr_tail[-3:])
-            retries = int(spec["max_retries"])
+            retries = spec.max_retries
             if world > 1 or attempt >= retries:
                 return Outcome(
                     entities.JobState.FAILED,
@@ -356,7 +356,7 @@ class JobRunner:
                     ("log", {"level": str(item.get("level", "INFO")), "message": str(item.get("message", ""))})
                 )
             elif kind == "started":
-                optimizing = bool(self.job.spec.get("optimize"))
+                optimizing = self.job.spec.optimize is not None
                 phase = (entities.Phase.OPTIMIZING if optimizing else entities.Phase.TRAINING).value
                 restart = int(item.get("restart", 0))
                 note = f" (torchrun restart {restart})" if restart else ""

@@ -84,13 +84,13 @@ class JobService:
                 return earlier
         if self.find_source is None:
             raise errors.Unavailable("the trainer is starting")
-        source = await self.find_source(checked["source"])
+        source = await self.find_source(checked.source)
         resolved = await self._in_thread(
             lambda: optimize_spec.resolve(checked, source, data_root=self._data_root, max_runtime=self._max_runtime)
         )
         job, created = await self._in_thread(self._store.submit, resolved, digest, idempotency_key)
         if created:
-            log.info("job %s queued: optimize %s", job.job_id, checked["source"])
+            log.info("job %s queued: optimize %s", job.job_id, checked.source)
             self.on_submit()
         return job
 

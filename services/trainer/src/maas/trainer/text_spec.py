@@ -22,6 +22,7 @@ from maas.common import plugins, text_plugins, text_task
 from maas.common.errors import FailedPrecondition, InvalidArgument, MaasError
 from maas.trainer import builtin_text_datasets, text_data, text_pretrained
 from maas.trainer.datasets import DatasetInfo
+from maas.trainer.jobspec import Checkpoint, CheckpointRequest, JobRequest, TextSection
 
 FIELD = "pretrained_checkpoint"
 # What a tokenizer or a checkpoint's config.json decides, never the spec.
@@ -36,15 +37,15 @@ def _renamed(exc: MaasError) -> MaasError:
     return type(exc)(exc.message.replace(f"{text_pretrained.FIELD}.", f"{FIELD}.", 1))
 
 
-def open_checkpoint(data_root: Path, raw: dict[str, Any], num_classes: int) -> text_pretrained.Checkpoint:
-    path = str(raw.get("path") or "").rstrip("/")
+def open_checkpoint(
+    data_root: Path, given: CheckpointRequest | Checkpoint, num_classes: int
+) -> text_pretrained.Checkpoint:
+    """The checkpoint folder a request names (its pins, if any), or a resolved spec's (every file pinned)."""
+    path = given.path.rstrip("/")
     if not path:
         raise InvalidArgument(f"{FIELD}.path: a folder under the data root")
-    pins = raw.get("sha256") or {}
-    if not isinstance(pins, dict):
-        raise InvalidArgument(f"{FIELD}.sha256: must map file names to sha256 digests")
     try:
-        return text_pretrained.open_checkpoint(data_root, path, num_classes, pins)
+        return text_pretrained.open_checkpoint(data_root, path, num_classes, dict(given.sha256))
     except MaasError as exc:
         raise _renamed(exc) from None
 
@@ -53,9 +54,9 @@ def resolve(
     arch: plugins.Entry,
     info: DatasetInfo,
     args: dict[str, Any],
-    raw: dict[str, Any],
+    request: JobRequest,
     data_root: Path,
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
+) -> tuple[dict[str, Any], TextSection | None]:
     """(model args, the spec's `text` section) for a text job; (args, None) for any other job.
 
     `args` are the model's arguments as the spec and the data set's defaults give them.
@@ -63,49 +64,47 @@ def resolve(
     encoder = text_plugins.is_text(arch.plugin)
     dataset = plugins.installed().get("dataset", info.name)
     texts = dataset is not None and builtin_text_datasets.is_text(dataset.plugin)
-    checkpoint_raw = raw.get(FIELD) or {}
+    asked = request.pretrained_checkpoint
+    given_args = request.model.args
     if texts and not encoder:
         raise InvalidArgument(
             f"model.name: data set '{info.name}' holds texts; a text encoder reads it (bert, distilbert, roberta)"
         )
     if encoder and not texts:
         raise InvalidArgument(f"dataset.name: '{arch.name}' reads texts: a text data set (text, bbc_news)")
-    if encoder and raw.get("pretrained"):
+    if encoder and request.pretrained is not None and request.pretrained.path:
         raise InvalidArgument(f"pretrained: a text encoder starts from {FIELD} (a checkpoint folder)")
     if not encoder:
-        if checkpoint_raw:
+        if asked is not None:
             raise InvalidArgument(f"{FIELD}: only a text encoder starts from a pretrained checkpoint")
         return args, None
     max_length = int(info.input_shape[0])
     positions = args.get("max_positions")
-    if isinstance(positions, int | float) and not checkpoint_raw and max_length > positions:
+    if isinstance(positions, int | float) and asked is None and max_length > positions:
         raise InvalidArgument(f"dataset.args.max_length: {max_length} is more than model.args.max_positions")
     tokenizer = str(info.args.get("tokenizer") or "")
-    section: dict[str, Any] = {"max_length": max_length, "pretrained_checkpoint": None}
-    if checkpoint_raw:
+    checkpoint: Checkpoint | None = None
+    if asked is not None:
         extra = sorted(set(args) - set(TUNABLE))
-        given = [key for key in extra if key in (raw.get("model") or {}).get("args", {})]
+        given = [key for key in extra if key in given_args]
         if given:
             raise InvalidArgument(f"model.args.{given[0]}: set by the pretrained checkpoint's config.json")
-        checkpoint = open_checkpoint(data_root, checkpoint_raw, info.num_classes)
-        if checkpoint.family != arch.name:
-            raise InvalidArgument(f"model.name: the pretrained checkpoint is a {checkpoint.family} encoder")
-        if checkpoint.tokenizer_json is None and not tokenizer:
+        opened = open_checkpoint(data_root, asked, info.num_classes)
+        if opened.family != arch.name:
+            raise InvalidArgument(f"model.name: the pretrained checkpoint is a {opened.family} encoder")
+        if opened.tokenizer_json is None and not tokenizer:
             raise FailedPrecondition(
                 f"{FIELD}.path: the checkpoint has no tokenizer.json (give its tokenizer as dataset.args.tokenizer)"
             )
-        if checkpoint.tokenizer_json is not None and tokenizer:
+        if opened.tokenizer_json is not None and tokenizer:
             raise InvalidArgument("dataset.args.tokenizer: the pretrained checkpoint brings its own tokenizer.json")
-        tokenizer_json = checkpoint.tokenizer_json or text_data.read_tokenizer(data_root, tokenizer)
-        fit_pretrained(checkpoint, tokenizer_json)
-        args = {**checkpoint.args.model_dump(), **{k: v for k, v in args.items() if k in TUNABLE}}
-        section["pretrained_checkpoint"] = {
-            "path": str(checkpoint_raw["path"]).rstrip("/"),
-            "sha256": checkpoint.sha256,
-        }
+        tokenizer_json = opened.tokenizer_json or text_data.read_tokenizer(data_root, tokenizer)
+        fit_pretrained(opened, tokenizer_json)
+        args = {**opened.args.model_dump(), **{k: v for k, v in args.items() if k in TUNABLE}}
+        checkpoint = Checkpoint(path=asked.path.rstrip("/"), sha256=opened.sha256)
     else:
         for key in FROM_TOKENIZER:
-            if key in ((raw.get("model") or {}).get("args") or {}):
+            if key in given_args:
                 raise InvalidArgument(f"model.args.{key}: set by the tokenizer (dataset.args)")
         if tokenizer:
             fit = text_data.encoder_fit(text_data.read_tokenizer(data_root, tokenizer))
@@ -114,7 +113,7 @@ def resolve(
         args = {**args, **fit}
         if "max_positions" not in args:
             args["max_positions"] = max(MAX_POSITIONS_DEFAULT, max_length)
-    return args, section
+    return args, TextSection(max_length=max_length, pretrained_checkpoint=checkpoint)
 
 
 def fit_pretrained(checkpoint: text_pretrained.Checkpoint, tokenizer_json: str) -> None:
@@ -132,8 +131,8 @@ def fit_pretrained(checkpoint: text_pretrained.Checkpoint, tokenizer_json: str) 
         )
 
 
-def document(architecture: dict[str, Any], section: dict[str, Any] | None) -> dict[str, Any]:
+def document(architecture: dict[str, Any], section: TextSection | None) -> dict[str, Any]:
     """The architecture document with a text model's task and max_length (what the inference service reads)."""
     if section is None:
         return architecture
-    return {**architecture, **text_task.text_document(int(section["max_length"]))}
+    return {**architecture, **text_task.text_document(section.max_length)}

@@ -8,6 +8,7 @@ from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, MetaData
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from maas.trainer import entities
+from maas.trainer.jobspec import JobSpec
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -56,7 +57,7 @@ class JobRow(Base):
     def to_entity(self) -> entities.Job:
         return entities.Job(
             job_id=self.job_id,
-            spec=json.loads(self.spec_json),
+            spec=JobSpec.load(json.loads(self.spec_json)),
             state=entities.JobState(self.state),
             phase=self.phase,
             reason=self.reason,

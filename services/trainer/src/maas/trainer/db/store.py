@@ -19,6 +19,7 @@ from maas.common import errors
 from maas.common.sql import Database, now_ms
 from maas.trainer import entities
 from maas.trainer.db.schema import JobEventRow, JobRow
+from maas.trainer.jobspec import JobSpec
 
 EventSpec = tuple[str, dict[str, Any]]
 
@@ -109,7 +110,7 @@ class JobStore:
 
         return self.db.read(tx)
 
-    def submit(self, spec: dict[str, Any], spec_hash: str, idempotency_key: str) -> tuple[entities.Job, bool]:
+    def submit(self, spec: JobSpec, spec_hash: str, idempotency_key: str) -> tuple[entities.Job, bool]:
         """Returns (job, created). A known idempotency key returns its job."""
 
         def tx(s: Session) -> tuple[entities.Job, bool]:
@@ -122,14 +123,14 @@ class JobStore:
             row = JobRow(
                 job_id=uuid.uuid4().hex[:16],
                 idempotency_key=idempotency_key or None,
-                spec_json=json.dumps(spec),
+                spec_json=json.dumps(spec.stored()),
                 spec_hash=spec_hash,
                 state=entities.JobState.QUEUED.value,
                 phase=entities.Phase.QUEUED.value,
                 reason="",
                 attempt=0,
                 epoch=0,
-                epochs=int(spec["epochs"]),
+                epochs=spec.epochs,
                 metrics_json="{}",
                 created_at_ms=now_ms(),
                 last_seq=0,

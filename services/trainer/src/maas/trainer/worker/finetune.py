@@ -28,34 +28,38 @@ from maas.common import catalog
 from maas.common.digest import sha256_file
 from maas.common.errors import FailedPrecondition
 from maas.trainer import pretrained_weights as pw
+from maas.trainer.jobspec import PretrainedWeights
 
 
 def apply(
-    model: catalog.Normalized, arch: catalog.Architecture, spec: dict[str, Any], data_root: Path
+    model: catalog.Normalized,
+    arch: catalog.Architecture,
+    pretrained: PretrainedWeights | None,
+    freeze: bool,
+    data_root: Path,
 ) -> dict[str, str] | None:
     """Load the spec's pretrained weights into `model` (and freeze its backbone if asked).
 
     Returns what the version's lineage records (the file's path and sha256),
     or None when the job starts from random weights.
     """
-    pretrained = spec.get("pretrained")
-    if not pretrained:
+    if pretrained is None:
         return None
     head = pw.head_of(arch)
     state = read(data_root, pretrained)
     pw.check_tensors({name: tuple(t.shape) for name, t in state.items()}, arch, head)
     backbone = {name: t for name, t in state.items() if not pw.under(name, head)}
     model.net.load_state_dict(backbone, strict=False)
-    if spec.get("freeze_backbone"):
+    if freeze:
         freeze_backbone(model.net, head)
-    return {"path": str(pretrained["path"]), "sha256": str(pretrained["sha256"])}
+    return {"path": pretrained.path, "sha256": pretrained.sha256}
 
 
-def read(data_root: Path, pretrained: dict[str, Any]) -> dict[str, torch.Tensor]:
+def read(data_root: Path, pretrained: PretrainedWeights) -> dict[str, torch.Tensor]:
     """The file's tensors, after checking it is still the file the job was resolved with."""
-    path = pw.weights_file(data_root, str(pretrained["path"]))
-    pw.check_digest(path, sha256_file(path), str(pretrained["sha256"]))
-    if pretrained["format"] == pw.SAFETENSORS:
+    path = pw.weights_file(data_root, pretrained.path)
+    pw.check_digest(path, sha256_file(path), pretrained.sha256)
+    if pretrained.format == pw.SAFETENSORS:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 

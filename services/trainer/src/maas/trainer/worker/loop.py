@@ -23,7 +23,7 @@ from torch import nn
 
 from maas.common import catalog, software
 from maas.common.errors import MaasError
-from maas.trainer import datasets, text_spec
+from maas.trainer import datasets, jobspec, text_spec
 from maas.trainer.worker import checkpoint, finetune, onnx_export, text_job
 from maas.trainer.worker.reporter import Reporter
 
@@ -86,22 +86,20 @@ def _normalization(x: torch.Tensor) -> tuple[list[float], list[float]]:
     return [float(m) for m in mean], [float(s) for s in std]
 
 
-def _optimizer(spec: dict[str, Any], params: Any) -> torch.optim.Optimizer:
-    opt = spec["optimizer"]
-    if opt["name"] == "sgd":
-        return torch.optim.SGD(params, lr=opt["lr"], momentum=opt["momentum"], weight_decay=opt["weight_decay"])
-    cls = torch.optim.Adam if opt["name"] == "adam" else torch.optim.AdamW
-    return cls(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
+def _optimizer(opt: jobspec.Optimizer, params: Any) -> torch.optim.Optimizer:
+    if opt.name == "sgd":
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    cls = torch.optim.Adam if opt.name == "adam" else torch.optim.AdamW
+    return cls(params, lr=opt.lr, weight_decay=opt.weight_decay)
 
 
-def _scheduler(spec: dict[str, Any], optimizer: torch.optim.Optimizer) -> Any:
-    sched = spec["schedule"]
-    if sched["name"] == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched["step_size"], gamma=sched["gamma"])
-    if sched["name"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=spec["epochs"])
-    if sched["name"] == "exponential":
-        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=sched["gamma"])
+def _scheduler(sched: jobspec.Schedule, epochs: int, optimizer: torch.optim.Optimizer) -> Any:
+    if sched.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched.step_size, gamma=sched.gamma)
+    if sched.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if sched.name == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=sched.gamma)
     return None
 
 
@@ -154,13 +152,13 @@ def evaluate(
 
 def run(job_dir: Path) -> int:
     doc = json.loads((job_dir / "spec.json").read_text())
-    spec, runtime = doc["spec"], doc["runtime"]
+    spec, runtime = jobspec.JobSpec.load(doc["spec"]), doc["runtime"]
     dist_ = Dist.from_env()
     reporter = Reporter(enabled=dist_.rank == 0)
     (job_dir / f"worker-{dist_.rank}.pid").write_text(str(os.getpid()))
     Stop.install()
     try:
-        if spec.get("optimize"):
+        if spec.optimize is not None:
             from maas.trainer.worker import optimize
 
             return optimize.run(job_dir, spec, runtime, reporter)
@@ -180,7 +178,7 @@ def _device(runtime: dict[str, Any], dist_: Dist) -> torch.device:
     return torch.device("cpu")
 
 
-def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: Dist, reporter: Reporter) -> int:
+def _train(job_dir: Path, spec: jobspec.JobSpec, runtime: dict[str, Any], dist_: Dist, reporter: Reporter) -> int:
     threads = int(runtime.get("threads") or 0)
     if threads:
         torch.set_num_threads(threads)
@@ -189,10 +187,11 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
         torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
-    seed = int(spec["seed"])
-    ds = spec["dataset"]
+    assert spec.architecture is not None and spec.optimizer is not None and spec.schedule is not None
+    seed = spec.seed
+    ds = spec.dataset
     data_root = Path(runtime["data_root"])
-    info = datasets.describe(ds["name"], ds["path"], ds["args"], data_root)
+    info = datasets.describe(ds.name, ds.path, dict(ds.args), data_root)
     loaded: datasets.Loaded | None = None
     texts: text_job.TextRows | None = None
     fetch: Fetch
@@ -208,8 +207,8 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
             seed=seed,
             verify=bool(runtime.get("verify_datasets", True)),
         )
-        train_idx, val_idx = datasets.split(len(loaded.x), float(spec["validation_split"]), seed)
-        doc = dict(spec["architecture"])
+        train_idx, val_idx = datasets.split(len(loaded.x), spec.validation_split, seed)
+        doc = spec.architecture.document()
         if catalog.parse(doc).plugin.normalize:
             mean, std = _normalization(loaded.x[train_idx])
             doc["normalize"] = {"mean": mean, "std": std}
@@ -225,9 +224,9 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
         model = text_job.build(spec, arch, data_root, info.num_classes, reporter).to(device)
     else:
         model = catalog.build(arch).to(device)
-        pretrained = finetune.apply(model, arch, spec, data_root)  # type: ignore[arg-type]
-    optimizer = _optimizer(spec, finetune.trainable(model))
-    scheduler = _scheduler(spec, optimizer)
+        pretrained = finetune.apply(model, arch, spec.pretrained, spec.freeze_backbone, data_root)  # type: ignore[arg-type]
+    optimizer = _optimizer(spec.optimizer, finetune.trainable(model))
+    scheduler = _scheduler(spec.schedule, spec.epochs, optimizer)
     pos = Position()
     ckpt_dir = job_dir / "checkpoint"
     state = checkpoint.load(ckpt_dir)
@@ -244,11 +243,11 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    batch = int(spec["batch_size"])
-    epochs = int(spec["epochs"])
+    batch = spec.batch_size
+    epochs = spec.epochs
     per_rank = len(train_idx) // dist_.world
     steps = math.ceil(per_rank / batch)
-    early = spec.get("early_stopping")
+    early = spec.early_stopping
     reporter.emit(
         "started",
         pid=os.getpid(),
@@ -339,17 +338,17 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
         pos.step = 0
         pos.loss_sum, pos.correct, pos.seen = 0.0, 0, 0
         if early:
-            value = metrics[early["metric"]]
+            value = metrics[early.metric]
             better = (
                 pos.best is None
-                or (early["higher_is_better"] and value > pos.best + early["min_delta"])
-                or (not early["higher_is_better"] and value < pos.best - early["min_delta"])
+                or (early.higher_is_better and value > pos.best + early.min_delta)
+                or (not early.higher_is_better and value < pos.best - early.min_delta)
             )
             if better:
                 pos.best, pos.bad_epochs = value, 0
             else:
                 pos.bad_epochs += 1
-            stopped_early = pos.bad_epochs >= early["patience"]
+            stopped_early = pos.bad_epochs >= early.patience
         rate = epoch_samples / train_seconds if train_seconds > 0 else 0.0
         reporter.emit(
             "epoch",
@@ -365,7 +364,7 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
         if dist_.active:
             torch.distributed.barrier()
         if stopped_early:
-            reporter.log(f"early stopping after epoch {pos.epoch}: {early['metric']} did not improve")  # type: ignore[index]
+            reporter.log(f"early stopping after epoch {pos.epoch}: {early.metric} did not improve")  # type: ignore[union-attr]
             break
         if Stop.requested:
             return INTERRUPTED
@@ -383,7 +382,7 @@ def _train(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], dist_: 
         export_dir = job_dir / "export"
         if texts is not None:
             onnx = text_job.export(export_dir, model, texts, val_idx, tolerance)  # type: ignore[arg-type]
-            document = text_spec.document(arch.to_dict(), spec["text"])
+            document = text_spec.document(arch.to_dict(), spec.text)
             found["pretrained"] = text_job.lineage(spec)
         else:
             assert loaded is not None

@@ -40,6 +40,7 @@ import torch
 from maas.common import catalog, plugins
 from maas.common.errors import FailedPrecondition, MaasError
 from maas.trainer import datasets
+from maas.trainer.jobspec import JobSpec
 from maas.trainer.worker import onnx_export, pte_export, quantize
 from maas.trainer.worker.reporter import Reporter
 
@@ -67,7 +68,7 @@ def software() -> dict[str, str]:
     return out
 
 
-def run(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], reporter: Reporter) -> int:
+def run(job_dir: Path, spec: JobSpec, runtime: dict[str, Any], reporter: Reporter) -> int:
     """0 with job_dir/export written; a MaasError (fatal: the same inputs fail the same way) otherwise."""
     try:
         return _run(job_dir, spec, runtime, reporter)
@@ -78,8 +79,9 @@ def run(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], reporter: 
         raise FailedPrecondition(f"optimization failed: {type(exc).__name__}: {first}") from exc
 
 
-def _run(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], reporter: Reporter) -> int:
-    opt = spec["optimize"]
+def _run(job_dir: Path, spec: JobSpec, runtime: dict[str, Any], reporter: Reporter) -> int:
+    opt = spec.optimize
+    assert opt is not None
     threads = max(1, int(runtime.get("threads") or 1))
     torch.set_num_threads(threads)
     source_dir, export = job_dir / "source", job_dir / "export"
@@ -88,15 +90,15 @@ def _run(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], reporter:
     ref = f"{version['model']}/{version['version']}"
     reporter.emit("started", pid=os.getpid(), world_size=1, restart=0, resumed=False)
 
-    ds = spec["dataset"]
+    ds = spec.dataset
     data_root = Path(runtime["data_root"])
-    info = datasets.describe(ds["name"], ds["path"], ds["args"], data_root)
+    info = datasets.describe(ds.name, ds.path, dict(ds.args), data_root)
     want = [int(d) for d in version["signature"]["inputs"][0]["shape"][1:]]
     if list(info.input_shape) != want:
         raise FailedPrecondition(
             f"data set {info.name} yields inputs of shape {list(info.input_shape)}, {ref} takes {want}"
         )
-    seed = int(spec["seed"])
+    seed = spec.seed
     loaded = datasets.load(
         info,
         data_root,
@@ -104,11 +106,11 @@ def _run(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], reporter:
         seed=seed,
         verify=bool(runtime.get("verify_datasets", True)),
     )
-    train_idx, val_idx = datasets.split(len(loaded.x), float(spec["validation_split"]), seed)
+    train_idx, val_idx = datasets.split(len(loaded.x), spec.validation_split, seed)
     x_val = loaded.x[val_idx].to(torch.float32).numpy()
     y_val = loaded.y[val_idx].numpy()
     reporter.log(
-        f"optimizing {ref}: {info.name}, {len(val_idx)} validation rows (split {spec['validation_split']}, "
+        f"optimizing {ref}: {info.name}, {len(val_idx)} validation rows (split {spec.validation_split}, "
         f"seed {seed}), {threads} thread(s)"
     )
 
@@ -120,7 +122,7 @@ def _run(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], reporter:
         "source": {"model": version["model"], "version": int(version["version"])},
         "architecture": version["architecture"],
         "signature": version["signature"],
-        "dataset": {**ds, "validation_split": float(spec["validation_split"]), "seed": seed},
+        "dataset": {**ds.model_dump(mode="json"), "validation_split": spec.validation_split, "seed": seed},
         "origins": {"dataset": info.origin, "architecture": _architecture_origin(version["architecture"])},
         "software": software(),
         "metrics": {},
@@ -129,10 +131,10 @@ def _run(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], reporter:
         "pte": None,
     }
     target = parent
-    if opt["quantize"] == "int8":
+    if opt.quantize == "int8":
         target = export / "model.onnx"
-        calibration = _calibration(loaded.x, train_idx, seed, int(opt["calibration_batches"]))
-        done = quantize.quantize_onnx(parent, target, opt["method"], calibration)
+        calibration = _calibration(loaded.x, train_idx, seed, opt.calibration_batches)
+        done = quantize.quantize_onnx(parent, target, opt.method, calibration)
         reporter.log(
             f"quantized {ref} to int8 ({done.method}{', per channel' if done.per_channel else ''}"
             f"{f', calibrated on {done.calibration_batches} batches' if done.calibration_batches else ''}"
@@ -164,11 +166,11 @@ def _run(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], reporter:
             f"size ratio {done.size_bytes / parent.stat().st_size:.3f}, latency ratio {fast / base:.3f} "
             f"({fast * 1e3:.3f} ms vs {base * 1e3:.3f} ms per {LATENCY_ROWS} rows)"
         )
-    if "ort" in opt["formats"]:
+    if "ort" in opt.formats:
         result["ort"] = _ort(target, export / "model.ort", x_val, threads, float(runtime["onnx_tolerance"]), ref)
         ort = result["ort"]
         reporter.log(f"ORT format: {ort['size_bytes']} bytes, max |ort - onnx| {ort['max_abs_diff']:.3g}")
-    if "pte" in opt["formats"]:
+    if "pte" in opt.formats:
         module = _module(source_dir, version)
         pte = pte_export.export(module, x_val, export, float(runtime["onnx_tolerance"]))
         if pte.ok:
@@ -183,7 +185,7 @@ def _run(job_dir: Path, spec: dict[str, Any], runtime: dict[str, Any], reporter:
                 f"ExecuTorch format: {pte.size_bytes} bytes, max |pte - torch| {pte.max_abs_diff:.3g} "
                 f"on {pte.checked_rows} rows, batch 1..{pte_export.MAX_BATCH}"
             )
-        elif opt["formats"] == ["pte"]:
+        elif opt.formats == ("pte",):
             raise FailedPrecondition(f"{ref}: {pte.reason}")
         else:
             reporter.log(f"ExecuTorch format dropped: {pte.reason}")

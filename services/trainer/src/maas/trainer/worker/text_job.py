@@ -37,6 +37,7 @@ from maas.common.plugins import DataSource
 from maas.trainer import datasets, text_data, text_pretrained, text_spec
 from maas.trainer.builtin_text_datasets import TextDataset
 from maas.trainer.datasets import DatasetInfo
+from maas.trainer.jobspec import JobSpec, TextSection
 from maas.trainer.text_data import TokenizerArgs
 from maas.trainer.worker import onnx_export, text_onnx
 from maas.trainer.worker.reporter import Reporter
@@ -71,7 +72,7 @@ class TextRows:
 
 
 def load(
-    spec: dict[str, Any], info: DatasetInfo, data_root: Path, seed: int, reporter: Reporter
+    spec: JobSpec, info: DatasetInfo, data_root: Path, seed: int, reporter: Reporter
 ) -> tuple[TextRows, torch.Tensor, torch.Tensor]:
     """(the tokenized rows, training indices, validation indices)."""
     entry = plugins.installed().get("dataset", info.name)
@@ -85,12 +86,12 @@ def load(
     )
     if data.labels != info.labels:
         raise FailedPrecondition(f"data set {info.name}: its labels changed since the job was submitted")
-    train_idx, val_idx = datasets.split(len(data.texts), float(spec["validation_split"]), seed)
-    section = spec["text"]
-    max_length = int(section["max_length"])
+    train_idx, val_idx = datasets.split(len(data.texts), spec.validation_split, seed)
+    section = _section(spec)
+    max_length = section.max_length
     tok_args = TokenizerArgs(**{k: resolved.model_dump()[k] for k in TokenizerArgs.model_fields})
-    checkpoint = section.get("pretrained_checkpoint")
-    if checkpoint:
+    checkpoint = section.pretrained_checkpoint
+    if checkpoint is not None:
         opened = text_spec.open_checkpoint(data_root, checkpoint, info.num_classes)
         tokenizer_json = opened.tokenizer_json or text_data.read_tokenizer(data_root, tok_args.tokenizer)
         text_spec.fit_pretrained(opened, tokenizer_json)
@@ -124,26 +125,33 @@ def encode(texts: tuple[str, ...], targets: Any, tokenizer_json: str, max_length
     )
 
 
-def architecture_document(spec: dict[str, Any], rows: TextRows) -> dict[str, Any]:
+def _section(spec: JobSpec) -> TextSection:
+    if spec.text is None:
+        raise FailedPrecondition("a text job's spec has no text section")
+    return spec.text
+
+
+def architecture_document(spec: JobSpec, rows: TextRows) -> dict[str, Any]:
     """The spec's architecture with the vocabulary and pad id of the tokenizer the job ended up with."""
-    doc = dict(spec["architecture"])
-    if not spec["text"].get("pretrained_checkpoint"):
+    assert spec.architecture is not None
+    doc = spec.architecture.document()
+    if _section(spec).pretrained_checkpoint is None:
         doc["args"] = {**doc["args"], **text_data.encoder_fit(rows.tokenizer_json)}
     return doc
 
 
 def build(
-    spec: dict[str, Any], arch: catalog.Architecture, data_root: Path, num_classes: int, reporter: Reporter
+    spec: JobSpec, arch: catalog.Architecture, data_root: Path, num_classes: int, reporter: Reporter
 ) -> text_models.TextClassifier:
     """The classifier to train: the catalog's encoder, its base weights from the checkpoint when there is one."""
     network = catalog.network(arch)  # the family's ...ForSequenceClassification (text_plugins)
     module = text_models.TextClassifier(arch.name, arch.resolved, network)  # type: ignore[arg-type]
-    checkpoint = spec["text"].get("pretrained_checkpoint")
-    if checkpoint:
+    checkpoint = _section(spec).pretrained_checkpoint
+    if checkpoint is not None:
         opened = text_spec.open_checkpoint(data_root, checkpoint, num_classes)
         report = text_models.load_pretrained(module, text_models.read_safetensors(opened.weights))
         reporter.log(
-            f"loaded {report.loaded} tensors of the pretrained checkpoint {checkpoint['path']}; "
+            f"loaded {report.loaded} tensors of the pretrained checkpoint {checkpoint.path}; "
             f"new: {', '.join(report.new) or 'none'}"
         )
     module.model.train()
@@ -169,10 +177,10 @@ def export(
     return text_onnx.export(model, batch, directory, tolerance)
 
 
-def lineage(spec: dict[str, Any]) -> dict[str, str] | None:
+def lineage(spec: JobSpec) -> dict[str, str] | None:
     """The pretrained weights a version started from (path under the data root, sha256), or None."""
-    checkpoint = spec["text"].get("pretrained_checkpoint")
-    if not checkpoint:
+    checkpoint = _section(spec).pretrained_checkpoint
+    if checkpoint is None:
         return None
     weights = text_pretrained.WEIGHTS
-    return {"path": f"{checkpoint['path']}/{weights}", "sha256": checkpoint["sha256"][weights]}
+    return {"path": f"{checkpoint.path}/{weights}", "sha256": checkpoint.sha256[weights]}
