@@ -244,3 +244,48 @@ def test_defaults_follow_the_optimizer_and_the_metric() -> None:
     assert early is not None and not early.higher_is_better
     rule = resolved(register_as="d", promotion={"alias": "prod", "metric": "val_loss"}).promotion
     assert rule is not None and not rule.higher_is_better and rule.threshold == 0.0
+
+
+def test_an_optimization_stored_by_an_earlier_release_reads_back() -> None:
+    """Releases before the typed spec stored an optimization with nameless model/optimizer/schedule sections."""
+    legacy = {
+        "model": {"name": "", "args": {}},
+        "dataset": {"name": "digits", "path": "", "args": {}},
+        "optimizer": {"name": "", "lr": 0.0, "momentum": 0.0, "weight_decay": 0.0},
+        "schedule": {"name": "", "step_size": 0, "gamma": 0.0},
+        "epochs": 0,
+        "batch_size": 0,
+        "validation_split": 0.2,
+        "seed": 7,
+        "world_size": 1,
+        "max_runtime_seconds": 60,
+        "early_stopping": None,
+        "register_as": "digits",
+        "promotion": {"alias": "production", "metric": "accuracy_delta", "threshold": -0.01, "higher_is_better": True},
+        "max_retries": 1,
+        "threads": 0,
+        "description": "int8 of digits/3",
+        "tags": {},
+        "optimize": {
+            "source": "digits@production",
+            "quantize": "int8",
+            "method": "",
+            "formats": [],
+            "dataset": None,
+            "register_as": "",
+            "promotion": {
+                "alias": "production",
+                "metric": "accuracy_delta",
+                "threshold": -0.01,
+                "higher_is_better": True,
+            },
+            "calibration_batches": 8,
+            "parent": {"model": "digits", "version": 3},
+            "dataset_from": "lineage",
+            "dataset_fingerprint": "",
+        },
+    }
+    loaded = JobSpec.load(legacy)
+    assert loaded.model is None and loaded.optimizer is None and loaded.optimize is not None
+    assert loaded.optimize.parent.version == 3 and loaded.promotion is not None
+    assert JobSpec.load(loaded.stored()) == loaded

@@ -52,18 +52,18 @@ class EncoderArgs(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    num_classes: Count = Field(ge=2, le=MAX_CLASSES)
-    vocab_size: Count = Field(8000, ge=16, le=MAX_VOCAB)
-    num_layers: Count = Field(2, ge=1, le=48)
-    hidden_size: Count = Field(128, ge=8, le=8192)
-    num_heads: Count = Field(2, ge=1, le=128)
-    intermediate_size: Count = Field(512, ge=8, le=32768)
-    max_positions: Count = Field(512, ge=8, le=MAX_POSITIONS)
-    pad_token_id: Count = Field(0, ge=0, lt=MAX_VOCAB)
-    dropout: float = Field(0.1, ge=0.0, le=0.9)
-    attention_dropout: float = Field(0.1, ge=0.0, le=0.9)
+    num_classes: Count = Field(ge=2, le=MAX_CLASSES, description="Classes of the head (the data set's).")
+    vocab_size: Count = Field(8000, ge=16, le=MAX_VOCAB, description="Token embeddings (set from the tokenizer).")
+    num_layers: Count = Field(2, ge=1, le=48, description="Transformer layers.")
+    hidden_size: Count = Field(128, ge=8, le=8192, description="Width of every layer (a multiple of num_heads).")
+    num_heads: Count = Field(2, ge=1, le=128, description="Attention heads per layer.")
+    intermediate_size: Count = Field(512, ge=8, le=32768, description="Width of the feed-forward block.")
+    max_positions: Count = Field(512, ge=8, le=MAX_POSITIONS, description="Position embeddings (>= max_length).")
+    pad_token_id: Count = Field(0, ge=0, lt=MAX_VOCAB, description="Padding token id (set from the tokenizer).")
+    dropout: float = Field(0.1, ge=0.0, le=0.9, description="Dropout of hidden states while training.")
+    attention_dropout: float = Field(0.1, ge=0.0, le=0.9, description="Dropout of attention weights.")
     activation: Literal["gelu", "relu", "gelu_new", "silu"] = "gelu"
-    layer_norm_eps: float = Field(1e-12, gt=0.0, le=1e-3)
+    layer_norm_eps: float = Field(1e-12, gt=0.0, le=1e-3, description="Layer-norm epsilon.")
 
     @model_validator(mode="after")
     def _consistent(self) -> EncoderArgs:
@@ -75,7 +75,7 @@ class EncoderArgs(BaseModel):
 
 
 class BertArgs(EncoderArgs):
-    type_vocab_size: Count = Field(2, ge=1, le=16)
+    type_vocab_size: Count = Field(2, ge=1, le=16, description="Token type (segment) embeddings.")
 
 
 class DistilBertArgs(EncoderArgs):
@@ -85,8 +85,8 @@ class DistilBertArgs(EncoderArgs):
 class RobertaArgs(EncoderArgs):
     """RoBERTa numbers positions from pad_token_id + 1, so its position table has max_positions + pad + 1 rows."""
 
-    type_vocab_size: Count = Field(1, ge=1, le=16)
-    pad_token_id: Count = Field(1, ge=0, lt=MAX_VOCAB)
+    type_vocab_size: Count = Field(1, ge=1, le=16, description="Token type (segment) embeddings.")
+    pad_token_id: Count = Field(1, ge=0, lt=MAX_VOCAB, description="Padding token id (set from the tokenizer).")
 
 
 ARGS: dict[str, type[EncoderArgs]] = {"bert": BertArgs, "distilbert": DistilBertArgs, "roberta": RobertaArgs}
