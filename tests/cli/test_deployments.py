@@ -88,6 +88,12 @@ def test_refusals_then_deploy_show_redeploy_and_rm(registry: ServiceProcess, cli
         "cpu",
         "--format",
         "onnx",
+        "--preferred-batch-size",
+        "4",
+        "--preferred-batch-size",
+        "2",
+        "--max-queue-size",
+        "100",
         "--json",
         env={"MAAS_REGISTRY_ADDRESS": registry.address, "MAAS_TIMEOUT": "30"},
         timeout=60,
@@ -103,6 +109,8 @@ def test_refusals_then_deploy_show_redeploy_and_rm(registry: ServiceProcess, cli
         "instances": 0,
         "device": "cpu",
         "format": "MODEL_FORMAT_ONNX",
+        "preferred_batch_sizes": [2, 4],
+        "max_queue_size": 100,
     }
 
     # Two replicas report: one done, one still loading the canary.

@@ -55,6 +55,8 @@ async def test_create_get_update_delete_with_generations_and_events(stub) -> Non
                 instances=2,
                 device="cpu",
                 format=pb.MODEL_FORMAT_ONNX,
+                preferred_batch_sizes=[8, 2, 8],
+                max_queue_size=64,
             ),
         )
     )
@@ -68,6 +70,8 @@ async def test_create_get_update_delete_with_generations_and_events(stub) -> Non
         "cpu",
         pb.MODEL_FORMAT_ONNX,
     )
+    # Preferred sizes are a set: stored sorted, once each (two spellings are one spec).
+    assert (list(options.preferred_batch_sizes), options.max_queue_size) == ([2, 8], 64)
     # A delay of 0 is a value of its own (never wait), kept apart from "the replica's setting".
     assert options.HasField("max_queue_delay_us") and options.max_queue_delay_us == 0
     assert await stub.GetDeployment(pb.GetDeploymentRequest(name="digits")) == created
@@ -79,6 +83,7 @@ async def test_create_get_update_delete_with_generations_and_events(stub) -> Non
     assert updated.generation == 2 and served(updated) == [("digits@production", 50), ("digits/3", 50)]
     assert not updated.spec.HasField("shadow")
     assert not updated.spec.options.HasField("max_queue_delay_us") and updated.spec.options.max_batch_size == 0
+    assert not updated.spec.options.preferred_batch_sizes and updated.spec.options.max_queue_size == 0
     assert updated.created_at == created.created_at
     # The same spec again is no change: same generation, no event (a retried update is harmless).
     again = await stub.UpdateDeployment(
@@ -163,6 +168,10 @@ BAD_SPECS = {
     "negative delay": spec(("digits@production", 100), max_queue_delay_us=-1),
     "long delay": spec(("digits@production", 100), max_queue_delay_us=10_000_001),
     "instances": spec(("digits@production", 100), instances=65),
+    "preferred size 0": spec(("digits@production", 100), preferred_batch_sizes=[0]),
+    "preferred size over 4096": spec(("digits@production", 100), preferred_batch_sizes=[4097]),
+    "17 preferred sizes": spec(("digits@production", 100), preferred_batch_sizes=list(range(1, 18))),
+    "queue size": spec(("digits@production", 100), max_queue_size=1_000_001),
     "device": spec(("digits@production", 100), device="tpu"),
     "device path": spec(("digits@production", 100), device="cuda:../0"),
     "unservable format": spec(("digits@production", 100), format=pb.MODEL_FORMAT_PICKLE),

@@ -42,6 +42,10 @@ def _options_text(d: rpb.Deployment) -> str:
         parts.append(f"device {o.device}")
     if o.format:
         parts.append(f"format {format_name(o.format)}")
+    if o.preferred_batch_sizes:
+        parts.append("preferred batches " + ",".join(str(s) for s in o.preferred_batch_sizes))
+    if o.max_queue_size:
+        parts.append(f"queue of {o.max_queue_size}")
     return ", ".join(parts) or "the replicas' own settings"
 
 
@@ -83,6 +87,8 @@ def deploy(args: argparse.Namespace, ctx: Context) -> int:
         instances=args.instances,
         device=args.device or "",
         format=args.format,
+        preferred_batch_sizes=args.preferred_batch_size or (),
+        max_queue_size=args.max_queue_size,
     )
     deployment = ctx.registry.deploy(args.name, spec, args.generation)
     if ctx.json:
@@ -194,6 +200,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     c.add_argument("--max-batch-size", type=int, default=0, metavar="N", help="most rows one execution takes")
     c.add_argument("--max-queue-delay-us", type=int, metavar="US", help="longest a request waits for its batch")
     c.add_argument("--instances", type=int, default=0, metavar="N", help="executions of one version at once")
+    c.add_argument(
+        "--preferred-batch-size",
+        type=int,
+        action="append",
+        metavar="N",
+        help="a batch size sent at once when reached (repeatable)",
+    )
+    c.add_argument("--max-queue-size", type=int, default=0, metavar="N", help="requests one version may hold queued")
     c.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
     c.add_argument("--format", choices=SERVABLE, help="the artifact served: onnx (onnxruntime) or safetensors (torch)")
     c.add_argument(

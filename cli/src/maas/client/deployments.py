@@ -53,6 +53,8 @@ def deployment_spec(
     instances: int = 0,
     device: str = "",
     format: str | None = None,
+    preferred_batch_sizes: Sequence[int] = (),
+    max_queue_size: int = 0,
 ) -> pb.DeploymentSpec:
     """A whole spec: `targets` as REF[:WEIGHT], `shadow` as REF[:PERCENT sampled]; options left out are the
     replicas' own settings. `format` is 'onnx' (onnxruntime) or 'safetensors' (torch)."""
@@ -63,6 +65,8 @@ def deployment_spec(
         instances=instances,
         device=device,
         format=format_number(format.lower() if format else None),  # type: ignore[arg-type]
+        preferred_batch_sizes=list(preferred_batch_sizes),
+        max_queue_size=max_queue_size,
     )
     if max_queue_delay_us is not None:
         options.max_queue_delay_us = max_queue_delay_us

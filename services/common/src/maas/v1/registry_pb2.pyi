@@ -763,18 +763,22 @@ class ShadowTarget(_message.Message):
     def __init__(self, ref: _Optional[str] = ..., sample_percent: _Optional[int] = ...) -> None: ...
 
 class ServingOptions(_message.Message):
-    __slots__ = ("max_batch_size", "max_queue_delay_us", "instances", "device", "format")
+    __slots__ = ("max_batch_size", "max_queue_delay_us", "instances", "device", "format", "preferred_batch_sizes", "max_queue_size")
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_DELAY_US_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_BATCH_SIZES_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
     max_batch_size: int
     max_queue_delay_us: int
     instances: int
     device: str
     format: ModelFormat
-    def __init__(self, max_batch_size: _Optional[int] = ..., max_queue_delay_us: _Optional[int] = ..., instances: _Optional[int] = ..., device: _Optional[str] = ..., format: _Optional[_Union[ModelFormat, str]] = ...) -> None: ...
+    preferred_batch_sizes: _containers.RepeatedScalarFieldContainer[int]
+    max_queue_size: int
+    def __init__(self, max_batch_size: _Optional[int] = ..., max_queue_delay_us: _Optional[int] = ..., instances: _Optional[int] = ..., device: _Optional[str] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., preferred_batch_sizes: _Optional[_Iterable[int]] = ..., max_queue_size: _Optional[int] = ...) -> None: ...
 
 class DeploymentSpec(_message.Message):
     __slots__ = ("targets", "shadow", "options")

@@ -415,6 +415,8 @@ def from_deployment_spec(msg: registry_pb2.DeploymentSpec) -> entities.Deploymen
             instances=o.instances,
             device=o.device,
             format=from_format(o.format, required=False),
+            preferred_batch_sizes=tuple(o.preferred_batch_sizes),
+            max_queue_size=o.max_queue_size,
         ),
     )
 
@@ -429,6 +431,8 @@ def to_deployment_spec(spec: entities.DeploymentSpec) -> registry_pb2.Deployment
             instances=o.instances,
             device=o.device,
             format=registry_pb2.MODEL_FORMAT_UNSPECIFIED if o.format is None else to_format(o.format),  # type: ignore[arg-type]
+            preferred_batch_sizes=o.preferred_batch_sizes,
+            max_queue_size=o.max_queue_size,
         ),
     )
     if spec.shadow is not None:

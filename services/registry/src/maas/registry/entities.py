@@ -299,6 +299,8 @@ class ServingOptions:
     instances: int = 0
     device: str = ""
     format: ModelFormat | None = None
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 0
 
 
 @dataclass(frozen=True)

@@ -377,6 +377,10 @@ def options_to_json(options: entities.ServingOptions) -> str:
         doc["device"] = options.device
     if options.format is not None:
         doc["format"] = options.format.value
+    if options.preferred_batch_sizes:
+        doc["preferred_batch_sizes"] = list(options.preferred_batch_sizes)
+    if options.max_queue_size:
+        doc["max_queue_size"] = options.max_queue_size
     return json.dumps(doc, sort_keys=True)
 
 
@@ -389,6 +393,8 @@ def options_from_json(text: str) -> entities.ServingOptions:
         instances=int(doc.get("instances", 0)),
         device=str(doc.get("device", "")),
         format=entities.ModelFormat(fmt) if fmt else None,
+        preferred_batch_sizes=tuple(int(p) for p in doc.get("preferred_batch_sizes", ())),
+        max_queue_size=int(doc.get("max_queue_size", 0)),
     )
 
 

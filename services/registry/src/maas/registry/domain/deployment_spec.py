@@ -11,6 +11,7 @@ canonical form ('digits@production', 'digits/7'; 'digits' alone is
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from maas.common import errors, names
 from maas.registry import entities
@@ -25,6 +26,8 @@ SERVABLE_FORMATS = (entities.ModelFormat.SAFETENSORS, entities.ModelFormat.ONNX)
 MAX_BATCH_SIZE = 4096
 MAX_QUEUE_DELAY_US = 10_000_000
 MAX_INSTANCES = 64
+MAX_PREFERRED_SIZES = 16
+MAX_QUEUE_SIZE = 1_000_000
 
 
 def spec(value: entities.DeploymentSpec) -> entities.DeploymentSpec:
@@ -81,7 +84,14 @@ def options(value: entities.ServingOptions) -> entities.ServingOptions:
         raise errors.InvalidArgument(
             f"spec.options.format: the inference service serves SAFETENSORS or ONNX, not {value.format.value}"
         )
-    return value
+    sizes = value.preferred_batch_sizes
+    if len(sizes) > MAX_PREFERRED_SIZES or not all(1 <= s <= MAX_BATCH_SIZE for s in sizes):
+        raise errors.InvalidArgument(
+            f"spec.options.preferred_batch_sizes: at most {MAX_PREFERRED_SIZES} sizes, each 1 to {MAX_BATCH_SIZE}"
+        )
+    if not 0 <= value.max_queue_size <= MAX_QUEUE_SIZE:
+        raise errors.InvalidArgument(f"spec.options.max_queue_size: 1 to {MAX_QUEUE_SIZE:,}, or 0 for the replica's")
+    return replace(value, preferred_batch_sizes=tuple(sorted(set(sizes))))
 
 
 def report(value: entities.ReplicaStatus) -> entities.ReplicaStatus:
