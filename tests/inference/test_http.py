@@ -295,6 +295,8 @@ def test_bad_requests_get_the_protocols_error_body_and_the_service_lives_on(
         ("POST", infer, header + b"\0" * 255, {"Inference-Header-Content-Length": str(len(header))}, 400),
         ("POST", infer, header + b"\0" * 256, {"Inference-Header-Content-Length": "99999"}, 400),
         ("POST", infer, header + b"\0" * 256, {"Inference-Header-Content-Length": "-3"}, 400),
+        ("POST", infer, header + b"\0" * 256, {"Inference-Header-Content-Length": "\u00b2"}, 400),
+        ("POST", infer, header + b"\0" * 256, {"Inference-Header-Content-Length": "9" * 5000}, 400),
         ("POST", infer, infer_doc(), {"Content-Encoding": "gzip"}, 415),
         ("POST", infer, infer_doc(data=[0.5] * (LIMIT // 4)), {}, 413),
         ("POST", "/v2/models/nonexistent/infer", infer_doc(), {}, 404),

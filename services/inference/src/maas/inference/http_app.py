@@ -155,8 +155,11 @@ class OipHttp:
             raise HttpError(415, f"Content-Encoding '{encoding[:40]}': only uncompressed bodies are accepted")
         limit = self.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise HttpError(413, f"request body of {declared} bytes, more than the {limit} accepted")
+        if declared is not None:
+            if not hc.is_length(declared):
+                raise HttpError(400, "Content-Length: not a byte count")
+            if int(declared) > limit:
+                raise HttpError(413, f"request body of {declared} bytes, more than the {limit} accepted")
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():

@@ -108,6 +108,11 @@ _KIND_NAMES = {
 }
 
 
+def is_length(text: str) -> bool:
+    """A header's byte count: ASCII digits, few enough for int() (it refuses past 4,300 of them)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def _shown(name: str) -> str:
     return name[:_NAME].encode("unicode_escape").decode("ascii")
 
@@ -125,7 +130,7 @@ def from_infer_request(
     if header_length is None:
         header, binary = body, memoryview(b"")
     else:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not is_length(header_length) or int(header_length) > len(body):
             raise errors.InvalidArgument(
                 f"Inference-Header-Content-Length: '{_shown(header_length)}' is not a length within the "
                 f"{len(body)}-byte body"
