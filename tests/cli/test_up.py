@@ -7,6 +7,8 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +52,14 @@ def _wait_for(log: Path, text: str, up: subprocess.Popen[bytes], timeout: float 
         assert time.monotonic() < deadline, content[-3000:]
         time.sleep(0.3)
     return content
+
+
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def _addresses(log_text: str) -> dict[str, str]:
@@ -142,7 +152,12 @@ def test_a_service_that_dies_comes_back_where_it_was_while_the_others_keep_servi
     argv = [MAAS, "up", "--only", "registry", "inference"]
     up = subprocess.Popen(argv, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
-        addresses = _addresses(_wait_for(log, "Ctrl-C stops everything", up))
+        started = _wait_for(log, "Ctrl-C stops everything", up)
+        addresses = _addresses(started)
+        # The summary names inference's HTTP/REST URL too; a restart binds it again.
+        web = re.search(r"^\s+inference\s+\S+\s+http (http://\S+)", started.split("maas is up:", 1)[1], re.M)
+        assert web is not None, started[-2000:]
+        model_ready = web.group(1) + "/v2/models/tiny/ready"
         pushed = maas("push", "tiny", str(tmp_path / "tiny.onnx"), "--promote", "production", env=addresses)
         assert pushed.rc == 0, pushed.stderr
         _until(lambda: _serving(addresses).get("tiny") == "READY", "inference follows tiny@production")
@@ -160,6 +175,7 @@ def test_a_service_that_dies_comes_back_where_it_was_while_the_others_keep_servi
         assert f"inference is back on {addresses['MAAS_INFERENCE_ADDRESS']} " in back, back[-3000:]
         # Serving what its settings say, without anyone loading it again, with the same answer.
         assert _serving(addresses) == {"tiny": "READY"}
+        assert _http_status(model_ready) == 200
         after = maas("predict", "tiny", "--input", str(tmp_path / "x.npy"), "--raw", "--json", env=addresses)
         assert after.rc == 0 and after.json() == before.json(), after.stderr
         now = _services(up.pid)

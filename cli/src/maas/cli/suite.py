@@ -49,6 +49,8 @@ COLORS = {"registry": "\033[36m", "trainer": "\033[35m", "inference": "\033[33m"
 
 # What each service prints once it is bound (maas.common.server.serve_forever).
 LISTENING = re.compile(r"^(\w+) listening on (\S+?)(?:, metrics on (\S+))?$")
+# The inference service's HTTP/REST port, printed on a line of its own before the one above.
+HTTP_LISTENING = re.compile(r"^(\w+) http listening on (\S+)$")
 
 # Restarts: 1 s, 2 s, 4 s ... at most 30 s apart; a service that served for STABLE_SECONDS
 # before it died starts again from the shortest pause.
@@ -68,6 +70,7 @@ class Started:
     # The address and metrics URL the service reported, known once it has bound its ports
     # (any of them may be 0 in the environment: the service picks a free one).
     listening: asyncio.Future[tuple[str, str]] = field(default_factory=_future)
+    http: str = ""  # the HTTP/REST URL, for a service that serves one
 
 
 async def wait_serving(started: Started, timeout: float = START_TIMEOUT) -> str:
@@ -117,6 +120,9 @@ async def _relay(started: Started, stream: asyncio.StreamReader, color: bool) ->
         match = LISTENING.match(text.strip())
         if match and match.group(1) == name and not started.listening.done():
             started.listening.set_result((match.group(2), match.group(3) or ""))
+        web = HTTP_LISTENING.match(text.strip())
+        if web and web.group(1) == name:
+            started.http = web.group(2)
 
 
 class Supervisor:
@@ -127,6 +133,8 @@ class Supervisor:
         self.stop = stop
         self.env = dict(os.environ)
         self.env["PYTHONUNBUFFERED"] = "1"
+        # The default policy: every model's production alias is served under its name (train, promote, predict).
+        self.env.setdefault("MAAS_INFERENCE_SERVE_ALIAS", "production")
         self.color = sys.stdout.isatty()
         self.current: dict[str, Started] = {}
         self.relays: list[asyncio.Task[None]] = []
@@ -167,6 +175,8 @@ class Supervisor:
         self.env[f"{one.svc.prefix}PORT"] = address.rpartition(":")[2]
         if metrics and (port := urlsplit(metrics).port):
             self.env[f"{one.svc.prefix}METRICS_PORT"] = str(port)
+        if one.http and (port := urlsplit(one.http).port):
+            self.env[f"{one.svc.prefix}HTTP_PORT"] = str(port)
 
     async def start_all(self) -> bool:
         """Start the suite; False once stopped first. RuntimeError: a service did not come up."""
@@ -263,7 +273,8 @@ def _summary(started: list[Started]) -> None:
     lines = ["", "maas is up:"]
     for one in started:
         address, metrics = one.listening.result()
-        extra = f"  metrics {metrics}" if metrics else ""
+        extra = f"  http {one.http}" if one.http else ""
+        extra += f"  metrics {metrics}" if metrics else ""
         lines.append(f"  {one.svc.name:<10} {address:<22}{extra}")
     lines.append(f"  state in {os.path.abspath(os.environ.get('MAAS_REGISTRY_DATA_DIR', '.maas'))}")
     lines.append("  A service that dies is restarted; Ctrl-C stops everything.")
