@@ -12,7 +12,7 @@ STAMP := $(VENV)/.maas-installed
 PACKAGES := services/common services/registry services/trainer services/inference cli examples/plugins
 EDITABLE := $(foreach p,$(PACKAGES),-e $(p))
 
-.PHONY: help install install-tools run demo soak test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference bench-overload bench-formats bench-text bench-report clean
+.PHONY: help install install-tools run demo soak test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference bench-overload bench-formats bench-text bench-http bench-report clean
 
 help:
 	@echo "make run           start the suite on embedded defaults (state in ./.maas)"
@@ -70,7 +70,7 @@ lint: install
 		services/trainer/src/maas/trainer services/inference/src/maas/inference cli/src/maas/cli cli/src/maas/client \
 		tools demo bench/report.py examples/plugins/src/maas_example_plugin
 
-bench: bench-registry bench-trainer bench-inference bench-overload bench-formats bench-text
+bench: bench-registry bench-trainer bench-inference bench-overload bench-formats bench-text bench-http
 	$(MAKE) bench-report
 
 bench-report: install
@@ -95,6 +95,11 @@ bench-formats: install
 # a BERT classifier served with server-side tokenization vs onnxruntime in-process (about 2 min; QUICK=1: 1)
 bench-text: install
 	$(PY) bench/text_bench.py $(if $(QUICK),--quick)
+
+# the MLP through the HTTP/REST and gRPC ports of one server, perf_analyzer -i http / -i grpc (about 3 min;
+# fetches perf_analyzer's wheel and, where glibc is older than 2.38, Debian 13's C/C++ runtime into bench/out)
+bench-http: install
+	$(PY) bench/http_bench.py $(if $(QUICK),--rounds 1 --concurrency 8)
 
 clean:
 	rm -rf .maas bench/out

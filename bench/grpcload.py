@@ -379,14 +379,22 @@ def perf_analyzer(
     batching: str,
     duration: float,
     streaming: bool,
+    *,
+    command: Sequence[str] = ("perf_analyzer",),
+    protocol: str = "grpc",
+    extra_args: Sequence[str] = (),
 ) -> Result:
-    """One perf_analyzer measurement (used when the binary is on the PATH)."""
+    """One perf_analyzer measurement (used when the binary is on the PATH, or `command` runs it).
+
+    `protocol` "http" measures the server's HTTP/REST port (perf_analyzer -i http) instead of gRPC's.
+    """
+    url = proc.http_url.split("://", 1)[1] if protocol == "http" else proc.address
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "pa.csv"
         cmd = [
-            "perf_analyzer", "-m", model, "-u", proc.address, "-i", "grpc", "-b", "1",
+            *command, "-m", model, "-u", url, "-i", protocol, "-b", "1",
             "--concurrency-range", str(concurrency), "--measurement-interval", str(int(duration * 1000)),
-            "--percentile", "99", "-f", str(csv), *(["--streaming"] if streaming else []),
+            "--percentile", "99", "-f", str(csv), *(["--streaming"] if streaming else []), *extra_args,
         ]  # fmt: skip
         pids = server_pids(proc)
         cpu0 = proc_cpu(pids)
