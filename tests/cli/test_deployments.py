@@ -1,4 +1,4 @@
-"""`maas deploy` and `maas deployments ls|show|rm`: the real CLI against a real registry process, on SQLite
+"""`maas deploy` and `maas deployments ls|show|rm|promote|rollback`: the real CLI against a real registry process, on SQLite
 and PostgreSQL; and how the client turns REF[:PERCENT] into a spec."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import pytest
 
 from maas.cli.main import main
 from maas.client import deployment_spec
+from maas.client.deployments import promoted, rolled_back
 from maas.common.clients.base import ChannelConfig
 from maas.common.clients.registry import BlockingRegistryClient
-from maas.common.errors import InvalidArgument
+from maas.common.errors import FailedPrecondition, InvalidArgument
 from maas.v1 import registry_pb2 as pb
 from tests.cli.support import Result, assert_one_line_error, maas
 from tests.cli.test_lifecycle import ready
@@ -54,7 +55,9 @@ def run(registry: ServiceProcess, *args: str) -> Result:
     return Result(rc, out.getvalue(), err.getvalue())
 
 
-def test_refusals_then_deploy_show_redeploy_and_rm(registry: ServiceProcess, client: BlockingRegistryClient) -> None:
+def test_refusals_then_deploy_show_redeploy_rm_promote_and_roll_back(
+    registry: ServiceProcess, client: BlockingRegistryClient
+) -> None:
     # Refusals first: one line each, and nothing stored.
     refusals = {
         ("deploy", "d", "--target", "absent@production"): "not found",
@@ -160,6 +163,49 @@ def test_refusals_then_deploy_show_redeploy_and_rm(registry: ServiceProcess, cli
     assert_one_line_error(gone)
     assert gone.stderr.startswith("maas: not found:")
     assert run(registry, "deployments", "ls", "--json").json() == []
+    promote_and_roll_back(registry, client)
+
+
+def promote_and_roll_back(registry: ServiceProcess, client: BlockingRegistryClient) -> None:
+    """A canary is promoted, or rolled back, in one command each (on the same registry as the test above)."""
+    canary = ("deploy", "digits", "--target", "digits@production", "--canary", "digits/2:10", "--shadow", "digits/3")
+    assert run(registry, *canary).rc == 0  # generation 1 (the deployment was deleted above)
+    promoted_ = run(registry, "deployments", "promote", "digits", "--json")
+    assert promoted_.rc == 0, promoted_.stderr
+    doc = promoted_.json()
+    assert doc["generation"] == 2 and doc["spec"]["targets"] == [{"ref": "digits/2", "weight": 100}]
+    assert doc["spec"]["shadow"] == {"ref": "digits/3", "sample_percent": 100}  # the shadow stays
+    alone = run(registry, "deployments", "rollback", "digits")  # one target: nothing to roll back
+    assert_one_line_error(alone)
+    assert alone.stderr.startswith("maas: failed precondition:") and "digits/2" in alone.stderr
+
+    assert run(registry, *canary).rc == 0  # generation 3: the canary again
+    stale = run(registry, "deployments", "rollback", "digits", "--generation", "2")
+    assert_one_line_error(stale)
+    assert stale.stderr.startswith("maas: aborted:")
+    wrong = run(registry, "deployments", "rollback", "digits", "--target", "digits/3")  # the shadow is no target
+    assert_one_line_error(wrong)
+    assert wrong.stderr.startswith("maas: invalid argument:")
+    back = run(registry, "deployments", "rollback", "digits", "--generation", "3")
+    assert back.rc == 0, back.stderr
+    assert back.stdout.strip() == "deployment digits at generation 4: digits@production 100%; shadow digits/3"
+    assert [(t.ref, t.weight) for t in client.get_deployment("digits").spec.targets] == [("digits@production", 100)]
+
+
+def test_promotion_and_rollback_of_a_spec() -> None:
+    spec = deployment_spec(["digits@production:60", "digits/2:10", "digits/3:30"], shadow="digits@staging:5")
+    assert targets(promoted(spec)) == [("digits/2", 100)]  # the lightest is the canary
+    assert targets(promoted(spec, "digits/3")) == [("digits/3", 100)]
+    assert targets(rolled_back(spec)) == [("digits@production", 70), ("digits/3", 30)]
+    assert targets(rolled_back(spec, "digits@production")) == [("digits/2", 10), ("digits/3", 90)]
+    assert promoted(spec).shadow == spec.shadow and rolled_back(spec).options == spec.options
+    assert targets(spec) == [("digits@production", 60), ("digits/2", 10), ("digits/3", 30)]  # unchanged
+    with pytest.raises(InvalidArgument):
+        promoted(deployment_spec(["digits/1:50", "digits/2:50"]))  # which one is the canary?
+    with pytest.raises(InvalidArgument):
+        rolled_back(spec, "digits/9")
+    with pytest.raises(FailedPrecondition):
+        promoted(deployment_spec(["digits/1"]))
 
 
 def targets(spec: pb.DeploymentSpec) -> list[tuple[str, int]]:

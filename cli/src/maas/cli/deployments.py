@@ -1,20 +1,23 @@
-"""`maas deploy NAME --target REF[:WEIGHT] ...` and `maas deployments ls|show|rm`.
+"""`maas deploy NAME --target REF[:WEIGHT] ...` and `maas deployments ls|show|rm|promote|rollback`.
 
 `maas deploy` declares the whole deployment: it creates it, or replaces its
 spec (so an option not given is the replicas' own setting again), and each
-change is a new generation that the inference replicas follow.
+change is a new generation that the inference replicas follow. `promote` and
+`rollback` end a canary in one step each: they read the deployment and write
+the changed spec only if nothing changed it in between (its generation).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from maas.cli.context import Context
 from maas.cli.output import fields, print_json, table, to_dict, when
 from maas.cli.refs import format_name
-from maas.client.deployments import SERVABLE, deployment_spec, split_weight
-from maas.common.errors import InvalidArgument, NotFound
+from maas.client.deployments import SERVABLE, deployment_spec, promoted, rolled_back, split_weight
+from maas.common.errors import InvalidArgument, MaasError, NotFound
 from maas.v1 import registry_pb2 as rpb
 
 
@@ -90,7 +93,10 @@ def deploy(args: argparse.Namespace, ctx: Context) -> int:
         preferred_batch_sizes=args.preferred_batch_size or (),
         max_queue_size=args.max_queue_size,
     )
-    deployment = ctx.registry.deploy(args.name, spec, args.generation)
+    return _declared(ctx, ctx.registry.deploy(args.name, spec, args.generation))
+
+
+def _declared(ctx: Context, deployment: rpb.Deployment) -> int:
     if ctx.json:
         print_json(to_dict(deployment))
         return 0
@@ -100,6 +106,24 @@ def deploy(args: argparse.Namespace, ctx: Context) -> int:
         + (f"; shadow {shadow}" if shadow else "")
     )
     return 0
+
+
+def promote(args: argparse.Namespace, ctx: Context) -> int:
+    return _rollout(args, ctx, promoted)
+
+
+def rollback(args: argparse.Namespace, ctx: Context) -> int:
+    return _rollout(args, ctx, rolled_back)
+
+
+def _rollout(args: argparse.Namespace, ctx: Context, change: Callable[[rpb.DeploymentSpec, str | None], Any]) -> int:
+    """Read, change, write back conditionally: ABORTED if another change came in between."""
+    d = ctx.registry.get_deployment(args.name)
+    try:
+        spec = change(d.spec, args.target)
+    except MaasError as exc:
+        raise type(exc)(f"deployment {d.name}: {exc.message}") from None
+    return _declared(ctx, ctx.registry.deploy(d.name, spec, args.generation or d.generation))
 
 
 def ls(args: argparse.Namespace, ctx: Context) -> int:
@@ -221,7 +245,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     c.set_defaults(func=deploy)
 
     p = sub.add_parser("deployments", help="deployments: what the inference replicas serve")
-    deployments = p.add_subparsers(dest="action", required=True, metavar="{ls,show,rm}")
+    deployments = p.add_subparsers(dest="action", required=True, metavar="{ls,show,rm,promote,rollback}")
     c = deployments.add_parser("ls", parents=[common], help="list deployments")
     c.add_argument("--prefix", help="only names starting with this")
     c.add_argument("--json", action="store_true")
@@ -235,3 +259,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     c.add_argument("--generation", type=int, default=0, metavar="N", help="only if it is at generation N")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=rm)
+    for action, func, says in (
+        ("promote", promote, "the canary becomes the only target (100%%)"),
+        ("rollback", rollback, "the canary is removed; its share goes to the heaviest target left"),
+    ):
+        c = deployments.add_parser(action, parents=[common], help=f"end a canary: {says}")
+        c.add_argument("name", metavar="NAME")
+        c.add_argument("--target", metavar="REF", help="the canary (default: the lightest target)")
+        c.add_argument(
+            "--generation", type=int, default=0, metavar="N", help="only if it is at generation N (default: as read)"
+        )
+        c.add_argument("--json", action="store_true")
+        c.set_defaults(func=func)

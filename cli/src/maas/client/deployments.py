@@ -6,6 +6,11 @@ ones taking the odd percents: `digits@production` beside `digits/7:10` is 90.
 The registry checks the rest (weights summing to 100, refs that resolve).
 Refs never hold ':' (model names and aliases cannot), so the last ':' is the
 weight's.
+
+A rollout's two steps change a stored spec: `promoted` makes the canary the
+only target (100%), `rolled_back` removes it and gives its share to the
+heaviest target left. The canary is the target named, or else the lightest
+one (refused when two are lightest); the shadow and the options stay.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from maas.client.registry import format_number
-from maas.common.errors import InvalidArgument
+from maas.common.errors import FailedPrecondition, InvalidArgument
 from maas.v1 import registry_pb2 as pb
 
 SERVABLE = ("safetensors", "onnx")
@@ -75,3 +80,42 @@ def deployment_spec(
         ref, percent = split_weight(shadow, "shadow")
         spec.shadow.CopyFrom(pb.ShadowTarget(ref=ref, sample_percent=percent or 0))
     return spec
+
+
+def canary_of(spec: pb.DeploymentSpec, ref: str | None = None) -> int:
+    """The index of the canary among the spec's targets: the one `ref` names, or else the lightest."""
+    refs = [t.ref for t in spec.targets]
+    if len(refs) < 2:
+        raise FailedPrecondition(f"it has one target ({', '.join(refs)}): no canary to promote or roll back")
+    if ref:
+        if ref not in refs:
+            raise InvalidArgument(f"'{ref[:80]}' is not one of its targets ({', '.join(refs)})")
+        return refs.index(ref)
+    lightest = min(t.weight for t in spec.targets)
+    found = [i for i, t in enumerate(spec.targets) if t.weight == lightest]
+    if len(found) > 1:
+        raise InvalidArgument(f"{' and '.join(refs[i] for i in found)} weigh the same: name the canary with --target")
+    return found[0]
+
+
+def promoted(spec: pb.DeploymentSpec, ref: str | None = None) -> pb.DeploymentSpec:
+    """The spec with its canary as the only target, at 100%."""
+    out = pb.DeploymentSpec()
+    out.CopyFrom(spec)
+    canary = spec.targets[canary_of(spec, ref)]
+    del out.targets[:]
+    out.targets.append(pb.DeploymentTarget(ref=canary.ref, weight=100))
+    return out
+
+
+def rolled_back(spec: pb.DeploymentSpec, ref: str | None = None) -> pb.DeploymentSpec:
+    """The spec without its canary, whose share goes to the heaviest target left (the first of them)."""
+    index = canary_of(spec, ref)
+    rest = [pb.DeploymentTarget(ref=t.ref, weight=t.weight) for i, t in enumerate(spec.targets) if i != index]
+    heaviest = max(range(len(rest)), key=lambda i: (rest[i].weight, -i))
+    rest[heaviest].weight += spec.targets[index].weight
+    out = pb.DeploymentSpec()
+    out.CopyFrom(spec)
+    del out.targets[:]
+    out.targets.extend(rest)
+    return out
