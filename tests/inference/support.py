@@ -202,9 +202,33 @@ def register_torch(
     return version, module
 
 
+def onnx_bytes(graph: Any, *, check: bool = True) -> bytes:
+    """An opset-17 model of `graph`, serialized (checked by onnx unless told not to)."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if check:
+        onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def onnx_sum(width: int = 4) -> bytes:
+    """sum = a + b, both [-1, width] FP32: a model with two inputs."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["sum"])],
+        "sum",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", width]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["batch", width])],
+    )
+    return onnx_bytes(graph)
+
+
 def onnx_identity(width: int = 64) -> bytes:
     """A model that does nothing: output = input, [-1, width] FP32."""
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -213,10 +237,7 @@ def onnx_identity(width: int = 64) -> bytes:
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", width])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return onnx_bytes(graph)
 
 
 def onnx_unknown_op(width: int = 64) -> bytes:
@@ -229,14 +250,11 @@ def onnx_unknown_op(width: int = 64) -> bytes:
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", width])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
+    return onnx_bytes(graph, check=False)
 
 
 def onnx_identity_image(shape: tuple[int, int, int] = (3, 32, 32)) -> bytes:
     """A model that does nothing on images: output = input, [-1, C, H, W] FP32."""
-    import onnx
     from onnx import TensorProto, helper
 
     dims = ["batch", *shape]
@@ -246,15 +264,11 @@ def onnx_identity_image(shape: tuple[int, int, int] = (3, 32, 32)) -> bytes:
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, dims)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return onnx_bytes(graph)
 
 
 def onnx_lookup(rows: int = 10, width: int = 4) -> tuple[bytes, np.ndarray]:
     """An embedding lookup: INT64 indices [-1, 1] -> FP32 [-1, 1, width]. An index past the table fails."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     table = np.arange(rows * width, dtype=np.float32).reshape(rows, width) / 7.0
@@ -265,10 +279,7 @@ def onnx_lookup(rows: int = 10, width: int = 4) -> tuple[bytes, np.ndarray]:
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 1, width])],
         initializer=[numpy_helper.from_array(table, "table")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString(), table
+    return onnx_bytes(graph), table
 
 
 def register_onnx(
@@ -287,6 +298,13 @@ IDENTITY_SIGNATURE = {
 IDENTITY_IMAGE_SIGNATURE = {
     "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 32, 32]}],
     "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 3, 32, 32]}],
+}
+SUM_SIGNATURE = {
+    "inputs": [
+        {"name": "a", "datatype": "FP32", "shape": [-1, 4]},
+        {"name": "b", "datatype": "FP32", "shape": [-1, 4]},
+    ],
+    "outputs": [{"name": "sum", "datatype": "FP32", "shape": [-1, 4]}],
 }
 LOOKUP_SIGNATURE = {
     "inputs": [{"name": "index", "datatype": "INT64", "shape": [-1, 1]}],

@@ -33,30 +33,6 @@ from maas.common.clients.registry import BlockingRegistryClient
 from tests.inference import support
 
 LIMIT = 256 * 1024
-PAIR_SIGNATURE = {
-    "inputs": [
-        {"name": "a", "datatype": "FP32", "shape": [-1, 4]},
-        {"name": "b", "datatype": "FP32", "shape": [-1, 4]},
-    ],
-    "outputs": [{"name": "sum", "datatype": "FP32", "shape": [-1, 4]}],
-}
-
-
-def onnx_sum() -> bytes:
-    """sum = a + b, both [-1, 4] FP32: a model with two inputs, for a request that mixes binary and JSON."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["a", "b"], ["sum"])],
-        "sum",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 4]) for n in ("a", "b")],
-        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["batch", 4])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 @dataclass
@@ -78,7 +54,7 @@ def served(workdir: Path, registry_process: support.Process, registry: BlockingR
     _, mlp = support.register_torch(registry, "mlp", support.MLP_ARCH, seed=11)
     data, table = support.onnx_lookup()
     support.register_onnx(registry, "lookup", data, support.LOOKUP_SIGNATURE)
-    support.register_onnx(registry, "pair", onnx_sum(), PAIR_SIGNATURE)
+    support.register_onnx(registry, "pair", support.onnx_sum(), support.SUM_SIGNATURE)
     support.register_onnx(registry, "noop", support.onnx_identity(), support.IDENTITY_SIGNATURE)
     proc = support.start_inference(
         registry_process.address, workdir / "http", models="mlp,lookup,pair", max_message_bytes=LIMIT
