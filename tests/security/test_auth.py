@@ -31,7 +31,8 @@ from tests.helpers import aiter_of, safetensors_bytes, upload_messages, version_
 from tests.trainer.conftest import digits_spec, trainer_settings
 
 ADMIN, WRITE, READ = "admin-token-0123456789", "write-token-0123456789", "read-token-01234567890"
-TOKENS = f"{ADMIN}:admin,{WRITE}:write,{READ}:read"
+REPLICA = "replica-token-0123456789"
+TOKENS = f"{ADMIN}:admin,{WRITE}:write,{READ}:read,{REPLICA}:replica"
 DENIED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 
@@ -194,6 +195,32 @@ async def test_tokens_grant_their_scope(secured) -> None:
         assert (await stub.GetModel(rpb.GetModelRequest(name="m"), metadata=bearer(READ))).name == "m"
         await stub.CreateModel(rpb.CreateModelRequest(name="by-writer"), metadata=bearer(WRITE))
         await stub.DeleteModel(rpb.DeleteModelRequest(name="by-writer"), metadata=bearer(ADMIN))
+
+
+async def test_a_replica_token_reads_and_reports_and_changes_nothing_else(secured) -> None:
+    """What an inference replica's registry token needs (MAAS_INFERENCE_REGISTRY_TOKEN): no more."""
+    address, requests = secured
+    service = rpb.DESCRIPTOR.services_by_name["RegistryService"]
+    async with grpc.aio.insecure_channel(address) as channel:
+        for method in service.methods:
+            payload = requests.get(method.name, b"")
+            scope = REQUIRED_SCOPE[f"/{service.full_name}/{method.name}"]
+            code = await call(channel, method, payload, REPLICA)
+            if scope in ("read", "replica"):
+                assert code not in DENIED, method.name
+            else:
+                assert code == grpc.StatusCode.PERMISSION_DENIED, method.name
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        status = rpb.ReplicaStatus(replica="pod-1", generation=1)
+        report = rpb.ReportDeploymentStatusRequest(deployment="d", status=status)
+        await stub.ReportDeploymentStatus(report, metadata=bearer(REPLICA))
+        shown = await stub.GetDeployment(rpb.GetDeploymentRequest(name="d"), metadata=bearer(REPLICA))
+        # Both its reports are stored (the walk above sent one too); nothing else it sent changed anything.
+        assert {r.replica for r in shown.replicas} == {"intruder", "pod-1"}
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.SetAlias(rpb.SetAliasRequest(model="m", alias="production", version=2), metadata=bearer(REPLICA))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "a write token" in (info.value.details() or "")
 
 
 async def test_a_refusal_names_the_scope_it_needs(secured) -> None:

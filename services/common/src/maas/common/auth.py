@@ -1,7 +1,9 @@
 """Bearer tokens with scopes, checked by one interceptor on every service.
 
-Scopes are ordered: read < write < admin (a write token may read, an admin
-token may do anything). Every RPC of every service has a required scope in
+Scopes are ordered: read < replica < write < admin (a write token may read, an
+admin token may do anything). `replica` is what an inference replica needs of
+the registry: read everything, and report what it serves of each deployment,
+without being able to change what anyone serves. Every RPC of every service has a required scope in
 `REQUIRED_SCOPE`; a method missing from the table is refused (default deny),
 and a test walks the service descriptors to prove the table is complete.
 Only grpc.health.v1 is exempt, so orchestrators can probe without a token.
@@ -30,12 +32,12 @@ from maas.common.status import status_of
 
 log = logging.getLogger("maas.auth")
 
-SCOPES = ("read", "write", "admin")
+SCOPES = ("read", "replica", "write", "admin")
 RANK = {name: i for i, name in enumerate(SCOPES)}
 MIN_TOKEN_CHARS = 16
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
 
-_R, _W, _A = "read", "write", "admin"
+_R, _P, _W, _A = "read", "replica", "write", "admin"
 REQUIRED_SCOPE: dict[str, str] = {
     # registry
     **{
@@ -71,12 +73,13 @@ REQUIRED_SCOPE: dict[str, str] = {
             "LogMetrics",
             "FinishRun",
             "UploadArtifact",
-            # what is served, as moving an alias changes it; replicas report what they serve
+            # what is served, as moving an alias changes it
             "CreateDeployment",
             "UpdateDeployment",
-            "ReportDeploymentStatus",
         )
     },
+    # an inference replica says what it serves (its token needs no more than this)
+    "/maas.v1.RegistryService/ReportDeploymentStatus": _P,
     "/maas.v1.RegistryService/DeleteModel": _A,
     "/maas.v1.RegistryService/DeleteVersion": _A,
     "/maas.v1.RegistryService/DeleteDeployment": _A,

@@ -39,7 +39,7 @@ class ServerSettings(BaseSettings):
     reflection: bool = Field(True, description="Serve gRPC server reflection (for grpcurl and the like).")
     auth_tokens: SecretStr | None = Field(
         None,
-        description="Bearer tokens and their scope (read, write or admin) as token:scope,token:scope. "
+        description="Bearer tokens and their scope (read, replica, write or admin) as token:scope,token:scope. "
         "With tokens set, every call but grpc.health.v1 needs one. "
         f"Each token needs at least {MIN_TOKEN_CHARS} characters: a shorter one is refused at start.",
     )

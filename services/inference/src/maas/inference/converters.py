@@ -15,11 +15,20 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 
 from maas.common import errors, names
-from maas.inference.domain import IndexEntry, InferRequest, InferResult, InputTensor, ModelOptions, Target
+from maas.inference.domain import (
+    IndexEntry,
+    InferRequest,
+    InferResult,
+    InputTensor,
+    ModelOptions,
+    ServedTarget,
+    Target,
+)
 from maas.inference.tensors import CONTENTS_FIELD, Signature, TensorSpec
 from maas.oip import grpc_service_pb2 as pb
 from maas.oip import model_config_pb2 as mc
 from maas.v1 import common_pb2
+from maas.v1 import registry_pb2 as rpb
 
 if TYPE_CHECKING:
     from maas.inference.served import ServedVersion
@@ -167,7 +176,7 @@ def to_model_config(served: ServedVersion) -> pb.ModelConfigResponse:
                 name=f"{served.model}_0",
                 count=policy.instances,
                 kind=mc.ModelInstanceGroup.KIND_GPU
-                if served.runtime.device == "cuda"
+                if served.runtime.device.startswith("cuda")
                 else mc.ModelInstanceGroup.KIND_CPU,
             )
         ],
@@ -326,3 +335,54 @@ def _options_from_config(text: Any) -> ModelOptions:
         else None,
         instances=bounded(instances, "instance_group.count", 1, 64) if instances else None,
     )
+
+
+# ------------------------------------------------------ registry deployments
+
+_SERVED_FORMATS = {rpb.MODEL_FORMAT_ONNX: "onnx", rpb.MODEL_FORMAT_SAFETENSORS: "safetensors"}
+
+
+def from_deployment(deployment: rpb.Deployment) -> tuple[tuple[ServedTarget, ...], ModelOptions]:
+    """A deployment's targets (the shadow last) and serving options, as the manager serves them."""
+    spec = deployment.spec
+    targets = [_served_target(t.ref, t.weight, shadow=False) for t in spec.targets]
+    if spec.HasField("shadow"):
+        targets.append(_served_target(spec.shadow.ref, spec.shadow.sample_percent, shadow=True))
+    o = spec.options
+    options = ModelOptions(
+        max_batch_size=o.max_batch_size or None,
+        max_queue_delay_us=o.max_queue_delay_us if o.HasField("max_queue_delay_us") else None,
+        preferred_batch_sizes=tuple(o.preferred_batch_sizes) or None,
+        max_queue_size=o.max_queue_size or None,
+        instances=o.instances or None,
+        device=o.device or None,
+        format=_SERVED_FORMATS.get(o.format),
+    )
+    return tuple(targets), options
+
+
+def _served_target(ref: str, weight: int, *, shadow: bool) -> ServedTarget:
+    parsed = names.parse_ref(ref)
+    if parsed.version:
+        return ServedTarget(parsed.model, Target(version=parsed.version), weight, shadow)
+    return ServedTarget(parsed.model, Target(alias=parsed.alias), weight, shadow)
+
+
+def to_deployment_spec(targets: Sequence[ServedTarget], options: ModelOptions | None) -> rpb.DeploymentSpec:
+    """What RepositoryModelLoad declares: its targets, and the load's configuration as serving options."""
+    o = options or ModelOptions()
+    serving = rpb.ServingOptions(
+        max_batch_size=o.max_batch_size or 0,
+        instances=o.instances or 0,
+        preferred_batch_sizes=list(o.preferred_batch_sizes or ()),
+        max_queue_size=o.max_queue_size or 0,
+    )
+    if o.max_queue_delay_us is not None:
+        serving.max_queue_delay_us = o.max_queue_delay_us
+    spec = rpb.DeploymentSpec(
+        targets=[rpb.DeploymentTarget(ref=t.ref, weight=t.weight) for t in targets if not t.shadow], options=serving
+    )
+    for t in targets:
+        if t.shadow:
+            spec.shadow.CopyFrom(rpb.ShadowTarget(ref=t.ref, sample_percent=t.weight))
+    return spec

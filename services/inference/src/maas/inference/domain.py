@@ -96,10 +96,35 @@ class Target:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """Per-model overrides of the batching settings (from RepositoryModelLoad's config)."""
+    """Per-model overrides of the replica's settings (a deployment's serving options, RepositoryModelLoad's config).
+
+    None keeps the replica's own setting."""
 
     max_batch_size: int | None = None
     max_queue_delay_us: int | None = None
     preferred_batch_sizes: tuple[int, ...] | None = None
     max_queue_size: int | None = None
     instances: int | None = None
+    device: str | None = None
+    """"auto", "cpu", "cuda" or "cuda:N"."""
+    format: str | None = None
+    """The artifact served: "onnx" (onnxruntime) or "safetensors" (torch)."""
+
+
+@dataclass(frozen=True)
+class ServedTarget:
+    """One target of a served name: a registry model at an alias or a pinned version, and its share of requests.
+
+    A deployment's served name need not be a model's: `model` is the registry's,
+    the served name is the entry's. A shadow gets copies of requests (issue 14.3),
+    never the caller's answer; its `weight` is the percent of requests copied.
+    """
+
+    model: str
+    target: Target
+    weight: int = 100
+    shadow: bool = False
+
+    @property
+    def ref(self) -> str:
+        return self.target.ref(self.model)

@@ -43,7 +43,7 @@ class Runtime(Protocol):
     platform: str
     backend: str
     device: str
-    """"cpu" or "cuda"."""
+    """"cpu", "cuda" or "cuda:N"."""
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]: ...
 
@@ -57,10 +57,17 @@ class RuntimeOptions:
 
 
 def resolve_device(requested: str) -> str:
+    """Where to run: "cpu", "cuda", or "cuda:N" when a deployment names one GPU of several."""
     if requested == "cpu":
         return "cpu"
     import torch
 
+    if requested.startswith("cuda:"):
+        index = int(requested.removeprefix("cuda:"))
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if index >= count:
+            raise errors.FailedPrecondition(f"{requested} was requested but this replica has {count} GPUs")
+        return requested
     if torch.cuda.is_available():
         return "cuda"
     if requested == "cuda":
@@ -166,9 +173,10 @@ def load_onnx(path: Path, declared: Signature | None, options: RuntimeOptions) -
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
     device = resolve_device(options.device)
-    providers = ["CPUExecutionProvider"]
-    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        index = int(device.partition(":")[2] or 0)
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
     else:
         device = "cpu"
     try:
