@@ -266,19 +266,37 @@ TEXT_SIDES = (("service", "service (server-side tokenization)", "C0"), ("in-proc
 
 
 def text(data: dict[str, Any]) -> list[str]:
-    """The text benchmark: its serving half (a training half adds its own part beside it)."""
-    meta, model = data["meta"], data["model"]
-    lines = [
-        f"Measured {meta['when']}, {meta['rounds']} rounds of {meta['duration']} s per point; load average "
-        f"{meta['load_before']} at the start, {meta['load_after']} at the end; the rest of the machine used "
-        f"{meta['other_cpu']} of the cores. A BERT classifier ({meta['bert']}; {model['parameters']:,} parameters, "
-        f"vocabulary {model['vocab_size']:,}), {len(model['texts'])} sentences of "
-        f"{model['words']['min']:.0f}-{model['words']['max']:.0f} words, one per request.",
-        "",
-    ]
+    """The text benchmark: its serving half and its training half, each where it ran."""
+    meta, lines = data["meta"], []
     if "serving" in data:
-        lines += _text_serving(data["serving"]["summary"])
+        model = data["model"]
+        lines += [
+            f"Measured {meta['when']}, {meta['rounds']} rounds of {meta['duration']} s per point; load average "
+            f"{meta['load_before']} at the start, {meta['load_after']} at the end; the rest of the machine used "
+            f"{meta['other_cpu']} of the cores. A BERT classifier ({meta['bert']}; {model['parameters']:,} "
+            f"parameters, vocabulary {model['vocab_size']:,}), {len(model['texts'])} sentences of "
+            f"{model['words']['min']:.0f}-{model['words']['max']:.0f} words, one per request.",
+            "",
+            *_text_serving(data["serving"]["summary"]),
+        ]
+    if "training" in data:
+        lines += ["", *_text_training(data["training"])] if lines else _text_training(data["training"])
     return lines
+
+
+def _text_training(training: dict[str, Any]) -> list[str]:
+    """Training samples/s of the trainer service against the plain transformers/torch loop, and their ratio."""
+    setup, summary = training["setup"], training["summary"]
+    service, plain, ratio = summary["service"], summary["plain"], summary["service/plain"]
+    per_cpu = summary.get("service/plain per CPU second")
+    return [
+        f"- training ({setup['train_texts']} BBC News articles cut at {setup['max_length']} tokens, batch "
+        f"{setup['batch_size']}, {setup['threads']} thread(s), {summary['rounds']} rounds of {setup['epochs']} "
+        f"epochs a side; load average {training['load_before']} at the start): service "
+        f"{service['median']:,.1f} samples/s, plain transformers/torch loop {plain['median']:,.1f} samples/s, "
+        f"service / plain {ratio['median']:.2f} ({ratio['min']:.2f}-{ratio['max']:.2f}; goal 0.95)"
+        + (f"; per CPU second {per_cpu['median']:.2f} ({per_cpu['min']:.2f}-{per_cpu['max']:.2f})" if per_cpu else "")
+    ]
 
 
 def _text_serving(summary: list[dict[str, Any]]) -> list[str]:
@@ -343,7 +361,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
     ("trainer", "Trainer throughput", trainer),
     ("overload", "Inference at ten times its capacity", overload),
     ("formats", "Serving formats: torch, onnxruntime and int8 onnxruntime", formats),
-    ("text", "Text: a BERT classifier served with server-side tokenization", text),
+    ("text", "Text: a BERT classifier trained by the service and served with server-side tokenization", text),
 ]
 
 

@@ -27,12 +27,17 @@ Serving, in one run on this machine:
   per execution its compute_input (the batch's tokenization), compute_infer (the graph) and compute_output
   times, and rows per execution; the yardstick times its own tokenization and session.run.
 
-A training section (the trainer service against the plain transformers/torch loop on the same data) is to go
-beside `serving`: its own function, its key in the JSON document and its section of the Markdown.
+Training, in the same run (`bench/text_training.py`, whose docstring says what each side includes): the trainer
+service, a text job submitted with `maas train` to a real registry and trainer, against the plain
+transformers/torch loop in this process on the same texts, the job's own tokenizer.json, the same model sizes,
+optimizer, batch size and threads; samples/s as the trainer reports it (epoch events, training steps only) against
+the same steps timed here, rounds alternating the order, the ratio per round. Its key in the JSON document is
+`training`, its section of the Markdown "Training: ...".
 
 Results go to bench/out/text.md and bench/out/text.json (`make bench-report` includes them).
 
-    .venv/bin/python bench/text_bench.py [--quick] [--rounds 3] [--duration 3] [--concurrency 1,8]
+    .venv/bin/python bench/text_bench.py [--quick] [--only serving|training] [--rounds 3] [--duration 3]
+        [--concurrency 1,8] [--train-epochs 4] [--threads 1]
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import shutil
 import sys
@@ -58,7 +64,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # transformers builds from a confi
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import grpcload  # noqa: E402 - the load generators and the bits the serving benchmarks share
+from bench import grpcload, text_training  # noqa: E402 - the load generators, the bits serving benchmarks share
 from bench.grpcload import LoadGenerator, Result  # noqa: E402
 from tests.cli.support import maas  # noqa: E402 - the real `maas` command, as a user runs it
 from tests.inference import support  # noqa: E402 - processes shared with the tests
@@ -74,6 +80,7 @@ VOCAB = 8192
 BERT: dict[str, Any] = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 512}
 TOLERANCE = 1e-4  # logits, service against in-process (README: "Serving text models")
 SERVICE, IN_PROCESS = "service", "in-process"
+SERVING, TRAINING = "serving", "training"  # the halves: their keys in text.json
 
 
 @dataclass
@@ -496,22 +503,34 @@ def serving_report(meta: dict[str, Any], model: TextModel, serving: dict[str, An
     return lines
 
 
-def report(meta: dict[str, Any], model: TextModel, serving: dict[str, Any]) -> str:
-    lines = [
-        "# Text benchmark: a BERT-style classifier",
-        "",
-        f"Measured {meta['when']} on {meta['machine']} ({meta['cpus']} CPUs); load average (1/5/15 min) "
-        f"{meta['load_before']} when the measurements started, {meta['load_after']} at the end ({meta['quiet']}; "
-        "the load average counts the benchmark's own servers and load generator). The rest of the machine used "
-        f"{meta['other_cpu']} of all cores during the windows. Whole run {meta['run_seconds']:.0f} s.",
-        f"Model: transformers BertForSequenceClassification from a config ({meta['bert']}), random weights, "
-        f"{model.parameters:,} parameters, ONNX {model.onnx_bytes / 1e6:.1f} MB (opset 17); WordPiece tokenizer "
-        f"trained on {model.corpus}, vocabulary {model.vocab_size:,}; max_length {MAX_LENGTH}; built and exported in "
-        f"{model.build_seconds:.0f} s.",
-        "",
-        *serving_report(meta, model, serving),
-    ]
-    return "\n".join(lines) + "\n"
+def report(
+    meta: dict[str, Any],
+    model: TextModel | None,
+    serving: dict[str, Any] | None,
+    training: dict[str, Any] | None = None,
+) -> str:
+    lines = ["# Text benchmark: a BERT-style classifier", ""]
+    if model is not None and serving is not None:
+        lines += [
+            f"Measured {meta['when']} on {meta['machine']} ({meta['cpus']} CPUs); load average (1/5/15 min) "
+            f"{meta['load_before']} when the measurements started, {meta['load_after']} at the end "
+            f"({meta['quiet']}; the load average counts the benchmark's own servers and load generator). The rest "
+            f"of the machine used {meta['other_cpu']} of all cores during the windows. Whole run "
+            f"{meta['run_seconds']:.0f} s.",
+            f"Model: transformers BertForSequenceClassification from a config ({meta['bert']}), random weights, "
+            f"{model.parameters:,} parameters, ONNX {model.onnx_bytes / 1e6:.1f} MB (opset 17); WordPiece tokenizer "
+            f"trained on {model.corpus}, vocabulary {model.vocab_size:,}; max_length {MAX_LENGTH}; built and "
+            f"exported in {model.build_seconds:.0f} s.",
+            "",
+            *serving_report(meta, model, serving),
+            "",
+        ]
+    else:
+        lines += [f"Measured {meta['when']} on {meta['machine']} ({meta['cpus']} CPUs); whole run "
+                  f"{meta['run_seconds']:.0f} s.", ""]  # fmt: skip
+    if training is not None:
+        lines += [*text_training.report(training, meta), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 # --------------------------------------------------------------------- main
@@ -584,13 +603,15 @@ def serve_and_measure(args: argparse.Namespace, model: TextModel, work: Path, lo
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s windows")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3; --quick 2)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds: of 2 s windows; of 3-epoch jobs")
+    parser.add_argument("--only", choices=(SERVING, TRAINING), help="one half (default: both)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of each half (default 3; --quick 2)")
     parser.add_argument("--duration", type=float, default=None, help="seconds measured per point (default 3)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per point")
     parser.add_argument("--concurrency", default="1,8", help="the service's; the yardstick's texts per call")
     parser.add_argument("--texts", type=int, default=256, help="distinct sentences sent in turn")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads: the service's and the yardstick's")
+    parser.add_argument("--train-epochs", type=int, default=None, help="epochs a training side runs (4; quick 3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch/onnxruntime threads: the services' and ours")
     parser.add_argument("--loadgen", choices=("auto", "cpp", "python"), default="auto")
     parser.add_argument("--quiet-load", type=float, default=1.0, help="before timing, wait for this 1-min load")
     parser.add_argument("--quiet-patience", type=float, default=None, help="seconds to wait at most (120; quick 30)")
@@ -599,57 +620,88 @@ def main() -> int:
     args = parser.parse_args()
     args.rounds = args.rounds or (2 if args.quick else 3)
     args.duration = args.duration or (2.0 if args.quick else 3.0)
+    args.train_epochs = args.train_epochs or (3 if args.quick else 4)
+    if args.train_epochs < 2:
+        parser.error("--train-epochs: at least 2 (the first warms up)")
     args.quiet_patience = args.quiet_patience if args.quiet_patience is not None else (30.0 if args.quick else 120.0)
+    halves = (args.only,) if args.only else (SERVING, TRAINING)
     started = time.monotonic()
-    try:
-        loadgen = pick_loadgen(args.loadgen)
-    except RuntimeError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(f"load generator: {loadgen.description}", flush=True)
+    loadgen: LoadGenerator | None = None
+    if SERVING in halves:
+        try:
+            loadgen = pick_loadgen(args.loadgen)
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"load generator: {loadgen.description}", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="maas-bench-text-"))
+    model: TextModel | None = None
+    serving: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
     try:
-        model = build(work, args.texts, args.seed)
-        print(
-            f"model: {model.parameters:,} parameters, ONNX {model.onnx_bytes:,} bytes, vocabulary "
-            f"{model.vocab_size:,}; texts {model.words} words, {model.tokens} tokens",
-            flush=True,
-        )
-        serving = serve_and_measure(args, model, work, loadgen)
+        if loadgen is not None:
+            model = build(work, args.texts, args.seed)
+            print(
+                f"model: {model.parameters:,} parameters, ONNX {model.onnx_bytes:,} bytes, vocabulary "
+                f"{model.vocab_size:,}; texts {model.words} words, {model.tokens} tokens",
+                flush=True,
+            )
+            serving = serve_and_measure(args, model, work, loadgen)
+        if TRAINING in halves:
+            training = text_training.train_and_measure(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    meta = {
-        **grpcload.run_meta(loadgen),
-        "server": f"python -m maas.inference, one serving process, {args.threads} intra-op thread(s), dynamic "
-        "batching on (the defaults: max_batch_size 32, max_queue_delay 200 µs)",
-        "yardstick": f"onnxruntime {_version('onnxruntime')} in the benchmark's process, one session, "
-        f"{args.threads} intra-op thread(s), tokenizers {_version('tokenizers')} through maas.common.tokenization",
-        "bert": ", ".join(f"{k} {v}" for k, v in BERT.items()) + f", {len(LABELS)} classes",
+    meta: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        **(grpcload.run_meta(loadgen) if loadgen is not None else {}),
         "rounds": args.rounds,
-        "duration": args.duration,
-        "warmup": args.warmup,
         "quick": args.quick,
-        "quiet": serving["quiet"],
-        "load_before": serving["load_before"],
         "load_after": grpcload.load_average(),
-        "other_cpu": serving["other_cpu"],
         "run_seconds": time.monotonic() - started,
     }
+    if serving is not None:
+        meta.update(
+            server=f"python -m maas.inference, one serving process, {args.threads} intra-op thread(s), dynamic "
+            "batching on (the defaults: max_batch_size 32, max_queue_delay 200 µs)",
+            yardstick=f"onnxruntime {_version('onnxruntime')} in the benchmark's process, one session, "
+            f"{args.threads} intra-op thread(s), tokenizers {_version('tokenizers')} through maas.common.tokenization",
+            bert=", ".join(f"{k} {v}" for k, v in BERT.items()) + f", {len(LABELS)} classes",
+            duration=args.duration,
+            warmup=args.warmup,
+            quiet=serving["quiet"],
+            load_before=serving["load_before"],
+            other_cpu=serving["other_cpu"],
+        )
+    if training is not None:
+        meta["train_yardstick"] = f"transformers {_version('transformers')}, torch {_version('torch')}"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(document(meta, model, serving), indent=2, allow_nan=False))
-    text = report(meta, model, serving)
+    doc = document(meta, model, serving, training)
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=2, allow_nan=False))
+    text = report(meta, model, serving, training)
     out.with_suffix(".md").write_text(text)
     print(text)
     return 0
 
 
-def document(meta: dict[str, Any], model: TextModel, serving: dict[str, Any]) -> dict[str, Any]:
-    """What bench/out/text.json holds (bench/report.py reads it); a training half adds its own key."""
-    model_doc = {k: v for k, v in asdict(model).items() if k not in ("onnx", "tokenizer")}
-    return grpcload.json_safe({"meta": meta, "model": model_doc, "serving": serving})
+def document(
+    meta: dict[str, Any],
+    model: TextModel | None,
+    serving: dict[str, Any] | None,
+    training: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What bench/out/text.json holds (bench/report.py reads it): meta, and each half that ran under its key."""
+    doc: dict[str, Any] = {"meta": meta}
+    if model is not None and serving is not None:
+        doc["model"] = {k: v for k, v in asdict(model).items() if k not in ("onnx", "tokenizer")}
+        doc[SERVING] = serving
+    if training is not None:
+        doc[TRAINING] = training
+    return grpcload.json_safe(doc)
 
 
 def _version(distribution: str) -> str:

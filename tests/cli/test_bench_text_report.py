@@ -11,6 +11,7 @@ from typing import Any
 from PIL import Image
 
 from bench import text_bench as tb
+from bench import text_training as tt
 from bench.grpcload import Result
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ def _in_process(c: int, k: int) -> Result:
     return Result(tb.IN_PROCESS, tb.MODEL, c, f"batch {c}", texts // c, 0, 3.0, rate, 1.0, 3.0, 3.0, 0.0, extra=extra)
 
 
-def _bench_output(out: Path) -> None:
+def _bench_output(out: Path, training: dict[str, Any] | None = None) -> None:
     results = [side(c, k) for k in range(3) for c in (1, 8) for side in (_service, _in_process)]
     words = {"min": 8.0, "median": 20.0, "max": 40.0}
     model = tb.TextModel(out / "bert.onnx", out / "tokenizer.json", 1_479_173, 5_966_979, 8192,
@@ -45,8 +46,8 @@ def _bench_output(out: Path) -> None:
             "yardstick": "onnxruntime", "bert": "hidden_size 128", "rounds": 3, "duration": 3.0, "warmup": 1.0,
             "quiet": "machine quiet at start", "load_before": "0.50 / 0.40 / 0.30", "load_after": "1.00 / 0.50 / 0.30",
             "other_cpu": "median 2 %, max 5 %", "run_seconds": 60.0}  # fmt: skip
-    (out / "text.json").write_text(json.dumps(tb.document(meta, model, serving)))
-    (out / "text.md").write_text(tb.report(meta, model, serving))
+    (out / "text.json").write_text(json.dumps(tb.document(meta, model, serving, training)))
+    (out / "text.md").write_text(tb.report(meta, model, serving, training))
 
 
 def _report(out: Path) -> subprocess.CompletedProcess[str]:
@@ -59,7 +60,10 @@ def test_the_text_benchmark_has_its_section_with_ratios_and_tokenization_share(t
     proc = _report(tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = (tmp_path / "report.md").read_text()
-    assert "## Text: a BERT classifier served with server-side tokenization" in report.splitlines()
+    assert (
+        "## Text: a BERT classifier trained by the service and served with server-side tokenization"
+        in report.splitlines()
+    )
     # Per round: 400/800, 450/1000, 500/1000 at concurrency 1; 600/1000, 700/1000, 800/1100 at 8.
     assert "service / in-process 0.50 (0.45-0.50)" in report
     assert "- concurrency 8 (in-process 8 per call): service 700/s, in-process 1,000/s" in report
@@ -80,3 +84,65 @@ def test_without_text_results_the_section_says_so(tmp_path: Path) -> None:
     proc = _report(tmp_path)
     assert proc.returncode == 1  # nothing at all to report
     assert "text.json is missing (`make bench-text` writes it)" in (tmp_path / "report.md").read_text()
+
+
+# Per round, the epochs after the first: service 80, 100, 90 samples/s; plain 100, 96, 78 (ratios 0.80, 1.04, 1.15).
+TRAINING_EPOCHS = {
+    tt.SERVICE: ([10.0, 79.0, 80.0, 81.0], [20.0, 100.0, 99.0, 101.0], [5.0, 90.0, 91.0, 89.0]),
+    tt.PLAIN: ([50.0, 100.0, 100.0, 100.0], [60.0, 96.0, 95.0, 97.0], [70.0, 78.0, 78.0, 78.0]),
+}
+
+
+# The share of a core each side's process got: per CPU second, service 160, 200, 180 against 100, 96, 78.
+SHARES = {tt.SERVICE: 0.5, tt.PLAIN: 1.0}
+
+
+def _training() -> dict[str, Any]:
+    sides = [
+        tt.Side(
+            side,
+            k,
+            [tt.Epoch(e + 1, rate, 1.0 - 0.1 * e, 480 / rate, SHARES[side]) for e, rate in enumerate(rates)],
+            0.5,
+        )
+        for k in range(3)
+        for side, rounds in TRAINING_EPOCHS.items()
+        for rates in [rounds[k]]
+    ]
+    setup = {"texts": 600, "train_texts": 480, "articles_per_topic": 120, "labels": ["a", "b"],
+             "validation_split": 0.2, "max_length": 64, "vocab_size": 6919, "batch_size": 32, "epochs": 4,
+             "lr": 0.002, "weight_decay": 0.01, "threads": 1, "bert": {"num_layers": 2}, "parameters": 1_308_037,
+             "train_args": ["train", "--model", "bert"]}  # fmt: skip
+    return tt.half(sides, setup, "machine quiet at start", "0.50 / 0.40 / 0.30")
+
+
+def test_the_training_half_reports_the_per_round_ratio_of_steady_epochs(tmp_path: Path) -> None:
+    _bench_output(tmp_path, training=_training())
+    proc = _report(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = (tmp_path / "report.md").read_text()
+    # The first epoch of each side is left out; the ratio is per round (the ratio of the medians would be 0.94).
+    assert (
+        "service 90.0 samples/s, plain transformers/torch loop 96.0 samples/s, service / plain 1.04 (0.80-1.15; goal 0.95)"
+        in report
+    )
+    assert "service / in-process 0.50 (0.45-0.50)" in report  # the serving half is still there
+    own = (tmp_path / "text.md").read_text()
+    assert "## Training: the trainer service against the plain transformers/torch loop" in own.splitlines()
+    assert "The service trains at 1.04 of the plain loop's samples/s (rounds 0.80-1.15" in own
+    assert "service / plain 2.08 (1.60-2.31)" in own
+    assert any(line.startswith("| 0 | service | 0.50 | 10.0, 79.0, 80.0, 81.0 |") for line in own.splitlines())
+    assert json.loads((tmp_path / "text.json").read_text())["training"]["summary"]["rounds"] == 3
+
+
+def test_a_training_only_run_has_its_section_without_the_serving_half(tmp_path: Path) -> None:
+    meta = {"when": "2026-12-07", "machine": "x86_64", "cpus": 2, "rounds": 3, "quick": False,
+            "load_after": "1.00 / 0.50 / 0.30", "run_seconds": 300.0, "train_yardstick": "transformers 5"}  # fmt: skip
+    training = _training()
+    (tmp_path / "text.json").write_text(json.dumps(tb.document(meta, None, None, training)))
+    (tmp_path / "text.md").write_text(tb.report(meta, None, None, training))
+    proc = _report(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = (tmp_path / "report.md").read_text()
+    assert "service / plain 1.04 (0.80-1.15; goal 0.95)" in report
+    assert "Could not read" not in report and "### Serving" not in report
