@@ -19,7 +19,7 @@ import sys
 from prometheus_client import CollectorRegistry
 
 from maas.common.server import InsecureConfiguration, configure_logging, security_of, serve_forever
-from maas.inference.settings import InferenceSettings, http_settings
+from maas.inference.settings import InferenceSettings, http_settings, replica_id
 
 
 async def _serve(settings: InferenceSettings) -> None:
@@ -68,10 +68,12 @@ def _supervise(settings: InferenceSettings) -> int:
 
 def _run_workers(settings: InferenceSettings, port: int, http_port: int = 0) -> int:
     children = []
+    replica = replica_id(settings.model_copy(update={"port": port}))
     for index in range(settings.workers):
         env = dict(os.environ)
         env["MAAS_INFERENCE_WORKERS"] = "1"
         env["MAAS_INFERENCE_PORT"] = str(port)
+        env["MAAS_INFERENCE_REPLICA_ID"] = f"{replica[:120]}-w{index}"  # each worker reports as its own replica
         if settings.http:
             env["MAAS_INFERENCE_HTTP_PORT"] = str(http_port)
         if settings.metrics_port:

@@ -1,8 +1,7 @@
-"""Wiring of one inference process: registry client, manager, follower, servicer, HTTP face."""
+"""Wiring of one inference process: registry client, manager, converger, follower, servicer, HTTP face."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from collections.abc import Sequence
@@ -10,18 +9,18 @@ from collections.abc import Sequence
 from grpc import aio
 from prometheus_client import CollectorRegistry
 
-from maas.common import errors
 from maas.common.auth import TokenTable
 from maas.common.clients.registry import RegistryClient
 from maas.common.server import Health, security_of
+from maas.inference.convergence import Converger
 from maas.inference.dataplane import DataPlane
 from maas.inference.follower import RegistryFollower
 from maas.inference.http_app import OipHttp
 from maas.inference.http_server import HttpServer
-from maas.inference.manager import ModelManager, parse_model_ref
+from maas.inference.manager import ModelManager
 from maas.inference.metrics import InferenceMetrics
 from maas.inference.servicer import InferenceServicer
-from maas.inference.settings import InferenceSettings, http_settings
+from maas.inference.settings import InferenceSettings, http_settings, replica_id
 from maas.inference.statistics import Statistics
 from maas.oip import grpc_service_pb2, grpc_service_pb2_grpc
 
@@ -47,9 +46,10 @@ class InferenceApp:
             self.manager.metrics = InferenceMetrics(
                 metrics_registry, self.statistics, self.manager.pending, self.manager.states
             )
-        self.plane = DataPlane(self.manager, self.statistics)
+        self.converger = Converger(self.manager, settings, replica_id(settings))
+        self.plane = DataPlane(self.manager, self.statistics, self.converger)
         self.follower = RegistryFollower(
-            self.manager,
+            self.converger,
             initial=settings.reconnect_initial_seconds,
             maximum=settings.reconnect_max_seconds,
             resync=settings.resync_seconds,
@@ -62,15 +62,8 @@ class InferenceApp:
     async def start(self, health: Health) -> None:
         if self.settings.http:
             await self._start_http()
-        refs = [parse_model_ref(ref, self.settings.default_alias) for ref in self.settings.models]
-        results = await asyncio.gather(
-            *(self.manager.configure(name, target) for name, target in refs), return_exceptions=True
-        )
-        for (name, target), result in zip(refs, results, strict=True):
-            if isinstance(result, errors.MaasError):
-                log.warning("%s: not served yet (%s); the follower retries", target.ref(name), result.message)
-            elif isinstance(result, BaseException):
-                log.error("%s: not served", target.ref(name), exc_info=result)
+        # Deployments, MAAS_INFERENCE_MODELS and the default policy, loaded before the replica says it is ready.
+        await self.converger.start()
         if self.settings.follow:
             self.follower.start()
         # Everything allocated so far (torch, models, modules) lives as long as the process:
@@ -105,5 +98,6 @@ class InferenceApp:
         if self.http is not None:
             await self.http.stop()
         await self.follower.stop()
+        await self.converger.stop()
         await self.manager.close()
         await self.registry.close()

@@ -14,6 +14,7 @@ from time import monotonic, perf_counter_ns
 from maas.common import errors
 from maas.inference import validation
 from maas.inference.batcher import Outcome
+from maas.inference.convergence import Converger
 from maas.inference.domain import IndexEntry, InferRequest, InferResult, ModelOptions, State, Target
 from maas.inference.manager import ModelManager
 from maas.inference.served import ServedVersion
@@ -30,9 +31,10 @@ EXTENSIONS = ("model_repository", "model_configuration", "statistics")
 
 
 class DataPlane:
-    def __init__(self, manager: ModelManager, statistics: Statistics) -> None:
+    def __init__(self, manager: ModelManager, statistics: Statistics, converger: Converger) -> None:
         self.manager = manager
         self.statistics = statistics
+        self.converger = converger
         self.ready = False
 
     # ---------------------------------------------------- health, metadata
@@ -116,7 +118,8 @@ class DataPlane:
 
     async def index(self, ready_only: bool) -> list[IndexEntry]:
         out: list[IndexEntry] = []
-        for name, entry in sorted(self.manager.models.items()):
+        for entry in self.manager.entries():  # every target of every served name, and layouts still loading
+            name = entry.name
             if entry.current is not None:
                 out.append(IndexEntry(name, entry.current.version_str, State.READY.value))
             if entry.loading:
@@ -146,10 +149,11 @@ class DataPlane:
         return names
 
     async def load(self, name: str, target: Target | None, options: ModelOptions | None) -> None:
-        await self.manager.load(name, target, options)
+        """RepositoryModelLoad: declared in the registry as a deployment, so every replica serves it."""
+        await self.converger.load(name, target, options)
 
     async def unload(self, name: str) -> None:
-        await self.manager.unload(name)
+        await self.converger.unload(name)
 
 
 def record_failure(served: ServedVersion, start: int, exc: BaseException) -> None:

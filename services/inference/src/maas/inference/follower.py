@@ -1,14 +1,14 @@
-"""Follows the registry's event stream and re-syncs models whose alias moved.
+"""Follows the registry's event stream; the converger turns each event into what this replica serves.
 
 One long-lived WatchEvents stream per process, resumed after a disconnect from
 the last event id it saw, with exponential backoff while the registry is
 unreachable; models keep being served meanwhile. On every (re)connect, and
-every `resync_seconds` while connected, each followed alias is resolved again,
-so a move that happened while disconnected (or raced the first subscription)
-is not missed; a configured model the registry did not have yet is loaded the
-same way once it appears (its first VERSION_READY, or its alias being set). An
-event only says "look again": the manager resolves the alias itself, so
-replayed or reordered events cannot swap back to an older version.
+every `resync_seconds` while connected, the converger reads every deployment
+and model again and re-resolves every followed alias, so a change that
+happened while disconnected (or raced the first subscription) is not missed.
+An event only says "look again": the converger and the manager read the
+registry themselves, so replayed or reordered events cannot swap back to an
+older version or generation.
 """
 
 from __future__ import annotations
@@ -18,37 +18,32 @@ import logging
 
 from maas.common import errors
 from maas.common.loops import LoopService
-from maas.inference.manager import ModelManager
-from maas.v1 import registry_pb2 as rpb
+from maas.inference.convergence import Converger
 
 log = logging.getLogger("maas.inference.follower")
-
-RELEVANT = frozenset({rpb.EVENT_TYPE_ALIAS_MOVED, rpb.EVENT_TYPE_ALIAS_DELETED, rpb.EVENT_TYPE_VERSION_READY})
 
 
 class RegistryFollower(LoopService):
     name = "registry-follower"
 
-    def __init__(self, manager: ModelManager, *, initial: float, maximum: float, resync: float) -> None:
+    def __init__(self, converger: Converger, *, initial: float, maximum: float, resync: float) -> None:
         super().__init__(initial)
-        self.manager = manager
+        self.converger = converger
         self.initial = initial
         self.maximum = maximum
         self.resync = resync
         self.last_id = 0
         self.connected = False
-        self._pending: dict[str, asyncio.Task[None]] = {}
-        self._dirty: set[str] = set()
 
     async def run_once(self) -> None:
         resync: asyncio.Task[None] | None = None
         try:
-            events = self.manager.registry.watch_events(after_id=self.last_id, from_latest=self.last_id == 0)
+            events = self.converger.registry.watch_events(after_id=self.last_id, from_latest=self.last_id == 0)
             resync = asyncio.create_task(self._resync_forever())
             async for event in events:
                 self._seen_registry()
                 self.last_id = event.id
-                self._handle(event)
+                self.converger.on_event(event)
             raise errors.Unavailable("the registry closed the event stream")
         except errors.MaasError as exc:
             self.connected = False
@@ -66,43 +61,7 @@ class RegistryFollower(LoopService):
     async def _resync_forever(self) -> None:
         while True:
             try:
-                await self.manager.sync_all()
+                await self.converger.resync()
             except errors.MaasError as exc:
                 log.info("resync failed: %s", exc.message)
             await asyncio.sleep(self.resync)
-
-    def _handle(self, event: rpb.Event) -> None:
-        if event.type not in RELEVANT:
-            return
-        if event.type == rpb.EVENT_TYPE_VERSION_READY:
-            # A new version only matters to a model still waiting for its first one
-            # (configured before it existed, or pinned to a version not uploaded yet).
-            if self.manager.awaiting_first_version(event.model):
-                self._sync_soon(event.model)
-            return
-        if self.manager.followed().get(event.model) == event.alias:
-            self._sync_soon(event.model)
-
-    def _sync_soon(self, model: str) -> None:
-        """One sync task per model; events arriving meanwhile make it run once more."""
-        self._dirty.add(model)
-        task = self._pending.get(model)
-        if task is None or task.done():
-            self._pending[model] = asyncio.create_task(self._sync(model))
-
-    async def _sync(self, model: str) -> None:
-        while model in self._dirty:
-            self._dirty.discard(model)
-            try:
-                await self.manager.sync(model)
-            except errors.NotFound as exc:
-                log.info("%s: nothing to serve yet: %s", model, exc.message)
-            except errors.MaasError as exc:
-                log.warning("%s: could not follow its alias: %s", model, exc.message)
-            except Exception:
-                log.exception("%s: sync failed", model)
-
-    async def stop(self) -> None:
-        await super().stop()
-        for task in self._pending.values():
-            task.cancel()

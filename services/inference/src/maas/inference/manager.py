@@ -1,6 +1,16 @@
 """The model manager: which versions this process serves, and how they change.
 
-Each model entry has a target - an alias to follow or a pinned version. To
+A served name (what requests name) has one or more targets, each an entry: a
+registry model (the served name itself unless a deployment says otherwise) at
+an alias to follow or a pinned version. Requests go to the served name's entry
+in `models`; a deployment's other targets (`companions`: lighter ones, weight
+0, the shadow) are loaded, warmed, followed and reported the same way, and are
+reached by their version for now (issue 14.3 spreads traffic over them by
+weight). `apply` moves a served name from one set of targets to another: the
+new ones load and warm while the old ones serve, then one assignment swaps
+them, and the targets that left drain.
+
+Each entry has a target - an alias to follow or a pinned version. To
 reach it the manager resolves it through the registry, fetches the verified
 artifact, builds the runtime off the event loop, warms it up, probes whether
 batching can stack it, and only then swaps it in: one assignment, so every
@@ -9,19 +19,19 @@ drained (its in-flight requests finish) and closed. A version that cannot be
 built is recorded as failed with its reason, and whatever was serving goes on
 serving.
 
-A model named in the configuration is kept even while the registry does not
-have it (or its alias, or its pinned version) yet: the follower syncs it when
-an event says it may have appeared, and on every resync. A model asked for by
-RepositoryModelLoad that the registry does not know is refused and not kept,
-so clients cannot make the service remember names.
+A target is kept even while the registry does not have it (or its alias, or
+its pinned version) yet: the follower syncs it when an event says it may have
+appeared, and on every resync. What is declared (deployments, the
+configuration, the default policy) is the converger's; this module only
+serves it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from google.protobuf import json_format
@@ -32,7 +42,7 @@ from maas.inference import runtimes, text_runtime
 from maas.inference.batcher import BatchPolicy
 from maas.inference.cache import ArtifactCache, choose_artifact, text_artifacts
 from maas.inference.converters import signature_from_registry
-from maas.inference.domain import ModelOptions, State, Target
+from maas.inference.domain import ModelOptions, ServedTarget, State, Target
 from maas.inference.metrics import InferenceMetrics
 from maas.inference.served import ServedVersion
 from maas.inference.settings import InferenceSettings
@@ -61,6 +71,19 @@ class ModelEntry:
     failure: Failure | None = None
     waiting: str | None = None  # why the registry has nothing to serve yet (NotFound on resolve)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    model: str = ""
+    """The registry model its target names ("": the served name itself)."""
+    weight: int = 100
+    """Its percent of the served name's requests (a deployment target's weight)."""
+    shadow: bool = False
+    """A deployment's shadow: it gets copies of requests, never a caller's answer."""
+
+    @property
+    def source(self) -> str:
+        return self.model or self.name
+
+    def ref(self) -> str:
+        return self.target.ref(self.source)
 
 
 def parse_model_ref(ref: str, default_alias: str) -> tuple[str, Target]:
@@ -90,6 +113,14 @@ class ModelManager:
         self.metrics = metrics
         self.cache = ArtifactCache(settings.cache_dir)
         self.models: dict[str, ModelEntry] = {}
+        """Each served name's entry that takes its requests."""
+        self.companions: dict[str, tuple[ModelEntry, ...]] = {}
+        """Each served name's other targets, in the order declared."""
+        self.upcoming: dict[str, tuple[ModelEntry, ...]] = {}
+        """A served name's next targets while they load, or while none of them can serve (the old ones do)."""
+        self.on_change: Callable[[str], None] | None = None
+        """Told the served name whenever what it serves changes (a load starts, ends or fails, a drain ends)."""
+        self._layouts: dict[str, asyncio.Lock] = {}
         self.retiring: set[ServedVersion] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._options = runtimes.RuntimeOptions(settings.device, settings.intra_op_threads)
@@ -97,6 +128,10 @@ class ModelManager:
     # ---------------------------------------------------------------- lookup
 
     def lookup(self, name: str, version: str) -> ServedVersion:
+        if version:
+            for other in self.companions.get(name, ()):
+                if not other.shadow and other.current is not None and other.current.version_str == version:
+                    return other.current
         entry = self.models.get(name)
         if entry is None:
             raise errors.NotFound(f"model '{_clip(name)}' is not loaded")
@@ -113,24 +148,29 @@ class ModelManager:
             raise errors.NotFound(f"model '{name}' version '{_clip(version)}' is not loaded (serving {served.version})")
         return served
 
-    def followed(self) -> dict[str, str]:
-        return {name: e.target.alias for name, e in self.models.items() if e.target.alias}
-
-    def awaiting_first_version(self, name: str) -> bool:
-        """Whether `name` is kept but has nothing served yet (any new version may be the one)."""
+    def targets(self, name: str) -> list[ModelEntry]:
+        """What `name` serves: the entry its requests go to, then its other targets (issue 14.3 splits over them)."""
         entry = self.models.get(name)
-        return entry is not None and entry.current is None
+        return ([entry] if entry is not None else []) + list(self.companions.get(name, ()))
+
+    def entries(self) -> list[ModelEntry]:
+        """Every entry, once: serving, companions, and those of layouts still loading."""
+        found: dict[int, ModelEntry] = {}
+        for name in sorted(self.models.keys() | self.companions.keys() | self.upcoming.keys()):
+            for entry in [*self.targets(name), *self.upcoming.get(name, ())]:
+                found.setdefault(id(entry), entry)
+        return list(found.values())
 
     def pending(self) -> dict[tuple[str, int], int]:
         out = {}
-        for served in [*(e.current for e in self.models.values()), *self.retiring]:
+        for served in [*(e.current for e in self.entries()), *self.retiring]:
             if served is not None:
                 out[(served.model, served.version)] = served.inflight
         return out
 
     def states(self) -> dict[str, int]:
         counts = {s.value: 0 for s in State}
-        for e in self.models.values():
+        for e in self.entries():
             if e.current is not None:
                 counts[State.READY.value] += 1
             if e.loading:
@@ -140,88 +180,150 @@ class ModelManager:
         counts[State.UNLOADING.value] += len(self.retiring)
         return counts
 
-    # ---------------------------------------------------------- load/unload
+    # ---------------------------------------------------------- served names
 
-    async def load(self, name: str, target: Target | None = None, options: ModelOptions | None = None) -> ServedVersion:
-        """Serve `name` at `target` (keeping the model's target when None); raises why it could not."""
-        names.model_name(name)
-        entry = self.models.get(name)
-        created = entry is None
-        if entry is None:
-            entry = self.models[name] = ModelEntry(name, target or Target(alias=self.settings.default_alias))
-        elif target is not None:
-            entry.target = target
-        if options is not None:
-            entry.options = options
-        try:
-            try:
-                served = await self._reconcile(entry, retry_failed=True)
-            except errors.NotFound:
-                if not (created and target is None):
-                    raise
-                # A bare name loads what Triton's load_model would: the default alias where the model has
-                # one, else its latest READY version (followed as versions are added).
-                entry.target = Target(alias=names.LATEST)
-                served = await self._reconcile(entry, retry_failed=True)
-        except (errors.NotFound, errors.InvalidArgument):
-            # Nothing in the registry to serve under this name: do not keep (or retry) it.
-            if created and entry.current is None and self.models.get(name) is entry:
-                del self.models[name]
-            raise
-        assert served is not None
-        return served
+    async def apply(
+        self,
+        name: str,
+        targets: Sequence[ServedTarget],
+        options: ModelOptions | None = None,
+        *,
+        retry_failed: bool = False,
+    ) -> list[errors.MaasError]:
+        """Serve exactly `targets` under `name` (none: stop serving it); why each target that failed could not load.
 
-    async def configure(self, name: str, target: Target) -> ServedVersion:
-        """Serve a configured model, and keep it even when the registry does not have it yet.
-
-        Raises why it is not served now; the entry stays, so the follower loads
-        it when it appears.
+        A target already loaded with these options stays as it is. New ones load
+        and warm while the old ones serve; then the new layout is swapped in, in
+        one step, and the targets that left it drain. A new layout none of whose
+        targets can take requests is not swapped in while an old one serves: the
+        old one goes on, and `upcoming` keeps the new one (the follower retries
+        it, the reports and the index show why it failed). `retry_failed`
+        rebuilds a version that failed before (a load a client asked for).
         """
         names.model_name(name)
-        entry = self.models.get(name)
-        if entry is None:
-            entry = self.models[name] = ModelEntry(name, target)
-        served = await self._reconcile(entry, retry_failed=True)
-        assert served is not None
-        return served
+        opts = options or ModelOptions()
+        lock = self._layouts.setdefault(name, asyncio.Lock())
+        async with lock:
+            old = self.targets(name)
+            pool = old + [e for e in self.upcoming.pop(name, ()) if not _holds(old, e)]
+            if not targets:
+                self.models.pop(name, None)
+                self.companions.pop(name, None)
+                for entry in pool:
+                    self._drop(entry)
+                self._layouts.pop(name, None)
+                self._changed(name)
+                return []
+            chosen: list[tuple[ServedTarget, ModelEntry]] = []
+            for target in targets:
+                match = next(
+                    (e for e in pool if e.source == target.model and e.target == target.target and e.options == opts),
+                    None,
+                )
+                if match is None:
+                    match = ModelEntry(name, target.target, opts, model=target.model if target.model != name else "")
+                else:
+                    pool.remove(match)
+                chosen.append((target, match))
+            layout = tuple(entry for _, entry in chosen)
+            self.upcoming[name] = layout
+            self._changed(name)
+            # What is not loaded yet; with `retry_failed` (a client's load), every target resolves again.
+            work = [e for e in layout if retry_failed or e.current is None or not _holds(old, e)]
+            results = await asyncio.gather(
+                *(self._reconcile(e, retry_failed=retry_failed) for e in work), return_exceptions=True
+            )
+            failures: list[errors.MaasError] = []
+            ready = [e for e in layout if e.current is not None]
+            for entry, result in zip(work, results, strict=True):
+                if isinstance(result, errors.MaasError):
+                    failures.append(result)
+                elif isinstance(result, BaseException):
+                    log.error("%s: load failed", entry.ref(), exc_info=result)
+                    failures.append(errors.Internal(f"{entry.ref()} could not be loaded"))
+            for target, entry in chosen:
+                entry.weight, entry.shadow = target.weight, target.shadow
+            traffic = [e for t, e in chosen if not t.shadow]
+            serving = [e for e in traffic if _holds(ready, e)]
+            if self.upcoming.get(name) is layout and (
+                serving or not any(e.current is not None for e in old if not e.shadow)
+            ):
+                primary = max(serving or traffic, key=lambda e: e.weight)  # the first of the heaviest
+                self.models[name] = primary
+                others = tuple(e for e in layout if e is not primary)
+                if others:
+                    self.companions[name] = others
+                else:
+                    self.companions.pop(name, None)
+                del self.upcoming[name]
+                for entry in pool:  # what left the layout
+                    self._drop(entry)
+            self._changed(name)
+            return failures
 
     async def unload(self, name: str) -> None:
-        entry = self.models.pop(name, None)
-        if entry is None:
+        if name not in self.models and name not in self.upcoming:
             raise errors.NotFound(f"model '{_clip(name)}' is not loaded")
-        async with entry.lock:
-            if entry.current is not None:
-                served, entry.current = entry.current, None
-                await self._retire(served)
+        await self.apply(name, ())
 
-    async def sync(self, name: str) -> None:
-        """Bring a model to its target again (after an alias moved, or a failed load)."""
-        entry = self.models.get(name)
-        if entry is None or (entry.current is not None and not entry.target.alias):
-            return
-        await self._reconcile(entry, retry_failed=False)
+    async def follow(self, model: str, alias: str | None = None) -> set[str]:
+        """Bring every target of `model` at `alias` to what the alias names now; the served names touched.
+
+        `alias` None: a new version of the model appeared (VERSION_READY), which
+        matters to targets waiting for their first version and to `@latest` ones.
+        """
+        touched: set[str] = set()
+        for entry in self.entries():
+            if entry.source != model:
+                continue
+            if alias is None and not (entry.current is None or entry.target.alias == names.LATEST):
+                continue
+            if alias is not None and entry.target.alias != alias:
+                continue
+            touched.add(entry.name)
+            await self._sync(entry)
+        return touched
 
     async def sync_all(self) -> None:
-        for name in list(self.models):
-            try:
-                await self.sync(name)
-            except errors.NotFound as exc:
-                log.info("%s: nothing to serve yet: %s", name, exc.message)
-            except errors.MaasError as exc:
-                log.warning("sync of %s failed: %s", name, exc.message)
+        for entry in self.entries():
+            await self._sync(entry)
+
+    async def _sync(self, entry: ModelEntry) -> None:
+        """Bring an entry to its target again (after an alias moved, or a failed load); logs why it could not."""
+        if entry.current is not None and not entry.target.alias:
+            return
+        try:
+            await self._reconcile(entry, retry_failed=False)
+        except errors.NotFound as exc:
+            log.info("%s: nothing to serve yet: %s", entry.ref(), exc.message)
+        except errors.MaasError as exc:
+            log.warning("%s: could not follow it: %s", entry.ref(), exc.message)
 
     async def close(self) -> None:
-        for name in list(self.models):
-            await self.unload(name)
+        for name in sorted(self.models.keys() | self.companions.keys() | self.upcoming.keys()):
+            await self.apply(name, ())
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _drop(self, entry: ModelEntry) -> None:
+        """An entry that is no longer a target: what it serves drains (requests already queued finish)."""
+        if entry.current is not None:
+            served, entry.current = entry.current, None
+            self._spawn(self._retire(served))
+
+    def _kept(self, entry: ModelEntry) -> bool:
+        return _holds(self.targets(entry.name), entry) or _holds(self.upcoming.get(entry.name, ()), entry)
+
+    def _changed(self, name: str) -> None:
+        if self.on_change is not None:
+            self.on_change(name)
 
     # -------------------------------------------------------------- internals
 
     async def _reconcile(self, entry: ModelEntry, *, retry_failed: bool) -> ServedVersion | None:
         async with entry.lock:
             try:
-                version = await self.registry.resolve(entry.target.ref(entry.name))
+                version = await self.registry.resolve(entry.ref())
             except errors.NotFound as exc:
                 entry.waiting = exc.message
                 raise
@@ -233,29 +335,34 @@ class ModelManager:
             if not retry_failed and failed and failed.permanent and failed.version == version.version:
                 return current
             entry.loading = version.version
+            self._changed(entry.name)
             try:
                 served = await self._build(entry, version)
             except errors.MaasError as exc:
                 permanent = not isinstance(exc, errors.Unavailable)
                 entry.failure = Failure(version.version, exc.message, permanent)
-                log.warning("%s/%s failed to load: %s", entry.name, version.version, exc.message)
+                log.warning("%s/%s failed to load: %s", entry.source, version.version, exc.message)
                 raise
             finally:
                 entry.loading = 0
-            if self.models.get(entry.name) is not entry:  # unloaded meanwhile
+                self._changed(entry.name)
+            if not self._kept(entry):  # unloaded (or no longer a target) meanwhile
                 self._spawn(self._retire(served))
                 raise errors.Aborted(f"model '{entry.name}' was unloaded while it loaded")
             entry.failure = None
             entry.current = served  # the swap: new requests see the new version from here on
             log.info(
-                "%s: serving version %s%s", entry.name, served.version, f" (was {current.version})" if current else ""
+                "%s: serving %s%s",
+                entry.name,
+                f"{entry.source}/{served.version}",
+                f" (was {current.version})" if current else "",
             )
             if current is not None:
                 self._spawn(self._retire(current))
             return served
 
     async def _build(self, entry: ModelEntry, version: rpb.ModelVersion) -> ServedVersion:
-        ref = f"{entry.name}/{version.version}"
+        ref = f"{entry.source}/{version.version}"
         if version.status != rpb.VERSION_STATUS_READY:
             raise errors.FailedPrecondition(f"{ref} is not READY in the registry")
         arch = json_format.MessageToDict(version.architecture)
@@ -267,7 +374,7 @@ class ModelManager:
             artifact, tokenizer_artifact = text_artifacts(version)
             tokenizer = await self.cache.fetch(self.registry, version, tokenizer_artifact)
         else:
-            artifact = choose_artifact(version, self.settings.preferred_format)
+            artifact = choose_artifact(version, entry.options.format or self.settings.preferred_format)
         path = await self.cache.fetch(self.registry, version, artifact)
         settings = self.settings
         opts = entry.options
@@ -278,18 +385,19 @@ class ModelManager:
             else tuple(settings.preferred_batch_sizes)
         )
         declared = signature_from_registry(version.signature)
+        where = self._options if opts.device is None else replace(self._options, device=opts.device)
 
         def build() -> tuple[runtimes.Runtime, Signature, int | None]:
             try:
                 runtime: runtimes.Runtime
                 if max_length is not None:
-                    text, signature = text_runtime.load(path, tokenizer, max_length, declared, self._options)
+                    text, signature = text_runtime.load(path, tokenizer, max_length, declared, where)
                     text_runtime.warm_up(text, signature, max_length)
                     return text, signature, 1  # stacked as it comes: see text_runtime
                 if artifact.format == rpb.MODEL_FORMAT_SAFETENSORS:
-                    runtime, signature = runtimes.load_torch(arch, path, self._options)
+                    runtime, signature = runtimes.load_torch(arch, path, where)
                 else:
-                    runtime, signature = runtimes.load_onnx(path, declared, self._options)
+                    runtime, signature = runtimes.load_onnx(path, declared, where)
                 try:
                     signature.check_servable()
                 except ValueError as exc:
@@ -336,9 +444,11 @@ class ModelManager:
             else "computes each request on its own rows (not batch-invariant)",
         )
         prepare = runtime.prepare if isinstance(runtime, text_runtime.TextRuntime) else None
-        return ServedVersion(
+        served = ServedVersion(
             entry.name, version.version, runtime, signature, policy, limits, Recorder(stats, observer), opts, prepare
         )
+        served.source = entry.source
+        return served
 
     async def _retire(self, served: ServedVersion) -> None:
         self.retiring.add(served)
@@ -347,11 +457,17 @@ class ModelManager:
         finally:
             self.retiring.discard(served)
         log.info("%s/%s: drained and unloaded", served.model, served.version)
+        self._changed(served.model)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _holds(entries: Sequence[ModelEntry], entry: ModelEntry) -> bool:
+    """`entry in entries` by identity (two entries of one target are not the same entry)."""
+    return any(e is entry for e in entries)
 
 
 def _clip(value: str) -> str:

@@ -36,6 +36,8 @@ class ServedVersion:
     ) -> None:
         self.model = model
         self.version = version
+        self.source = model
+        """The registry model it is a version of (a deployment may serve it under another name)."""
         self.version_str = str(version)
         self.runtime = runtime
         self.signature = signature

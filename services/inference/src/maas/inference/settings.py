@@ -2,17 +2,22 @@
 
 How it reaches the registry (address, deadline, token, TLS and mutual TLS) is the
 shared `RegistryConnection`, as in the trainer: `MAAS_INFERENCE_REGISTRY_TOKEN` needs
-the read scope.
+the replica scope (read, and report what it serves of each deployment); write lets
+RepositoryModelLoad write deployments, admin lets RepositoryModelUnload delete them.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from maas.common import errors, names
 from maas.common.settings import RegistryConnection, ServerSettings
 
 
@@ -98,7 +103,23 @@ class InferenceSettings(ServerSettings, RegistryConnection):
     drain_seconds: float = Field(
         30.0, ge=0, description="After a swap or unload, how long in-flight requests of the old version may take."
     )
-    follow: bool = Field(True, description="Follow the registry's events and swap when a followed alias moves.")
+    follow: bool = Field(
+        True,
+        description="Follow the registry's events: converge to its deployments as they change, and swap when a "
+        "followed alias moves.",
+    )
+    replica_id: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})?$",
+        description="This replica's name in the deployments' reports (1-128 of A-Z a-z 0-9 _ . : -); default: host "
+        "name:port (with port 0, host name-process id; each of several workers adds -wN).",
+    )
+    serve_alias: str = Field(
+        "",
+        description="Serve this alias of every model under the model's own name, unless a deployment or "
+        "MAAS_INFERENCE_MODELS names it: with 'production' (what maas up sets), train, promote and predict need no "
+        "load step. Empty: off, only deployments and MAAS_INFERENCE_MODELS are served.",
+    )
     resync_seconds: float = Field(
         60.0, gt=0, description="While following, re-resolve every followed alias this often (a safety net)."
     )
@@ -117,7 +138,25 @@ class InferenceSettings(ServerSettings, RegistryConnection):
     def _comma_separated(cls, value: Any) -> Any:
         return _split(value)
 
+    @field_validator("serve_alias")
+    @classmethod
+    def _alias(cls, value: str) -> str:
+        if value:
+            try:
+                names.alias_name(value, "serve_alias", allow_reserved=True)
+            except errors.InvalidArgument as exc:
+                raise ValueError(exc.message) from None
+        return value
+
 
 def http_settings(settings: InferenceSettings) -> InferenceSettings:
     """The settings as the HTTP/REST listener binds: host is http_host (the exposure rule reads host)."""
     return settings.model_copy(update={"host": settings.http_host or settings.host})
+
+
+def replica_id(settings: InferenceSettings) -> str:
+    """`replica_id`, else host name:port (stable across restarts on a fixed port), else host name-process id."""
+    if settings.replica_id:
+        return settings.replica_id
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).lstrip("_.-")[:100] or "replica"
+    return f"{host}:{settings.port}" if settings.port else f"{host}-{os.getpid()}"
