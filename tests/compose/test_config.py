@@ -18,6 +18,10 @@ def test_compose_file_validates_and_interpolates() -> None:
     services = doc["services"]
     assert set(services) == {"postgres", "registry", "trainer", "inference", "front"}
     assert environment(services["inference"])["MAAS_INFERENCE_MODELS"] == "digits@production"
+    # Every model's production version is served under its name unless the variable turns it off.
+    assert environment(services["inference"])["MAAS_INFERENCE_SERVE_ALIAS"] == "production"
+    off = compose_config({"MAAS_INFERENCE_SERVE_ALIAS": ""})["services"]["inference"]
+    assert environment(off)["MAAS_INFERENCE_SERVE_ALIAS"] == ""
     for name in ("registry", "trainer"):
         url = next(v for k, v in environment(services[name]).items() if k.endswith("_DATABASE_URL"))
         assert url.startswith("postgresql+psycopg://") and ":s3cret@postgres:5432/" in url

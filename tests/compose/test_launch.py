@@ -110,7 +110,7 @@ def _healthy(check: list[str], proc: subprocess.Popen[bytes], log: Path, timeout
 
 
 def test_compose_services_work_as_configured(database: str, tmp_path: Path) -> None:
-    services = compose_config({"MAAS_INFERENCE_MODELS": "digits@production"})["services"]
+    services = compose_config()["services"]  # no MAAS_INFERENCE_MODELS: replicas serve what the registry declares
     tr = Translator(services, database, tmp_path)
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -152,8 +152,12 @@ def test_compose_services_work_as_configured(database: str, tmp_path: Path) -> N
         artifact_root = Path(tr.env("registry", environment(services["registry"]))["MAAS_REGISTRY_ARTIFACT_ROOT"])
         assert any(p.is_file() and p.stat().st_size > 0 for p in artifact_root.rglob("*"))
 
-        # A replica started now (`docker compose up --scale inference=N`, a restart) serves what
-        # MAAS_INFERENCE_MODELS names, with no load call.
+        # A deployment of another name, declared once in the registry.
+        deployed = maas("deploy", "live", "--target", "digits/1", env=cli_env)
+        assert deployed.rc == 0, deployed.stderr
+
+        # A replica started now (`docker compose up --scale inference=N`, a restart) serves the
+        # production version under the model's name and the deployment, with no load call.
         procs["inference"].terminate()
         procs["inference"].wait(30)
         start("inference")
@@ -181,6 +185,14 @@ def test_compose_services_work_as_configured(database: str, tmp_path: Path) -> N
         ) as reply:
             (output,) = json.loads(reply.read())["outputs"]
         assert np.allclose(np.asarray(output["data"], dtype=np.float32).reshape(2, 10), logits[:2], atol=1e-5)
+        url = f"http://127.0.0.1:{tr.http_ports['inference']}/v2/models/live/infer"
+        with urllib.request.urlopen(
+            urllib.request.Request(url, data=body.encode(), method="POST"), timeout=30
+        ) as reply:
+            (output,) = json.loads(reply.read())["outputs"]
+        assert np.allclose(np.asarray(output["data"], dtype=np.float32).reshape(2, 10), logits[:2], atol=1e-5)
+        shown = maas("deployments", "show", "live", "--json", env=cli_env).json()
+        assert [state for state in shown["replica_states"].values()] == ["converged"], shown
     finally:
         for proc in procs.values():
             if proc.poll() is None:
