@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-LISTENING = re.compile(r"listening on (\S+?)(?:,|$)")
+# "<service> listening on HOST:PORT[, metrics on URL]": the gRPC address (not inference's "inference http listening on").
+LISTENING = re.compile(r"\w+ listening on (\S+?)(?:,|$)")
 
 
 _STARTED: list[subprocess.Popen[str]] = []
@@ -85,7 +86,7 @@ def start_service(
             line = proc.stdout.readline()
             if not line:
                 break
-            match = LISTENING.search(line)
+            match = LISTENING.match(line)
             if match:
                 return ServiceProcess(proc, match.group(1), log_path)
     finally:
