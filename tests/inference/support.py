@@ -267,6 +267,36 @@ def onnx_identity_image(shape: tuple[int, int, int] = (3, 32, 32)) -> bytes:
     return onnx_bytes(graph)
 
 
+def onnx_dense(seed: int, width: int = 64, outputs: int = 256) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """One dense layer, output = input @ weight + bias: FP32 [-1, width] -> [-1, outputs]; (graph, weight, bias).
+
+    Its file is about 4 * width * outputs bytes (the weight), what a memory limit counts for it.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((width, outputs)).astype(np.float32)
+    bias = rng.standard_normal(outputs).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["input", "weight"], ["product"]),
+            helper.make_node("Add", ["product", "bias"], ["output"]),
+        ],
+        "dense",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", outputs])],
+        initializer=[numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")],
+    )
+    return onnx_bytes(graph), weight, bias
+
+
+def dense_signature(width: int = 64, outputs: int = 256) -> dict[str, Any]:
+    return {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, width]}],
+        "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, outputs]}],
+    }
+
+
 def onnx_lookup(rows: int = 10, width: int = 4) -> tuple[bytes, np.ndarray]:
     """An embedding lookup: INT64 indices [-1, 1] -> FP32 [-1, 1, width]. An index past the table fails."""
     from onnx import TensorProto, helper, numpy_helper

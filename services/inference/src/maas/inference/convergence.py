@@ -144,7 +144,7 @@ class Converger:
                 for failure in result:
                     log.warning("%s: not served yet (%s); the follower retries", name, failure.message)
 
-    async def converge(self, name: str, *, retry_failed: bool = False) -> list[errors.MaasError]:
+    async def converge(self, name: str, *, retry_failed: bool = False, evict: bool = False) -> list[errors.MaasError]:
         """Bring `name` to what is declared for it now; why each target that could not be loaded failed."""
         want = self.declared(name)
         if want is None:
@@ -153,7 +153,7 @@ class Converger:
                 await self.manager.apply(name, ())
             return []
         self.applied[name] = want
-        return await self.manager.apply(name, want.targets, want.options, retry_failed=retry_failed)
+        return await self.manager.apply(name, want.targets, want.options, retry_failed=retry_failed, evict=evict)
 
     async def _converge_logged(self, name: str) -> None:
         for failure in await self.converge(name):
@@ -218,7 +218,7 @@ class Converger:
         deployment = await self._write(name, converters.to_deployment_spec(targets, options))
         self.deployments[name] = deployment
         self.withheld.discard(name)
-        failures = await self.converge(name, retry_failed=True)
+        failures = await self.converge(name, retry_failed=True, evict=True)
         if failures:
             raise failures[0]
 

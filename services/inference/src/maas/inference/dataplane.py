@@ -16,7 +16,7 @@ from maas.inference import validation
 from maas.inference.batcher import Outcome
 from maas.inference.convergence import Converger
 from maas.inference.domain import IndexEntry, InferRequest, InferResult, ModelOptions, State, Target
-from maas.inference.manager import ModelManager
+from maas.inference.manager import ModelEntry, ModelManager, NotLoaded
 from maas.inference.served import ServedVersion
 from maas.inference.statistics import Statistics, VersionStats
 from maas.inference.validation import ParsedRequest
@@ -54,10 +54,15 @@ class DataPlane:
     # One request is submit -> (await the future) -> release, then succeeded or
     # failed. `infer` does all of it for a unary call (gRPC's ModelInfer and the
     # HTTP infer route); a stream drives the steps itself, with a callback per request.
+    # A model the memory limit evicted is loaded first (`submit_cold`): lookup
+    # raises NotLoaded for it, so a loaded model's path stays synchronous.
 
     async def infer(self, request: InferRequest, time_remaining: float | None) -> InferResult:
         """One request from lookup to answer; raises (and counts) what fails."""
-        served, parsed, future, start = self.submit(request, time_remaining)
+        try:
+            served, parsed, future, start = self.submit(request, time_remaining)
+        except NotLoaded:
+            served, parsed, future, start = await self.submit_cold(request, time_remaining)
         try:
             outcome = await future
         except BaseException as exc:
@@ -76,6 +81,21 @@ class DataPlane:
         """
         start = perf_counter_ns()
         served = self.manager.lookup(request.model_name, request.model_version)
+        return self._queue(served, request, time_remaining, start)
+
+    async def submit_cold(
+        self, request: InferRequest, time_remaining: float | None
+    ) -> tuple[ServedVersion, ParsedRequest, asyncio.Future[Outcome], int]:
+        """`submit` for a model that is not in memory: it waits for the model's load first, within its deadline."""
+        start = perf_counter_ns()
+        deadline = monotonic() + time_remaining if time_remaining is not None else None
+        served = await self.manager.acquire(request.model_name, request.model_version, deadline)
+        return self._queue(served, request, None if deadline is None else deadline - monotonic(), start)
+
+    @staticmethod
+    def _queue(
+        served: ServedVersion, request: InferRequest, time_remaining: float | None, start: int
+    ) -> tuple[ServedVersion, ParsedRequest, asyncio.Future[Outcome], int]:
         try:
             parsed = validation.parse(request, served.signature, served.limits)
             deadline = monotonic() + time_remaining if time_remaining is not None else None
@@ -126,12 +146,29 @@ class DataPlane:
                 out.append(IndexEntry(name, str(entry.loading), State.LOADING.value))
             if entry.failure is not None and (entry.current is None or entry.failure.version != entry.current.version):
                 out.append(IndexEntry(name, str(entry.failure.version), State.UNAVAILABLE.value, entry.failure.reason))
+            elif entry.cold and not entry.loading:
+                out.append(self._cold_entry(entry))
         for served in sorted(self.manager.retiring, key=lambda s: (s.model, s.version)):
             out.append(IndexEntry(served.model, served.version_str, State.UNLOADING.value))
         if not ready_only:
             known = {e.name for e in out}
             out.extend(IndexEntry(name, "", "") for name in await self._registry_models() if name not in known)
         return [e for e in out if e.state == State.READY.value] if ready_only else out
+
+    def _cold_entry(self, entry: ModelEntry) -> IndexEntry:
+        """A model kept out of memory by the memory limit: why, and what its last load took."""
+        if not entry.evicted:
+            return IndexEntry(
+                entry.name,
+                "",
+                State.UNAVAILABLE.value,
+                "not loaded (no room under the memory limit); a request loads it",
+            )
+        stats = self.statistics.for_version(entry.name, entry.evicted)
+        reason = "evicted (least recently used, under the memory limit); a request loads it again"
+        if stats.last_load_ns:
+            reason += f" (its last load took {stats.last_load_ns / 1e6:.0f} ms)"
+        return IndexEntry(entry.name, str(entry.evicted), State.UNAVAILABLE.value, reason)
 
     async def _registry_models(self) -> list[str]:
         """The registry's models, best effort: the index still answers while it is down."""

@@ -24,14 +24,26 @@ its pinned version) yet: the follower syncs it when an event says it may have
 appeared, and on every resync. What is declared (deployments, the
 configuration, the default policy) is the converger's; this module only
 serves it.
+
+Under a memory limit (`residency`) a served name's entry may be cold: evicted
+to make room, or declared when there was none. Its next request loads it
+(`acquire`: concurrent requests wait on one load, within their deadlines),
+resolving its target again - or, while the registry is unreachable, loading
+the version it last served from the artifact cache. Convergence and the
+follower never evict (a target that does not fit stays cold until asked for);
+requests and RepositoryModelLoad do, least recently used first. A
+deployment's other targets (its canary, its shadow) count against the limit
+but are not evicted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from time import monotonic, perf_counter_ns
 from typing import Any
 
 from google.protobuf import json_format
@@ -44,6 +56,7 @@ from maas.inference.cache import ArtifactCache, choose_artifact, text_artifacts
 from maas.inference.converters import signature_from_registry
 from maas.inference.domain import ModelOptions, ServedTarget, State, Target
 from maas.inference.metrics import InferenceMetrics
+from maas.inference.residency import Reservation, Residency
 from maas.inference.served import ServedVersion
 from maas.inference.settings import InferenceSettings
 from maas.inference.statistics import Recorder, Statistics
@@ -71,6 +84,15 @@ class ModelEntry:
     failure: Failure | None = None
     waiting: str | None = None  # why the registry has nothing to serve yet (NotFound on resolve)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    cold: bool = False
+    """Kept, but not in memory under the memory limit: its next request loads it."""
+    evicted: int = 0
+    """The version last evicted (0: none), for the repository index."""
+    resolved: rpb.ModelVersion | None = None
+    """What its target last resolved to: a cold load falls back on it while the registry is down."""
+    waiters: int = 0
+    """Requests waiting for a cold load; while any wait, what it loaded is not evicted."""
+    warming: asyncio.Task[None] | None = None
     model: str = ""
     """The registry model its target names ("": the served name itself)."""
     weight: int = 100
@@ -84,6 +106,18 @@ class ModelEntry:
 
     def ref(self) -> str:
         return self.target.ref(self.source)
+
+
+class NotLoaded(errors.Unavailable):
+    """The model is kept but cold: `ModelManager.acquire` loads it."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    artifact: rpb.Artifact
+    tokenizer: rpb.Artifact | None
+    max_length: int | None
+    architecture: dict[str, Any]
 
 
 def parse_model_ref(ref: str, default_alias: str) -> tuple[str, Target]:
@@ -124,6 +158,8 @@ class ModelManager:
         self.retiring: set[ServedVersion] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._options = runtimes.RuntimeOptions(settings.device, settings.intra_op_threads)
+        self.residency: Residency[ServedVersion] = Residency(int(settings.memory_limit), self._evictable, self._evict)
+        statistics.memory_limit = int(settings.memory_limit)
 
     # ---------------------------------------------------------------- lookup
 
@@ -137,6 +173,10 @@ class ModelManager:
             raise errors.NotFound(f"model '{_clip(name)}' is not loaded")
         served = entry.current
         if served is None:
+            if entry.cold:
+                raise NotLoaded(
+                    f"model '{name}' is not in memory (evicted under the memory limit); an inference request loads it"
+                )
             if entry.failure:
                 reason = f": {entry.failure.reason}"
             elif entry.waiting:
@@ -147,6 +187,34 @@ class ModelManager:
         if version and version != served.version_str:
             raise errors.NotFound(f"model '{name}' version '{_clip(version)}' is not loaded (serving {served.version})")
         return served
+
+    async def acquire(self, name: str, version: str, deadline: float | None) -> ServedVersion:
+        """What `lookup` answers, loading a cold model first (the request waits, within `deadline`)."""
+        entry = self.models.get(name)
+        if entry is None or not entry.cold:
+            return self.lookup(name, version)
+        if entry.waiters >= self.settings.max_queue_size:
+            raise errors.ResourceExhausted(
+                f"model '{name}' is loading and already has {entry.waiters} requests waiting"
+            )
+        task = entry.warming
+        if task is None or task.done():
+            task = entry.warming = asyncio.ensure_future(self._warm(entry))
+            task.add_done_callback(_retrieved)
+        entry.waiters += 1
+        try:
+            timeout = None if deadline is None else deadline - monotonic()
+            if timeout is not None and timeout <= 0:
+                raise errors.DeadlineExceeded(f"model '{name}' was not loaded before the request's deadline")
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except TimeoutError:
+                raise errors.DeadlineExceeded(f"model '{name}' was still loading at the request's deadline") from None
+        finally:
+            entry.waiters -= 1
+            if entry.waiters == 0:
+                self.residency.changed()  # what it loaded may be evicted from now on
+        return self.lookup(name, version)
 
     def targets(self, name: str) -> list[ModelEntry]:
         """What `name` serves: the entry its requests go to, then its other targets (issue 14.3 splits over them)."""
@@ -180,6 +248,10 @@ class ModelManager:
         counts[State.UNLOADING.value] += len(self.retiring)
         return counts
 
+    def memory(self) -> Iterator[tuple[ServedVersion, int]]:
+        """Each built version not yet closed and the bytes it counts against the memory limit."""
+        return iter(list(self.residency.held.items()))
+
     # ---------------------------------------------------------- served names
 
     async def apply(
@@ -189,6 +261,7 @@ class ModelManager:
         options: ModelOptions | None = None,
         *,
         retry_failed: bool = False,
+        evict: bool = False,
     ) -> list[errors.MaasError]:
         """Serve exactly `targets` under `name` (none: stop serving it); why each target that failed could not load.
 
@@ -198,7 +271,8 @@ class ModelManager:
         targets can take requests is not swapped in while an old one serves: the
         old one goes on, and `upcoming` keeps the new one (the follower retries
         it, the reports and the index show why it failed). `retry_failed`
-        rebuilds a version that failed before (a load a client asked for).
+        rebuilds a version that failed before; `evict` may make room under the
+        memory limit (a load a client asked for).
         """
         names.model_name(name)
         opts = options or ModelOptions()
@@ -231,7 +305,7 @@ class ModelManager:
             # What is not loaded yet; with `retry_failed` (a client's load), every target resolves again.
             work = [e for e in layout if retry_failed or e.current is None or not _holds(old, e)]
             results = await asyncio.gather(
-                *(self._reconcile(e, retry_failed=retry_failed) for e in work), return_exceptions=True
+                *(self._reconcile(e, retry_failed=retry_failed, evict=evict) for e in work), return_exceptions=True
             )
             failures: list[errors.MaasError] = []
             ready = [e for e in layout if e.current is not None]
@@ -241,6 +315,8 @@ class ModelManager:
                 elif isinstance(result, BaseException):
                     log.error("%s: load failed", entry.ref(), exc_info=result)
                     failures.append(errors.Internal(f"{entry.ref()} could not be loaded"))
+                elif entry.cold and not _holds(ready, entry):
+                    ready.append(entry)  # kept cold under the memory limit: a request loads it
             for target, entry in chosen:
                 entry.weight, entry.shadow = target.weight, target.shadow
             traffic = [e for t, e in chosen if not t.shadow]
@@ -290,10 +366,11 @@ class ModelManager:
 
     async def _sync(self, entry: ModelEntry) -> None:
         """Bring an entry to its target again (after an alias moved, or a failed load); logs why it could not."""
-        if entry.current is not None and not entry.target.alias:
-            return
+        if entry.cold or (entry.current is not None and not entry.target.alias):
+            return  # a cold model resolves its target again when a request loads it
         try:
-            await self._reconcile(entry, retry_failed=False)
+            # A served model takes room for its new version; one not served yet only where there is room.
+            await self._reconcile(entry, retry_failed=False, evict=entry.current is not None)
         except errors.NotFound as exc:
             log.info("%s: nothing to serve yet: %s", entry.ref(), exc.message)
         except errors.MaasError as exc:
@@ -307,6 +384,7 @@ class ModelManager:
 
     def _drop(self, entry: ModelEntry) -> None:
         """An entry that is no longer a target: what it serves drains (requests already queued finish)."""
+        entry.cold = False
         if entry.current is not None:
             served, entry.current = entry.current, None
             self._spawn(self._retire(served))
@@ -320,27 +398,53 @@ class ModelManager:
 
     # -------------------------------------------------------------- internals
 
-    async def _reconcile(self, entry: ModelEntry, *, retry_failed: bool) -> ServedVersion | None:
+    async def _reconcile(
+        self, entry: ModelEntry, *, retry_failed: bool, evict: bool = True, cold: bool = False
+    ) -> ServedVersion | None:
+        """Bring `entry` to its target; None when it stays cold (no room, and `evict` is off).
+
+        `cold`: a request waits for this load (it is timed as a cold start, and
+        may fall back on the version last resolved while the registry is down).
+        """
         async with entry.lock:
+            started = perf_counter_ns()
             try:
                 version = await self.registry.resolve(entry.ref())
             except errors.NotFound as exc:
                 entry.waiting = exc.message
                 raise
+            except errors.Unavailable as exc:
+                if not (cold and entry.resolved is not None):
+                    raise
+                version = entry.resolved
+                log.info(
+                    "%s: registry unreachable (%s); loading version %s again", entry.name, exc.message, version.version
+                )
             entry.waiting = None
+            entry.resolved = version
             current = entry.current
             if current is not None and current.version == version.version and current.options == entry.options:
                 return current
             failed = entry.failure
             if not retry_failed and failed and failed.permanent and failed.version == version.version:
+                entry.cold = False  # nothing to load on a request: it answers with the failure
                 return current
             entry.loading = version.version
             self._changed(entry.name)
             try:
-                served = await self._build(entry, version)
+                plan = self._plan(entry, version)
+                files = await self._fetch(version, plan)
+                ref = f"{entry.source}/{version.version}"
+                reservation = await self.residency.reserve(ref, sum(f.stat().st_size for f in files), evict=evict)
+                if reservation is None:
+                    entry.cold = current is None
+                    log.info("%s: kept unloaded (no room under the memory limit); its first request loads it", ref)
+                    return current
+                served = await self._admitted(reservation, self._build(entry, version, plan, files))
             except errors.MaasError as exc:
                 permanent = not isinstance(exc, errors.Unavailable)
                 entry.failure = Failure(version.version, exc.message, permanent)
+                entry.cold = entry.cold and not permanent and entry.current is None
                 log.warning("%s/%s failed to load: %s", entry.source, version.version, exc.message)
                 raise
             finally:
@@ -350,7 +454,10 @@ class ModelManager:
                 self._spawn(self._retire(served))
                 raise errors.Aborted(f"model '{entry.name}' was unloaded while it loaded")
             entry.failure = None
+            entry.cold = False
+            current = entry.current  # again: it may have been evicted while this one loaded
             entry.current = served  # the swap: new requests see the new version from here on
+            self._loaded(served, perf_counter_ns() - started, cold)
             log.info(
                 "%s: serving %s%s",
                 entry.name,
@@ -361,7 +468,12 @@ class ModelManager:
                 self._spawn(self._retire(current))
             return served
 
-    async def _build(self, entry: ModelEntry, version: rpb.ModelVersion) -> ServedVersion:
+    async def _warm(self, entry: ModelEntry) -> None:
+        """The load one or more requests for a cold model wait on."""
+        await self._reconcile(entry, retry_failed=False, cold=True)
+
+    def _plan(self, entry: ModelEntry, version: rpb.ModelVersion) -> _Plan:
+        """Which artifacts to build `version` from (FailedPrecondition when it cannot be served)."""
         ref = f"{entry.source}/{version.version}"
         if version.status != rpb.VERSION_STATUS_READY:
             raise errors.FailedPrecondition(f"{ref} is not READY in the registry")
@@ -371,11 +483,35 @@ class ModelManager:
         except errors.InvalidArgument as exc:
             raise errors.FailedPrecondition(f"{ref} cannot be served: {exc.message}") from None
         if max_length is not None:
-            artifact, tokenizer_artifact = text_artifacts(version)
-            tokenizer = await self.cache.fetch(self.registry, version, tokenizer_artifact)
-        else:
-            artifact = choose_artifact(version, entry.options.format or self.settings.preferred_format)
-        path = await self.cache.fetch(self.registry, version, artifact)
+            artifact, tokenizer = text_artifacts(version)
+            return _Plan(artifact, tokenizer, max_length, arch)
+        return _Plan(choose_artifact(version, entry.options.format or self.settings.preferred_format), None, None, arch)
+
+    async def _fetch(self, version: rpb.ModelVersion, plan: _Plan) -> list[Path]:
+        """The verified local files of the plan: [graph or weights] or [graph, tokenizer]."""
+        files = [await self.cache.fetch(self.registry, version, plan.artifact)]
+        if plan.tokenizer is not None:
+            files.append(await self.cache.fetch(self.registry, version, plan.tokenizer))
+        return files
+
+    async def _admitted(self, reservation: Reservation, build: Coroutine[Any, Any, ServedVersion]) -> ServedVersion:
+        """Run `build` on `reservation`'s bytes: held by the version it built, freed if it failed."""
+        try:
+            served = await build
+        except BaseException:
+            self.residency.cancel(reservation)
+            raise
+        self.residency.admit(reservation, served)
+        served.recorder.stats.memory_bytes = reservation.nbytes
+        return served
+
+    async def _build(
+        self, entry: ModelEntry, version: rpb.ModelVersion, plan: _Plan, files: list[Path]
+    ) -> ServedVersion:
+        ref = f"{entry.source}/{version.version}"
+        arch, artifact, max_length = plan.architecture, plan.artifact, plan.max_length
+        path = files[0]
+        tokenizer = files[-1]
         settings = self.settings
         opts = entry.options
         max_rows = opts.max_batch_size or settings.max_batch_size
@@ -452,17 +588,53 @@ class ModelManager:
 
     async def _retire(self, served: ServedVersion) -> None:
         self.retiring.add(served)
+        self.residency.retiring(served)
         try:
             await served.drain(self.settings.drain_seconds)
         finally:
             self.retiring.discard(served)
+            self.residency.release(served)
+            served.recorder.stats.memory_bytes = 0
         log.info("%s/%s: drained and unloaded", served.model, served.version)
         self._changed(served.model)
+
+    # ------------------------------------------------------- memory limit
+
+    def _evictable(self) -> Iterator[ServedVersion]:
+        """Loaded versions a load may evict: all but those that requests are waiting to use."""
+        for entry in self.models.values():
+            if entry.current is not None and not entry.waiters:
+                yield entry.current
+
+    def _evict(self, served: ServedVersion, for_ref: str) -> None:
+        """Stop serving `served` (its model turns cold) and drain it; its bytes are free once closed."""
+        entry = self.models.get(served.model)
+        if entry is not None and entry.current is served:
+            entry.current = None
+            entry.cold = True
+            entry.evicted = served.version
+        served.recorder.stats.evictions += 1
+        self._spawn(self._retire(served))
+
+    def _loaded(self, served: ServedVersion, ns: int, cold: bool) -> None:
+        stats = served.recorder.stats
+        stats.loads.add(ns)
+        stats.last_load_ns = ns
+        if cold:
+            stats.cold_loads.add(ns)
+        if self.metrics is not None:
+            self.metrics.loaded(served.model, served.version, ns, cold)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """A cold load whose requests all gave up still has its failure read (and logged by the manager)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _holds(entries: Sequence[ModelEntry], entry: ModelEntry) -> bool:
@@ -475,4 +647,4 @@ def _clip(value: str) -> str:
     return shown + ("..." if len(value) > 64 else "")
 
 
-__all__ = ["ModelEntry", "ModelManager", "parse_model_ref"]
+__all__ = ["ModelEntry", "ModelManager", "NotLoaded", "parse_model_ref"]

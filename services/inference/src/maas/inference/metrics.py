@@ -7,7 +7,9 @@ nv_inference_*_duration_us, nv_inference_pending_request_count), so dashboards
 built for Triton read them. They are read from the statistics at scrape time
 rather than counted twice per request; they are exposed untyped because
 prometheus_client would append `_total` to a counter's name. Histograms and
-gauges Triton lacks are `maas_inference_*`.
+gauges Triton lacks are `maas_inference_*`: among them the memory limit's
+(the bytes each loaded version counts, the limit, evictions, and the time
+of each load, a request's cold start apart from the others).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from maas.inference.statistics import Statistics
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+LOAD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 # (model, version) -> requests queued or executing
 PendingFn = Callable[[], dict[tuple[str, int], int]]
@@ -73,9 +76,17 @@ class _TritonCollector(Collector):
                     "Cumulative output time (us).",
                     s.compute_output.ns // 1000,
                 ),
+                ("maas_inference_evictions", "Times the memory limit evicted this version.", s.evictions),
             ):
                 family(name, doc).add_sample(name, labels, value)
+            if s.memory_bytes:
+                family(
+                    "maas_inference_memory_bytes", "Bytes a loaded version counts against the memory limit."
+                ).add_sample("maas_inference_memory_bytes", labels, s.memory_bytes)
         yield from families.values()
+        limit = GaugeMetricFamily("maas_inference_memory_limit_bytes", "The replica's memory limit (0: none).")
+        limit.add_metric([], self._statistics.memory_limit)
+        yield limit
         pending = GaugeMetricFamily(
             "nv_inference_pending_request_count", "Requests queued or executing.", labels=["model", "version"]
         )
@@ -113,6 +124,16 @@ class InferenceMetrics:
         self.batch_rows = Histogram(
             "maas_inference_batch_size", "Rows per model execution.", labels, registry=registry, buckets=BATCH_BUCKETS
         )
+        self.load_seconds = Histogram(
+            "maas_inference_load_duration_seconds",
+            "Time from resolving a version to serving it; cold: a request was waiting for it (a cold start).",
+            [*labels, "cold"],
+            registry=registry,
+            buckets=LOAD_BUCKETS,
+        )
+
+    def loaded(self, model: str, version: int, ns: int, cold: bool) -> None:
+        self.load_seconds.labels(model, str(version), "true" if cold else "false").observe(ns / 1e9)
 
     def for_version(self, model: str, version: int) -> VersionMetrics:
         return VersionMetrics(self, model, str(version))

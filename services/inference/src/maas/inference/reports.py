@@ -41,6 +41,9 @@ def target_status(entry: ModelEntry) -> rpb.TargetStatus:
         status.reason = _clip(failure.reason + kept)
     elif current is not None:
         status.version, status.state = current.version, rpb.TARGET_STATE_READY
+    elif entry.cold:  # under the memory limit: loaded by its next request
+        status.version = entry.resolved.version if entry.resolved is not None else 0
+        status.state = rpb.TARGET_STATE_READY
     elif entry.waiting:
         status.state, status.reason = rpb.TARGET_STATE_FAILED, _clip(f"waiting for it in the registry: {entry.waiting}")
     else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import monotonic
 
 from maas.inference import runtimes
 from maas.inference.batcher import Batcher, BatchPolicy, Outcome, Runner
@@ -50,6 +51,8 @@ class ServedVersion:
         )
         self.state = State.READY
         self.inflight = 0
+        self.last_used = monotonic()
+        """When a request was last queued (the memory limit evicts the least recently used version)."""
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -57,6 +60,7 @@ class ServedVersion:
         """Queue one request; the caller calls `release` once the future is done."""
         future = self.batcher.submit(parsed.arrays, parsed.rows, deadline)
         self.inflight += 1
+        self.last_used = monotonic()
         self._idle.clear()
         return future
 

@@ -11,7 +11,9 @@ ModelStreamInfer uses gRPC's reader/writer API: one reader task reads and
 submits requests as they come (up to STREAM_WINDOW at once), each finished
 request's answer is queued by a callback on its work, and the handler writes
 answers in completion order, each carrying its request id. A failed request
-is answered in-stream with its error_message and the stream goes on.
+is answered in-stream with its error_message and the stream goes on. A
+request for a model the memory limit evicted waits for its load in a task of
+its own (in the window), and the stream's other requests go on meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Any
 
 from grpc import aio
 
@@ -29,6 +32,7 @@ from maas.inference import converters
 from maas.inference.batcher import Outcome
 from maas.inference.dataplane import EXTENSIONS, SERVER_NAME, SERVER_VERSION, DataPlane, record_failure
 from maas.inference.domain import InferRequest
+from maas.inference.manager import NotLoaded
 from maas.inference.served import ServedVersion
 from maas.inference.validation import ParsedRequest
 from maas.oip import grpc_service_pb2 as pb
@@ -122,7 +126,7 @@ class _Stream:
         self.context = context
         self.loop = asyncio.get_running_loop()
         self.answers: deque[pb.ModelStreamInferResponse] = deque()
-        self.pending: set[asyncio.Future[Outcome]] = set()
+        self.pending: set[asyncio.Future[Any]] = set()  # requests' work, and loads of evicted models they wait for
         self.reading = True
         self.wake: asyncio.Future[None] | None = None  # set while the writer waits for an answer
         self.room: asyncio.Future[None] | None = None  # set while the reader waits for the window
@@ -158,11 +162,36 @@ class _Stream:
         request = converters.from_infer_request(message)
         try:
             served, parsed, future, start = self.plane.submit(request, None)
+        except NotLoaded:
+            self.pending.add(self.loop.create_task(self._submit_cold(request)))
+            return
         except Exception as exc:  # noqa: BLE001 - answered in-stream; the stream goes on
             self._answer(_stream_error(request, exc))
             return
         self.pending.add(future)
         future.add_done_callback(_Finish(self, request, served, parsed, start))
+
+    async def _submit_cold(self, request: InferRequest) -> None:
+        """Wait for an evicted model's load, then queue the request (its slot in the window passes to its work)."""
+        task = asyncio.current_task()
+        try:
+            served, parsed, future, start = await self.plane.submit_cold(request, None)
+        except Exception as exc:  # noqa: BLE001 - answered in-stream; the stream goes on
+            self._done(task)
+            self._answer(_stream_error(request, exc))
+            return
+        self.pending.add(future)
+        future.add_done_callback(_Finish(self, request, served, parsed, start))
+        self.pending.discard(task)  # type: ignore[arg-type]
+
+    def _done(self, work: asyncio.Future[Any] | None) -> None:
+        """`work` leaves the window: the reader may read on."""
+        self.pending.discard(work)  # type: ignore[arg-type]
+        room = self.room
+        if room is not None:
+            self.room = None
+            if not room.done():
+                room.set_result(None)
 
     def _answer(self, answer: pb.ModelStreamInferResponse) -> None:
         self.answers.append(answer)
@@ -199,12 +228,7 @@ class _Finish:
         stream = self.stream
         served = self.served
         served.release()
-        stream.pending.discard(future)
-        room = stream.room
-        if room is not None:
-            stream.room = None
-            if not room.done():
-                room.set_result(None)
+        stream._done(future)
         if future.cancelled():
             record_failure(served, self.start, asyncio.CancelledError())
             return

@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ByteSize, Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from maas.common import errors, names
@@ -102,6 +102,13 @@ class InferenceSettings(ServerSettings, RegistryConnection):
     )
     drain_seconds: float = Field(
         30.0, ge=0, description="After a swap or unload, how long in-flight requests of the old version may take."
+    )
+    memory_limit: ByteSize = Field(
+        ByteSize(0),
+        ge=0,
+        description="Most memory the loaded versions may hold together, in bytes or as a size such as 512MiB; 0: no "
+        "limit. A version counts the size of the files it is built from (its weights). Beyond it, the least recently "
+        "used versions are unloaded (after their in-flight requests) and loaded again on their next request.",
     )
     follow: bool = Field(
         True,

@@ -53,6 +53,14 @@ class VersionStats:
     last_inference_ms: int = 0
     batches: dict[int, BatchDurations] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
+    loads: Duration = field(default_factory=Duration)
+    """Builds of this version into memory, from resolving it to serving it."""
+    cold_loads: Duration = field(default_factory=Duration)
+    """The loads a request waited for (it was evicted, or not loaded yet): the cold starts."""
+    last_load_ns: int = 0
+    evictions: int = 0
+    memory_bytes: int = 0
+    """What this version counts against the memory limit while it is loaded (0 once closed)."""
 
 
 class Recorder:
@@ -109,6 +117,8 @@ class Statistics:
 
     def __init__(self) -> None:
         self._by_version: dict[tuple[str, int], VersionStats] = {}
+        self.memory_limit = 0
+        """The replica's memory limit in bytes (0: none), for the metrics."""
 
     def for_version(self, model: str, version: int) -> VersionStats:
         key = (model, version)
