@@ -12,7 +12,7 @@ STAMP := $(VENV)/.maas-installed
 PACKAGES := services/common services/registry services/trainer services/inference cli examples/plugins
 EDITABLE := $(foreach p,$(PACKAGES),-e $(p))
 
-.PHONY: help install install-tools run demo soak test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference bench-overload bench-formats bench-text bench-http bench-report clean
+.PHONY: help install install-tools run demo soak test test-fast lint protos check-protos bench bench-registry bench-trainer bench-inference bench-overload bench-formats bench-text bench-http bench-coldstart bench-report clean
 
 help:
 	@echo "make run           start the suite on embedded defaults (state in ./.maas)"
@@ -70,7 +70,7 @@ lint: install
 		services/trainer/src/maas/trainer services/inference/src/maas/inference cli/src/maas/cli cli/src/maas/client \
 		tools demo bench/report.py examples/plugins/src/maas_example_plugin
 
-bench: bench-registry bench-trainer bench-inference bench-overload bench-formats bench-text bench-http
+bench: bench-registry bench-trainer bench-inference bench-overload bench-formats bench-text bench-http bench-coldstart
 	$(MAKE) bench-report
 
 bench-report: install
@@ -101,6 +101,11 @@ bench-text: install
 # fetches perf_analyzer's wheel and, where glibc is older than 2.38, Debian 13's C/C++ runtime into bench/out)
 bench-http: install
 	$(PY) bench/http_bench.py $(if $(QUICK),--rounds 1 --concurrency 8)
+
+# the cold start of a model evicted under MAAS_INFERENCE_MEMORY_LIMIT, and a loaded version's RSS against
+# what the limit counts (about 1 min)
+bench-coldstart: install
+	$(PY) bench/coldstart_bench.py $(if $(QUICK),--rounds 5 --versions 3)
 
 clean:
 	rm -rf .maas bench/out

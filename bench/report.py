@@ -1,7 +1,7 @@
 """`make bench` (last step): one Markdown report with charts from the benchmarks' JSON files.
 
-Reads bench/out/{inference,registry,trainer,overload,formats,text}.json (or --out DIR) (each written by its own
-benchmark), draws PNG charts next to them, and writes bench/out/report.md: per benchmark its charts and the
+Reads bench/out/{inference,registry,trainer,overload,formats,text,coldstart}.json (or --out DIR) (each written by
+its own benchmark), draws PNG charts next to them, and writes bench/out/report.md: per benchmark its charts and the
 benchmark's own Markdown tables (bench/out/<name>.md). A missing or unreadable result is
 reported as such; the report fails only when there is nothing at all to report.
 """
@@ -355,6 +355,35 @@ def _text_serving(summary: list[dict[str, Any]]) -> list[str]:
 
 # ------------------------------------------------------------------- report
 
+# ---------------------------------------------------------------- cold start
+
+
+def _spread(s: dict[str, float] | None, fmt: str) -> str:
+    return "-" if not s else f"{s['median']:{fmt}} ({s['min']:{fmt}}-{s['max']:{fmt}})"
+
+
+def coldstart(data: dict[str, Any]) -> list[str]:
+    meta = data["meta"]
+    lines = [
+        "Two versions of each kind under a memory limit that holds one, asked for in turn: each request waits "
+        f"for its model's load (median, min-max over the rounds; load average {meta['load_before']} before, "
+        f"{meta['load_after']} after).",
+        "",
+    ]
+    for r in data["cold"]:
+        lines.append(
+            f"- {r['kind']} ({r['bytes']:,} bytes counted): cold {_spread(r['cold'], '.1f')} ms, "
+            f"warm {_spread(r['warm'], '.2f')} ms, the server's load {_spread(r['server_load'], '.1f')} ms "
+            f"({r['rounds']} rounds)"
+        )
+    for m in data.get("memory", []):
+        lines.append(
+            f"- {m['kind']}: RSS growth per loaded version {_spread(m['ratio'], '.2f')} x what the limit counts "
+            f"({m['versions']} versions)"
+        )
+    return lines
+
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
     ("inference", "Inference: throughput and latency against concurrency", inference),
     ("registry", "Registry operations", registry),
@@ -362,6 +391,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
     ("overload", "Inference at ten times its capacity", overload),
     ("formats", "Serving formats: torch, onnxruntime and int8 onnxruntime", formats),
     ("text", "Text: a BERT classifier trained by the service and served with server-side tokenization", text),
+    ("coldstart", "Cold start of an evicted model under a memory limit", coldstart),
 ]
 
 

@@ -84,8 +84,23 @@ def _formats() -> dict[str, object]:
     return {"meta": meta, "models": models, "summary": summary, "results": []}
 
 
+def _coldstart() -> dict[str, object]:
+    cold = {
+        "kind": "mlp",
+        "bytes": 38896,
+        "rounds": 15,
+        "cold": {"median": 50.5, "min": 33.4, "max": 72.2},
+        "warm": {"median": 2.65, "min": 1.75, "max": 6.05},
+        "server_load": {"median": 43.5, "min": 28.7, "max": 66.2},
+    }
+    memory = {"kind": "dense", "versions": 5, "ratio": {"median": 2.58, "min": 2.04, "max": 5.27}}
+    return {"meta": {"load_before": "3.23 / 3.92 / 6.46", "load_after": "3.44 / 3.86 / 6.27"}, "cold": [cold],
+            "memory": [memory]}  # fmt: skip
+
+
 def test_report_from_every_benchmark(tmp_path: Path) -> None:
-    docs = (("inference", _inference()), ("registry", _registry()), ("trainer", _trainer()), ("formats", _formats()))
+    docs = (("inference", _inference()), ("registry", _registry()), ("trainer", _trainer()), ("formats", _formats()),
+            ("coldstart", _coldstart()))  # fmt: skip
     for name, doc in docs:
         (tmp_path / f"{name}.json").write_text(json.dumps(doc))
     (tmp_path / "trainer.md").write_text("# Trainer benchmark\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
@@ -103,6 +118,8 @@ def test_report_from_every_benchmark(tmp_path: Path) -> None:
     assert "## Serving formats: torch, onnxruntime and int8 onnxruntime" in report
     assert "- lenet at concurrency 8: onnxruntime/torch 1.25 (1.12-1.38), int8/onnxruntime 0.88 (0.79-0.96)" in report
     assert "accuracy_delta -0.0100, size ratio 0.350" in report and "load average 0.50 / 0.40 / 0.30" in report
+    assert "- mlp (38,896 bytes counted): cold 50.5 (33.4-72.2) ms, warm 2.65 (1.75-6.05) ms" in report
+    assert "- dense: RSS growth per loaded version 2.58 (2.04-5.27) x what the limit counts" in report
 
 
 def test_missing_results_are_reported_not_invented(tmp_path: Path) -> None:
