@@ -254,3 +254,38 @@ async def test_an_evicted_version_finishes_its_requests_and_one_too_large_is_ref
         proc.stop()
     log = proc.log()
     assert "slow/1: evicted (least recently used" in log and "draining" in log
+
+
+async def test_an_evicted_model_comes_back_from_the_cache_while_the_registry_is_down(workdir: Path) -> None:
+    registry = support.start_registry(workdir / "down-registry")
+    client = support.registry_client(registry.address)
+    models = {}
+    for i, name in enumerate(("left", "right")):
+        graph, weight, bias = support.onnx_dense(seed=200 + i)
+        support.register_onnx(client, name, graph, support.dense_signature())
+        models[name] = (weight, bias, len(graph))
+    client.close()
+    size = max(s for _, _, s in models.values())
+    proc = support.start_inference(
+        registry.address, workdir / "down", models="left,right", memory_limit=size + size // 2
+    )
+    try:
+        async with tca.InferenceServerClient(proc.address) as c:
+            x = np.random.default_rng(7).standard_normal((1, 64)).astype(np.float32)
+            tensor = tca.InferInput("input", [1, 64], "FP32")
+            tensor.set_data_from_numpy(x)
+
+            async def check(name: str) -> None:
+                out = (await c.infer(name, [tensor], client_timeout=60)).as_numpy("output")
+                weight, bias, _ = models[name]
+                assert out is not None and np.allclose(out, x @ weight + bias, rtol=1e-4, atol=1e-4)
+
+            await check("left")
+            await check("right")  # evicts left
+            registry.stop()
+            await check("left")  # evicts right, and loads left again from the cache
+            await check("right")
+    finally:
+        proc.stop()
+        registry.stop()
+    assert "registry unreachable" in proc.log() and "loading version 1 again" in proc.log()
