@@ -21,6 +21,7 @@ from maas.inference.manager import ModelManager
 from maas.inference.metrics import InferenceMetrics
 from maas.inference.servicer import InferenceServicer
 from maas.inference.settings import InferenceSettings, http_settings, replica_id
+from maas.inference.shadow import ShadowMetrics
 from maas.inference.statistics import Statistics
 from maas.oip import grpc_service_pb2, grpc_service_pb2_grpc
 
@@ -47,7 +48,8 @@ class InferenceApp:
                 metrics_registry, self.statistics, self.manager.pending, self.manager.states
             )
         self.converger = Converger(self.manager, settings, replica_id(settings))
-        self.plane = DataPlane(self.manager, self.statistics, self.converger)
+        shadow_metrics = ShadowMetrics(metrics_registry) if metrics_registry is not None else None
+        self.plane = DataPlane(self.manager, self.statistics, self.converger, shadow_metrics)
         self.follower = RegistryFollower(
             self.converger,
             initial=settings.reconnect_initial_seconds,
@@ -99,5 +101,6 @@ class InferenceApp:
             await self.http.stop()
         await self.follower.stop()
         await self.converger.stop()
+        await self.plane.shadow.close(cancel=True)  # copies are never waited for
         await self.manager.close()
         await self.registry.close()

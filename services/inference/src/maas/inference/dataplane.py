@@ -18,7 +18,9 @@ from maas.inference.convergence import Converger
 from maas.inference.domain import IndexEntry, InferRequest, InferResult, ModelOptions, State, Target
 from maas.inference.manager import ModelEntry, ModelManager, NotLoaded
 from maas.inference.served import ServedVersion
+from maas.inference.shadow import Shadow, ShadowMetrics
 from maas.inference.statistics import Statistics, VersionStats
+from maas.inference.traffic import Split
 from maas.inference.validation import ParsedRequest
 
 log = logging.getLogger("maas.inference.dataplane")
@@ -31,10 +33,27 @@ EXTENSIONS = ("model_repository", "model_configuration", "statistics")
 
 
 class DataPlane:
-    def __init__(self, manager: ModelManager, statistics: Statistics, converger: Converger) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        statistics: Statistics,
+        converger: Converger,
+        shadow_metrics: ShadowMetrics | None = None,
+    ) -> None:
         self.manager = manager
         self.statistics = statistics
         self.converger = converger
+        self.split = Split(manager)
+        """Which of a served name's targets answers a request (issue 14.3)."""
+        settings = manager.settings
+        self.shadow = Shadow(
+            manager,
+            record_failure,
+            max_inflight=settings.shadow_max_inflight,
+            timeout=settings.shadow_timeout,
+            metrics=shadow_metrics,
+        )
+        """Copies of answered requests to their served name's shadow, off the caller's path."""
         self.ready = False
 
     # ---------------------------------------------------- health, metadata
@@ -70,7 +89,7 @@ class DataPlane:
             raise
         finally:
             served.release()
-        return self.succeeded(served, parsed, outcome, start, request.id)
+        return self.succeeded(served, parsed, outcome, start, request)
 
     def submit(
         self, request: InferRequest, time_remaining: float | None
@@ -80,7 +99,7 @@ class DataPlane:
         Raises (and counts) what fails before the request is queued.
         """
         start = perf_counter_ns()
-        served = self.manager.lookup(request.model_name, request.model_version)
+        served = self.split.route(request.model_name, request.model_version, request.id)
         return self._queue(served, request, time_remaining, start)
 
     async def submit_cold(
@@ -105,16 +124,19 @@ class DataPlane:
             raise
         return served, parsed, future, start
 
-    @staticmethod
     def succeeded(
-        served: ServedVersion, parsed: ParsedRequest, outcome: Outcome, start: int, request_id: str
+        self, served: ServedVersion, parsed: ParsedRequest, outcome: Outcome, start: int, request: InferRequest
     ) -> InferResult:
+        """Count and build the answer; its copy to the shadow, if any, starts here and is not waited for."""
         served.recorder.success(outcome, perf_counter_ns() - start, parsed.rows)
         outputs = outcome.outputs
         specs = served.signature.outputs
         if parsed.outputs is served.signature.all_outputs:  # every output, in order (the usual request)
-            return InferResult(served, request_id, list(zip(specs, outputs, strict=True)))
-        return InferResult(served, request_id, [(specs[i], outputs[i]) for i in parsed.outputs])
+            result = InferResult(served, request.id, list(zip(specs, outputs, strict=True)))
+        else:
+            result = InferResult(served, request.id, [(specs[i], outputs[i]) for i in parsed.outputs])
+        self.shadow.mirror(request, result)
+        return result
 
     # ----------------------------------------------------------- statistics
 

@@ -238,7 +238,7 @@ class _Finish:
             stream._answer(_stream_error(self.request, failure))
             return
         try:
-            result = stream.plane.succeeded(served, self.parsed, future.result(), self.start, self.request.id)
+            result = stream.plane.succeeded(served, self.parsed, future.result(), self.start, self.request)
             answer = converters.to_stream_response(result)
         except Exception as exc:  # noqa: BLE001 - one request's failure must not end the stream
             answer = _stream_error(self.request, exc)

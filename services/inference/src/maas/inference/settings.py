@@ -110,6 +110,16 @@ class InferenceSettings(ServerSettings, RegistryConnection):
         "limit. A version counts the size of the files it is built from (its weights). Beyond it, the least recently "
         "used versions are unloaded (after their in-flight requests) and loaded again on their next request.",
     )
+    shadow_max_inflight: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="Copies of requests to deployments' shadows that may be outstanding at once in this replica; "
+        "past it a copy is dropped (and counted), so a slow shadow never holds more.",
+    )
+    shadow_timeout: float = Field(
+        10.0, gt=0, le=600, description="Longest a copy of a request to a shadow may take (then counted as a timeout)."
+    )
     follow: bool = Field(
         True,
         description="Follow the registry's events: converge to its deployments as they change, and swap when a "

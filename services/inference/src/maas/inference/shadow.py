@@ -137,8 +137,11 @@ class Shadow:
             found = self.tallies[key] = dict.fromkeys(OUTCOMES, 0)
         return found
 
-    async def close(self) -> None:
-        """Let the copies still running end (each within its timeout)."""
+    async def close(self, *, cancel: bool = False) -> None:
+        """Wait for the copies still running (each ends within its timeout); `cancel`: stop them first (a shutdown)."""
+        if cancel:
+            for task in self.running:
+                task.cancel()
         if self.running:
             await asyncio.gather(*self.running, return_exceptions=True)
 
