@@ -148,14 +148,14 @@ def test_replicas_converge_to_deployments(
         )
         assert cb.get_model_config("other").config.max_batch_size == 4
 
-        # An update reaches both: two targets, the heavier takes the requests; the other is loaded and
-        # reached by its version (issue 14.3 splits traffic by weight over these).
+        # An update reaches both: two targets; the one of weight 0 takes no requests but is loaded, warmed,
+        # followed and reached by its version.
         registry.update_deployment(
             "live",
             rpb.DeploymentSpec(
                 targets=[
-                    rpb.DeploymentTarget(ref="digits/2", weight=90),
-                    rpb.DeploymentTarget(ref="digits@production", weight=10),
+                    rpb.DeploymentTarget(ref="digits/2", weight=100),
+                    rpb.DeploymentTarget(ref="digits@production", weight=0),
                 ]
             ),
         )
@@ -186,6 +186,16 @@ def test_replicas_converge_to_deployments(
         assert serves(ca, "digits", "3", digits3) and serves(ca, "other", "1", other1)
         assert answer(ca, "live")[0] == "2" and answer(ca, "live", "3")[0] == "3"
         eventually(lambda: converged(address, "live", 2, {"replica-a", "replica-b"}), "both reported again")
+
+        # A generation whose only target cannot be built: each replica says why, and goes on serving the last one.
+        support.register_onnx(registry, "broken", support.onnx_unknown_op(), support.IDENTITY_SIGNATURE, alias=None)
+        registry.update_deployment("live", rpb.DeploymentSpec(targets=[rpb.DeploymentTarget(ref="broken/1")]))
+        failed = {"replica-a": (3, "failed"), "replica-b": (3, "failed")}
+        eventually(lambda: states(address, "live") == failed, "both report generation 3 failed")
+        report = {r["replica"]: r for r in shown(address, "live")["replicas"]}
+        (target,) = [t for t in report["replica-a"]["targets"] if t["ref"] == "broken/1"]
+        assert target["state"] == "TARGET_STATE_FAILED" and "broken/1 cannot be served" in target["reason"]
+        assert all(answer(client, "live")[0] == "2" for client in (ca, cb))
 
         # RepositoryModelUnload deletes the deployment: the other replica stops serving it too.
         cb.unload_model("other")
