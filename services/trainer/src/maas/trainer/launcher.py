@@ -27,6 +27,15 @@ log = logging.getLogger("maas.trainer.launcher")
 
 PR_SET_PDEATHSIG = 1
 LINE_LIMIT = 1024 * 1024
+# Below this many usable CPUs a replacement warm worker waits for the job that took one to end: its imports
+# (torch, torchvision, scikit-learn, transformers: 14-19 CPU s on a 2-core machine) would otherwise compete
+# with that job's first epochs for the same cores.
+SPARE_CPUS_FOR_EARLY_REFILL = 4
+
+
+def refill_at_once() -> bool:
+    """Whether this machine has cores to spare for a warm worker's imports while a job trains."""
+    return len(os.sched_getaffinity(0)) >= SPARE_CPUS_FOR_EARLY_REFILL
 
 
 def die_with_parent() -> None:
@@ -148,6 +157,7 @@ class Launcher:
     def __init__(self, warm_workers: int) -> None:
         self._warm_target = warm_workers
         self._warm: list[asyncio.subprocess.Process] = []
+        self._refills: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def start(self) -> None:
@@ -171,8 +181,17 @@ class Launcher:
         proc.stdin.write((json.dumps({"job_dir": str(job_dir)}) + "\n").encode())
         await proc.stdin.drain()
         proc.stdin.close()
-        asyncio.get_running_loop().create_task(self._refill())
+        refill = asyncio.get_running_loop().create_task(
+            self._refill() if refill_at_once() else self._refill_after(proc)
+        )
+        self._refills.add(refill)
+        refill.add_done_callback(self._refills.discard)
         return WorkerProcess(proc, job_dir)
+
+    async def _refill_after(self, proc: asyncio.subprocess.Process) -> None:
+        """Start the replacement once `proc` (the job's worker) has exited."""
+        await proc.wait()
+        await self._refill()
 
     async def group(self, job_dir: Path, world_size: int, max_restarts: int) -> WorkerProcess:
         """A torch.distributed.run agent with `world_size` local workers."""
