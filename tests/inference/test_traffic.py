@@ -88,8 +88,11 @@ class Layout:
         self.companions[name] = tuple(e for e in entries if e is not main)
 
     def lookup(self, name: str, version: str) -> ServedVersion:
-        entries = [self.models[name], *self.companions.get(name, ())] if name in self.models else []
-        for entry in entries:
+        """As the manager's: a version among all the targets, else the main entry's (or why it cannot answer)."""
+        main = self.models.get(name)
+        if main is None:
+            raise errors.NotFound(f"{name} is not served")
+        for entry in [main, *self.companions.get(name, ())] if version else [main]:
             if entry.current is not None and not entry.shadow and version in ("", entry.current.version_str):
                 return entry.current
         raise errors.Unavailable(f"{name} cannot answer")
@@ -189,6 +192,21 @@ def test_a_target_that_cannot_answer_gives_its_share_to_the_others_and_no_other_
     assert all(after[i] == v for i, v in before.items() if v != 2)  # ids of versions that are up stay put
     moved = [after[i] for i, v in before.items() if v == 2]
     assert abs(moved.count(1) / len(moved) - 50 / 70) <= 0.1  # spread by the remaining weights, 50:20
+
+
+def test_the_share_of_a_main_target_out_of_memory_waits_for_its_load_rather_than_move() -> None:
+    layout = Layout()
+    _, new = canary(layout)
+    main = layout.models["digits"]
+    main.current, main.cold = None, True  # evicted under the memory limit: its next request loads it
+    split = Split(layout)
+    waited = 0
+    for request_id in ids(500):
+        try:
+            assert split.route("digits", "", request_id) is new
+        except errors.Unavailable:  # the manager's lookup raises NotLoaded here: the data plane loads it
+            waited += 1
+    assert 400 <= waited < 500  # the main target's ids (90%) wait; the canary's go on
 
 
 def test_a_name_none_of_whose_targets_can_answer_says_why() -> None:
