@@ -179,18 +179,13 @@ def test_compose_services_work_as_configured(database: str, tmp_path: Path) -> N
         body = json.dumps(
             {"inputs": [{"name": "input", "shape": [2, 1, 8, 8], "datatype": "FP32", "data": x[:2].tolist()}]}
         )
-        url = f"http://127.0.0.1:{tr.http_ports['inference']}/v2/models/digits/infer"
-        with urllib.request.urlopen(
-            urllib.request.Request(url, data=body.encode(), method="POST"), timeout=30
-        ) as reply:
-            (output,) = json.loads(reply.read())["outputs"]
-        assert np.allclose(np.asarray(output["data"], dtype=np.float32).reshape(2, 10), logits[:2], atol=1e-5)
-        url = f"http://127.0.0.1:{tr.http_ports['inference']}/v2/models/live/infer"
-        with urllib.request.urlopen(
-            urllib.request.Request(url, data=body.encode(), method="POST"), timeout=30
-        ) as reply:
-            (output,) = json.loads(reply.read())["outputs"]
-        assert np.allclose(np.asarray(output["data"], dtype=np.float32).reshape(2, 10), logits[:2], atol=1e-5)
+        for served in ("digits", "live"):  # the model under its name, and the deployment
+            url = f"http://127.0.0.1:{tr.http_ports['inference']}/v2/models/{served}/infer"
+            with urllib.request.urlopen(
+                urllib.request.Request(url, data=body.encode(), method="POST"), timeout=30
+            ) as reply:
+                (output,) = json.loads(reply.read())["outputs"]
+            assert np.allclose(np.asarray(output["data"], dtype=np.float32).reshape(2, 10), logits[:2], atol=1e-5)
         shown = maas("deployments", "show", "live", "--json", env=cli_env).json()
         assert [state for state in shown["replica_states"].values()] == ["converged"], shown
     finally:
