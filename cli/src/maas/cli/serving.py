@@ -69,14 +69,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     c = serving.add_parser(
         "load",
         parents=[common],
-        help="serve a model (MODEL follows production, or its latest READY version without one; "
-        "MODEL@ALIAS follows ALIAS; MODEL/VERSION pins a version)",
+        help="serve a model on every inference replica: writes the deployment MODEL (MODEL follows production, "
+        "or its latest READY version without one; MODEL@ALIAS follows ALIAS; MODEL/VERSION pins a version)",
     )
     c.add_argument("ref", metavar="MODEL[@ALIAS|/VERSION]")
     c.add_argument("--wait", type=float, default=120.0, metavar="SECONDS", help="how long loading may take")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=load)
-    c = serving.add_parser("unload", parents=[common], help="stop serving a model")
+    c = serving.add_parser("unload", parents=[common], help="stop serving a model (deletes its deployment)")
     c.add_argument("model")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=unload)
