@@ -33,3 +33,27 @@ def registry(registry_process: support.Process) -> Iterator[BlockingRegistryClie
     client = support.registry_client(registry_process.address)
     yield client
     client.close()
+
+
+# A registry process on a migrated, empty database of each backend (SQLite, PostgreSQL), per test.
+@pytest.fixture
+def db_registry_process(db_url: str, tmp_path: Path) -> Iterator[support.Process]:
+    env = {
+        "MAAS_REGISTRY_PORT": "0",
+        "MAAS_REGISTRY_METRICS_PORT": "0",
+        "MAAS_REGISTRY_DATABASE_URL": db_url,
+        "MAAS_REGISTRY_AUTO_MIGRATE": "false",
+        "MAAS_REGISTRY_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        "MAAS_REGISTRY_EVENT_POLL_INTERVAL": "0.05",
+        "MAAS_REGISTRY_GRACE_SECONDS": "1",
+    }
+    proc = support.start("maas.registry", env, tmp_path / "registry.log", ready="registry")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def db_registry(db_registry_process: support.Process) -> Iterator[BlockingRegistryClient]:
+    client = support.registry_client(db_registry_process.address)
+    yield client
+    client.close()

@@ -1,4 +1,4 @@
-"""A canary and a shadow through real processes: one registry, two inference replicas (issue 14.3).
+"""A canary and a shadow through real processes: one registry (SQLite, PostgreSQL), two inference replicas (14.3).
 
 A deployment `digits` splits 90/10 between digits@production (version 1) and
 digits/2, with a shadow, digits/3, that fails on every request it is sent
@@ -118,8 +118,9 @@ def serving(registry: BlockingRegistryClient, name: str, generation: int, replic
 
 
 def test_a_90_10_canary_with_a_failing_shadow_on_two_replicas(
-    workdir: Path, registry_process: support.Process, registry: BlockingRegistryClient
+    tmp_path: Path, db_registry_process: support.Process, db_registry: BlockingRegistryClient
 ) -> None:
+    registry_proc, registry = db_registry_process, db_registry
     expected: dict[str, Any] = {}
     for seed in (1, 2):
         graph, weight, bias = support.onnx_dense(seed, WIDTH, OUTPUTS)
@@ -143,8 +144,8 @@ def test_a_90_10_canary_with_a_failing_shadow_on_two_replicas(
         replicas = list(
             pool.map(
                 lambda i: support.start_inference(
-                    registry_process.address,
-                    workdir / f"canary-{i}",
+                    registry_proc.address,
+                    tmp_path / f"canary-{i}",
                     replica_id=f"canary-{i}",
                     metrics_port=ports[i],
                     http="false",
@@ -202,7 +203,7 @@ def test_a_90_10_canary_with_a_failing_shadow_on_two_replicas(
         assert p99["digits"] < p99["plain"] + P99_BOUND, p99
 
         # Promotion: one command, and every request goes to the canary on both replicas.
-        env = {"MAAS_REGISTRY_ADDRESS": registry_process.address, "MAAS_TIMEOUT": "30"}
+        env = {"MAAS_REGISTRY_ADDRESS": registry_proc.address, "MAAS_TIMEOUT": "30"}
         promoted = maas("deployments", "promote", "digits", env=env, timeout=60)
         assert promoted.rc == 0, promoted.stderr
         eventually(lambda: serving(registry, "digits", 2, 2), "the promotion reached both replicas")

@@ -13,7 +13,6 @@ moved to production is served under its own name with no load at all.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,29 +29,6 @@ from tests.inference import support
 from tests.inference.test_late_models import eventually
 
 X = np.random.default_rng(3).standard_normal((2, 64)).astype(np.float32)
-
-
-@pytest.fixture
-def registry_proc(db_url: str, tmp_path: Path) -> Iterator[support.Process]:
-    env = {
-        "MAAS_REGISTRY_PORT": "0",
-        "MAAS_REGISTRY_METRICS_PORT": "0",
-        "MAAS_REGISTRY_DATABASE_URL": db_url,
-        "MAAS_REGISTRY_AUTO_MIGRATE": "false",
-        "MAAS_REGISTRY_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-        "MAAS_REGISTRY_EVENT_POLL_INTERVAL": "0.05",
-        "MAAS_REGISTRY_GRACE_SECONDS": "1",
-    }
-    proc = support.start("maas.registry", env, tmp_path / "registry.log", ready="registry")
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def registry(registry_proc: support.Process) -> Iterator[BlockingRegistryClient]:
-    client = support.registry_client(registry_proc.address)
-    yield client
-    client.close()
 
 
 def scaled(registry: BlockingRegistryClient, model: str, factor: float, alias: str | None) -> tuple[int, np.ndarray]:
@@ -114,9 +90,10 @@ def converged(registry: str, name: str, generation: int, replicas: set[str]) -> 
 
 
 def test_replicas_converge_to_deployments(
-    registry_proc: support.Process, registry: BlockingRegistryClient, tmp_path: Path
+    db_registry_process: support.Process, db_registry: BlockingRegistryClient, tmp_path: Path
 ) -> None:
-    address = registry_proc.address
+    address = db_registry_process.address
+    registry = db_registry
     _, digits1 = scaled(registry, "digits", 1.0, alias="production")
     _, digits2 = scaled(registry, "digits", 2.0, alias=None)
     _, other1 = scaled(registry, "other", 5.0, alias=None)
